@@ -1,0 +1,31 @@
+# The same targets serve a new user, a developer and CI (.ci/run calls `make test`).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test lint bench clean
+
+$(BIN)/cti: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(BIN)/cti
+
+install: $(BIN)/cti
+
+demo: install
+	$(BIN)/cti demo
+
+lint: install
+	$(BIN)/ruff check cti tests
+	$(BIN)/ruff format --check cti tests
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -q
+
+bench: install
+	$(BIN)/cti bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

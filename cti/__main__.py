@@ -1,0 +1,7 @@
+"""``python -m cti`` is the ``cti`` command."""
+
+import sys
+
+from cti.cli import main
+
+sys.exit(main())
