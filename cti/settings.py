@@ -1,0 +1,102 @@
+"""Typed settings, loaded once: defaults → TOML file → environment, then passed down.
+
+Secrets (AMI passwords) are kept out of ``repr`` so they never reach a log line.
+Environment overrides: ``CTI_CONFIG`` (file path), ``CTI_LOG_LEVEL``, and per PBX
+``CTI_PBX_<NAME>_HOST``/``_PORT``/``_USERNAME``/``_SECRET``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(Exception):
+    """The configuration file or environment is invalid (message says where)."""
+
+
+@dataclass(frozen=True)
+class PbxSettings:
+    """One Asterisk to follow. ``name`` is carried by every call and event from it."""
+
+    name: str = "default"
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "cti"
+    secret: str = field(default="", repr=False)
+    events: str = "on"
+    ping_interval: float = 10.0
+    pong_timeout: float = 5.0
+    connect_timeout: float = 5.0
+    action_timeout: float = 10.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """An agent account and the queue member names / interfaces that mean this agent."""
+
+    id: str
+    name: str = ""
+    members: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Settings:
+    pbxs: tuple[PbxSettings, ...] = (PbxSettings(),)
+    agents: tuple[AgentSettings, ...] = ()
+    log_level: str = "INFO"
+
+
+def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read settings; ``path`` defaults to ``$CTI_CONFIG``. Raises SettingsError."""
+    env = os.environ if env is None else env
+    path = path or env.get("CTI_CONFIG")
+    raw: dict[str, Any] = {}
+    if path:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"cannot read config {path}: {exc}") from exc
+    pbxs = tuple(_pbx(name, body, env) for name, body in raw.get("pbx", {}).items()) or (
+        _pbx("default", {}, env),
+    )
+    agents = tuple(_agent(a) for a in raw.get("agents", []))
+    return Settings(
+        pbxs=pbxs, agents=agents, log_level=env.get("CTI_LOG_LEVEL", raw.get("log_level", "INFO"))
+    )
+
+
+def _pbx(name: str, body: Mapping[str, Any], env: Mapping[str, str]) -> PbxSettings:
+    known = {f.name: f.type for f in fields(PbxSettings)}
+    unknown = set(body) - set(known)
+    if unknown:
+        raise SettingsError(f"[pbx.{name}]: unknown keys {sorted(unknown)}")
+    values: dict[str, Any] = dict(body)
+    prefix = f"CTI_PBX_{name.upper()}_"
+    for key in ("host", "port", "username", "secret"):
+        if prefix + key.upper() in env:
+            values[key] = env[prefix + key.upper()]
+    try:
+        pbx = replace(PbxSettings(name=name), **values)
+        return replace(
+            pbx,
+            port=int(pbx.port),
+            ping_interval=float(pbx.ping_interval),
+            pong_timeout=float(pbx.pong_timeout),
+        )
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"[pbx.{name}]: {exc}") from exc
+
+
+def _agent(body: Mapping[str, Any]) -> AgentSettings:
+    if "id" not in body:
+        raise SettingsError(f"[[agents]] entry without id: {dict(body)}")
+    return AgentSettings(
+        id=str(body["id"]), name=str(body.get("name", "")), members=tuple(body.get("members", ()))
+    )
