@@ -19,7 +19,6 @@ keeps all its values joined with ``\\n``, which cannot occur inside one AMI line
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -28,7 +27,6 @@ Message = dict[str, str]
 BANNER_PREFIX = "Asterisk Call Manager/"
 DEFAULT_MAX_FRAME = 256 * 1024
 
-_FRAME_END = re.compile(rb"\r?\n\r?\n")
 _C_ESCAPES = {
     "n": "\n",
     "r": "\r",
@@ -88,20 +86,19 @@ class AmiDecoder:
         out: list[Message] = []
         start = 0
         while True:
+            end, after = self._frame_end(buf, start)
             if self._skipping:
-                match = _FRAME_END.search(buf, start)
-                if match is None:
+                if end < 0:
                     # keep a short tail: the blank line may straddle two reads
                     del buf[: max(start, len(buf) - 3)]
                     return out
-                start = match.end()
+                start = after
                 self._skipping = False
                 continue
-            match = _FRAME_END.search(buf, start)
-            if match is None:
+            if end < 0:
                 break
-            frame = bytes(buf[start : match.start()])
-            start = match.end()
+            frame = bytes(buf[start:end])
+            start = after
             if not frame.strip():
                 continue
             if len(frame) > self._max_frame:
@@ -129,6 +126,25 @@ class AmiDecoder:
             )
         self._buf.clear()
         self._skipping = False
+
+    @staticmethod
+    def _frame_end(buf: bytearray, start: int) -> tuple[int, int]:
+        """Where the next frame ends (its last line's end) and where the one after starts.
+
+        A blank line is ``\n`` followed by ``\r\n`` or ``\n``; ``bytes.find`` is far faster
+        than a regex here, which matters at 100k+ events/s.
+        """
+        crlf = buf.find(b"\n\r\n", start)
+        lf = buf.find(b"\n\n", start, crlf + 1 if crlf >= 0 else len(buf))
+        if lf >= 0:
+            end, after = lf, lf + 2
+        elif crlf >= 0:
+            end, after = crlf, crlf + 3
+        else:
+            return -1, -1
+        if end > start and buf[end - 1] == 0x0D:  # the last line's CR
+            end -= 1
+        return end, after
 
     def _take_banner(self) -> bool:
         newline = self._buf.find(b"\n")
@@ -166,16 +182,19 @@ class AmiDecoder:
             self._problems.append(
                 DecodeProblem("not-utf8", "frame decoded as Latin-1", _excerpt(frame))
             )
+        if "\r" in text:
+            text = text.replace("\r\n", "\n")
         message: Message = {}
         for line in text.split("\n"):
-            key, sep, value = line.partition(":")
+            key, sep, value = line.partition(": ")
             if not sep:
-                if line.strip():
-                    self._problems.append(DecodeProblem("bad-line", "line without ':'", line[:200]))
-                continue
-            key = key.strip()
-            value = value[1:] if value[:1] == " " else value
-            value = value.rstrip("\r")
+                key, sep, value = line.partition(":")
+                if not sep:
+                    if line.strip():
+                        self._problems.append(
+                            DecodeProblem("bad-line", "line without ':'", line[:200])
+                        )
+                    continue
             if key in message:
                 message[key] += "\n" + value
             else:
