@@ -1,0 +1,48 @@
+"""Settings: file + environment layering, clear errors, secrets kept out of repr."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cti.agents import AgentDirectory
+from cti.settings import SettingsError, load
+
+EXAMPLE = Path(__file__).parent.parent / "config" / "cti.example.toml"
+
+
+def test_example_config_loads_and_env_overrides() -> None:
+    settings = load(EXAMPLE, env={"CTI_PBX_PARIS_SECRET": "s3cret", "CTI_PBX_PARIS_PORT": "6038"})
+    (pbx,) = settings.pbxs
+    assert (pbx.name, pbx.port, pbx.secret) == ("paris", 6038, "s3cret")
+    assert "s3cret" not in repr(settings)
+    directory = AgentDirectory(settings.agents)
+    assert directory.resolve("Alice", "Local/1001@agents/n") == "alice"
+    assert directory.agent_for_device("PJSIP/1002-0000000a") == "bob"
+
+
+def test_defaults_without_a_file() -> None:
+    (pbx,) = load(None, env={}).pbxs
+    assert (pbx.name, pbx.host, pbx.port) == ("default", "127.0.0.1", 5038)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[pbx.x]\nhots = 'typo'\n", "unknown keys ['hots']"),
+        ("[pbx.x]\nport = 'abc'\n", "[pbx.x]"),
+        ("[[agents]]\nname = 'no id'\n", "without id"),
+        ("not toml = = =", "cannot read config"),
+    ],
+)
+def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "cti.toml"
+    path.write_text(text)
+    with pytest.raises(SettingsError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load(path, env={})
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="cannot read config"):
+        load(tmp_path / "nope.toml", env={})
