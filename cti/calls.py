@@ -883,10 +883,10 @@ class CallTracker:
         )
 
     def _on_queue_member(self, msg: Message, at: float | None, out: list[DomainEvent]) -> None:
-        self.agents.learn(
-            msg.get("MemberName") or msg.get("Name", ""),
-            msg.get("Interface") or msg.get("Location", ""),
-        )
+        """QueueMember* events (QueueStatus names them Name/Location) tell who a device is."""
+        member = msg.get("MemberName") or msg.get("Name", "")
+        self.agents.learn(member, msg.get("Interface") or msg.get("Location", ""))
+        self.agents.learn(member, msg.get("StateInterface", ""))
 
     def _infer_answer_from_bridges(
         self, call: _Call, at: float | None, out: list[DomainEvent]

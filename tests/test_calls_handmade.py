@@ -469,3 +469,37 @@ def test_resync_that_failed_closes_nothing() -> None:
     tracker.begin_resync()
     assert tracker.end_resync(None, complete=False) == []
     assert len(tracker.active_calls()) == 1
+
+
+def test_direct_dial_to_a_members_state_interface_rings_that_agent() -> None:
+    """Local members ring a phone whose device is the member's StateInterface."""
+    s = Stream()
+    s.ev(
+        "QueueMemberStatus",
+        Queue="support",
+        MemberName="Carol",
+        Interface="Local/1003@agents/n",
+        StateInterface="PJSIP/1003",
+        Status="1",
+        Paused="0",
+    )
+    caller = Chan("PJSIP/trunk-00000009", "lab-9.1", "lab-9.1", "02079460958", "O'Brien")
+    phone = Chan("PJSIP/1003-0000000a", "lab-9.2", "lab-9.1", "02079460958", "O'Brien")
+    s.ev("Newchannel", caller.snap())
+    s.ev("Newchannel", phone.but(state="Down").snap())
+    s.ev("DialBegin", caller.snap(), phone.but(state="Down").snap("Dest"), DialString="PJSIP/1003")
+    s.ev("DialEnd", caller.snap(), phone.snap("Dest"), DialStatus="BUSY")
+    s.hangup(phone, request="")
+    s.hangup(caller)
+    events, (record,) = run(s)
+    assert [(e.agent, e.caller_name) for e in events if isinstance(e, AgentRinging)] == [
+        ("Carol", "O'Brien")
+    ]
+    assert [(e.agent, e.reason) for e in events if isinstance(e, AgentRingStopped)] == [
+        ("Carol", "busy")
+    ]
+    assert (record.outcome, record.caller_name, record.agents_rung) == (
+        "busy",
+        "O'Brien",
+        ("Carol",),
+    )
