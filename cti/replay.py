@@ -88,13 +88,12 @@ def replay_file(path: str | Path, pbx: str | None = None) -> ReplayResult:
     return replay(Path(path).read_bytes(), pbx)
 
 
-def summary_line(record: CallRecord) -> str:
+def summary_line(record: CallRecord, *, with_id: bool = True) -> str:
     """One human line per call, for support triage."""
     who = record.answered_by or "-"
     queues = ",".join(record.queues) or "-"
     name = f' "{record.caller_name}"' if record.caller_name else ""
     parts = [
-        record.call_id,
         f"{record.caller_number or 'unknown'}{name}",
         f"queues={queues}",
         f"agent={who}",
@@ -108,4 +107,4 @@ def summary_line(record: CallRecord) -> str:
         parts.append(f"{transfer.type}:{transfer.from_agent or '?'}->{transfer.to}")
     if record.flags:
         parts.append("flags=" + ",".join(record.flags))
-    return " ".join(parts)
+    return " ".join([record.call_id, *parts] if with_id else parts)
