@@ -16,10 +16,11 @@ sequences (duplicate ``DialEnd CANCEL``, ``OriginateResponse`` before ``Newchann
 
 Queue exits: ``QueueCallerAbandon`` is sent for caller hang-up *and* timeout, leave-empty,
 withdraw and redirect; a hang-up is the one preceded by a hang-up request on the caller's side.
-The others are told apart by the ``QUEUESTATUS`` VarSet that follows ``QueueCallerLeave``; when
-dialplan events are not subscribed the reason is inferred and the record says so
-(``exit_reason_inferred``). A key exit sends ``QueueCallerLeave`` with neither an abandon nor
-an answered agent leg.
+The others are told apart by the ``QUEUESTATUS`` VarSet that follows ``QueueCallerLeave``
+(set for timeout, leave-empty and withdraw; a Redirect sets none, and its soft hang-up is not
+published). ``QUEUEPOSITION``, set at every leave, shows that dialplan events are visible; when
+they are not, the reason is inferred and the record says so (``exit_reason_inferred``). A key
+exit sends ``QueueCallerLeave`` with neither an abandon nor an answered agent leg.
 
 A call whose channels are all gone but whose queue agent has no ``AgentComplete`` yet is
 *closing*: Asterisk sends that event after the hang-ups. It ends when the event comes, or when
@@ -74,6 +75,21 @@ _DIAL_STOP: dict[str, RingStop] = {
     "CHANUNAVAIL": "failed",
     "CONGESTION": "failed",
 }
+# Events that show a channel has left the queue application and gone on in the dialplan
+_MOVED_ON = frozenset(
+    {
+        "Newexten",
+        "Newstate",
+        "DialBegin",
+        "QueueCallerJoin",
+        "BridgeEnter",
+        "HangupRequest",
+        "SoftHangupRequest",
+        "Hangup",
+        "AGIExecStart",
+        "UserEvent",
+    }
+)
 # Events the model never reads: skipped as raw bytes, before any decoding (hot path).
 _IGNORED_EVENTS = (
     b"Newexten",
@@ -107,7 +123,11 @@ def frame_filter(frame: bytes) -> bool:
     if frame.startswith(_IGNORED_PREFIXES):
         return False
     if frame.startswith(b"Event: VarSet"):
-        return b"Variable: QUEUESTATUS" in frame or b"Variable: QUEUE_WITHDRAW_INFO" in frame
+        return (
+            b"Variable: QUEUESTATUS" in frame
+            or b"Variable: QUEUE_WITHDRAW_INFO" in frame
+            or b"Variable: QUEUEPOSITION" in frame
+        )
     return True
 
 
@@ -140,9 +160,9 @@ class _PendingExit:
     queue: str
     hold: float | None
     position: int | None
-    soft_hangup: bool
     at: float | None
     left: bool = False
+    dialplan_visible: bool = False  # QUEUEPOSITION seen: QUEUESTATUS would be too
 
 
 @dataclass(slots=True)
@@ -172,7 +192,6 @@ class _Call:
     exits: list[QueueExit] = field(default_factory=list)
     pending_exit: _PendingExit | None = None
     caller_hungup: bool = False
-    soft_hangup: bool = False
     withdraw_info: bool = False
     dial_results: list[str] = field(default_factory=list)
     closing_at: float | None = None
@@ -449,11 +468,7 @@ class CallTracker:
         channel = self._channels.get(msg.get("Uniqueid", ""))
         if channel is None or channel.agent is not None:
             return
-        call = channel.call
-        if msg["Event"] == "SoftHangupRequest" and channel.uniqueid == call.queue_channel:
-            call.soft_hangup = True  # a Redirect looks the same until the channel goes on
-        else:
-            call.caller_hungup = True
+        channel.call.caller_hungup = True
 
     def _on_hangup(self, msg: Message, at: float | None, out: list[DomainEvent]) -> None:
         channel = self._channels.get(msg.get("Uniqueid", ""))
@@ -696,7 +711,7 @@ class CallTracker:
         call.queue, call.queue_channel, call.joined_at = queue, uid, at
         call.queued_at = call.queued_at if call.queued_at is not None else at
         call.queues.append(queue)
-        call.caller_hungup = call.soft_hangup = call.withdraw_info = False
+        call.caller_hungup = call.withdraw_info = False
         channel = self._channels[uid]
         self._update_caller(channel, msg, "", at, out)
         out.append(
@@ -717,12 +732,12 @@ class CallTracker:
         if call is None or call.queue != queue:
             return
         hold, position = _float(msg.get("HoldTime")), _int(msg.get("Position"))
-        if call.caller_hungup and not call.soft_hangup:
+        if call.caller_hungup:
             self._exit(call, queue, "abandoned", hold, position, at, out)
         elif call.withdraw_info:
             self._exit(call, queue, "withdrawn", hold, position, at, out)
         else:
-            call.pending_exit = _PendingExit(queue, hold, position, call.soft_hangup, at)
+            call.pending_exit = _PendingExit(queue, hold, position, at)
         call.queue = None
 
     def _on_queue_leave(self, msg: Message, at: float | None, out: list[DomainEvent]) -> None:
@@ -747,6 +762,8 @@ class CallTracker:
         variable, value = msg.get("Variable", ""), msg.get("Value", "")
         if variable == "QUEUE_WITHDRAW_INFO":
             call.withdraw_info = True
+        elif variable == "QUEUEPOSITION" and call.pending_exit is not None:
+            call.pending_exit.dialplan_visible = True
         elif variable == "QUEUESTATUS" and call.pending_exit is not None:
             reason = _QUEUESTATUS.get(value)
             if reason is None:
@@ -761,7 +778,7 @@ class CallTracker:
     ) -> None:
         """After QueueCallerLeave, the caller's channel doing anything else settles the reason."""
         uid = msg.get("Uniqueid")
-        if not uid or msg["Event"] in ("VarSet", "QueueCallerLeave", "QueueCallerAbandon"):
+        if not uid or msg["Event"] not in _MOVED_ON:
             return
         channel = self._channels.get(uid)
         if channel is None:
@@ -778,8 +795,11 @@ class CallTracker:
             return
         call.pending_exit = None
         if reason is None:
-            reason = "redirected" if pending.soft_hangup else "timeout"
-            call.flag("exit_reason_inferred")
+            # app_queue sets QUEUESTATUS for timeout, leave-empty and withdraw, not for a
+            # Redirect; without dialplan events we cannot see either and say so
+            reason = "redirected" if pending.dialplan_visible else "timeout"
+            if not pending.dialplan_visible:
+                call.flag("exit_reason_inferred")
         self._exit(call, pending.queue, reason, pending.hold, pending.position, pending.at, out)
 
     def _exit(

@@ -111,7 +111,28 @@ def test_timeout_without_dialplan_events_is_inferred_and_marked() -> None:
 
 
 def test_redirect_out_of_queue() -> None:
-    """AMI Redirect: soft hang-up of the waiting channel, abandon, then it goes on."""
+    """AMI Redirect: ast_async_goto soft-hangs-up without publishing it; no QUEUESTATUS."""
+    s = Stream()
+    waiting_caller(s)
+    s.ev(
+        "QueueCallerAbandon",
+        CALLER.snap(),
+        Queue="support",
+        Position="1",
+        OriginalPosition="1",
+        HoldTime="5",
+    )
+    s.ev("QueueCallerLeave", CALLER.snap(), Queue="support", Position="1", Count="0")
+    s.ev("VarSet", CALLER.snap(), Variable="QUEUEPOSITION", Value="1")
+    s.ev("Newexten", CALLER.but(context="after-redirect").snap(), Application="Playback")
+    s.hangup(CALLER, "SoftHangupRequest")
+    events, (record,) = run(s)
+    assert [e.reason for e in events if isinstance(e, CallAbandoned)] == ["redirected"]
+    assert (record.outcome, record.flags) == ("redirected", ())
+
+
+def test_system_hangup_of_a_waiting_caller_is_abandoned() -> None:
+    """AMI Hangup / dialplan Hangup publish SoftHangupRequest before the abandon."""
     s = Stream()
     waiting_caller(s)
     s.ev("SoftHangupRequest", CALLER.snap(), Cause="16")
@@ -124,11 +145,9 @@ def test_redirect_out_of_queue() -> None:
         HoldTime="5",
     )
     s.ev("QueueCallerLeave", CALLER.snap(), Queue="support", Position="1", Count="0")
-    s.ev("Newstate", CALLER.but(context="after-redirect").snap())
-    s.hangup(CALLER, "SoftHangupRequest")
-    events, (record,) = run(s)
-    assert [e.reason for e in events if isinstance(e, CallAbandoned)] == ["redirected"]
-    assert record.outcome == "redirected"
+    s.hangup(CALLER, request="")
+    _, (record,) = run(s)
+    assert record.outcome == "abandoned"
 
 
 def test_exit_key_has_no_abandon_event() -> None:
