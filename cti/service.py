@@ -1,0 +1,127 @@
+"""The service: for each configured PBX one AMI client, one queue and one call model.
+
+The AMI client only enqueues; one consumer task per PBX drains the queue into the model in
+arrival order, so the model needs no lock and a slow sink never stalls the socket reader.
+Domain events go to every sink (console, and in later issues the bus that feeds screen pops).
+The model has no clock: the consumer gives it one that follows the stream's own Timestamps,
+advanced by the monotonic time since the last event, so a skewed PBX clock cannot expire a
+call early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+from cti.agents import AgentDirectory
+from cti.ami import AmiClient, AmiEvent, Disconnected, Item, ResyncBegin, ResyncEnd
+from cti.calls import CallTracker, frame_filter
+from cti.events import DomainEvent
+from cti.settings import PbxSettings, Settings
+
+log = logging.getLogger(__name__)
+
+EXPIRE_EVERY = 1.0
+
+
+class EventSink(Protocol):
+    """Receives every domain event; must not block (hand slow work to a task or queue)."""
+
+    def publish(self, event: DomainEvent) -> None: ...
+
+
+class StreamClock:
+    """The PBX's time as seen through its event Timestamps, advanced by our monotonic clock."""
+
+    def __init__(self) -> None:
+        self._stream: float | None = None
+        self._mono = 0.0
+
+    def saw(self, stream_time: float | None) -> None:
+        if stream_time is not None:
+            self._stream, self._mono = stream_time, time.monotonic()
+
+    def now(self) -> float | None:
+        if self._stream is None:
+            return None
+        return self._stream + (time.monotonic() - self._mono)
+
+
+class PbxFollower:
+    """One PBX: its client, its queue, its model, and the task that feeds the model."""
+
+    def __init__(self, settings: PbxSettings, agents: AgentDirectory, sinks: Sequence[EventSink]):
+        self.settings = settings
+        self.queue: asyncio.Queue[Item] = asyncio.Queue()
+        self.client = AmiClient(settings, self.queue, frame_filter=frame_filter)
+        self.tracker = CallTracker(settings.name, agents)
+        self.sinks = sinks
+        self.clock = StreamClock()
+        self.events_in = 0
+        self.closing = False
+
+    async def consume(self) -> None:
+        """Drain the queue into the model forever (cancel to stop)."""
+        while True:
+            try:
+                item = await asyncio.wait_for(self.queue.get(), EXPIRE_EVERY)
+            except TimeoutError:
+                now = self.clock.now()
+                if now is not None:
+                    self._emit(self.tracker.expire(now))
+                continue
+            self._emit(self.apply(item))
+
+    def apply(self, item: Item) -> list[DomainEvent]:
+        if isinstance(item, AmiEvent):
+            self.events_in += 1
+            stamp = item.message.get("Timestamp")
+            self.clock.saw(float(stamp) if stamp else item.received_at)
+            return self.tracker.on_event(item.message, self.clock.now())
+        if isinstance(item, ResyncBegin):
+            log.info("PBX %s: logged in, rebuilding state from Asterisk", item.pbx)
+            self.tracker.begin_resync()
+            return []
+        if isinstance(item, ResyncEnd):
+            events = self.tracker.end_resync(self.clock.now() or item.at, item.complete)
+            log.info(
+                "PBX %s: state rebuilt (%d calls in progress%s)",
+                item.pbx,
+                len(self.tracker.active_calls()),
+                "" if item.complete else ", snapshot incomplete",
+            )
+            return events
+        if isinstance(item, Disconnected) and not self.closing:
+            log.warning("PBX %s: disconnected (%s); resync follows", item.pbx, item.reason)
+        return []
+
+    def _emit(self, events: list[DomainEvent]) -> None:
+        for event in events:
+            for sink in self.sinks:
+                try:
+                    sink.publish(event)
+                except Exception:
+                    log.exception("sink %r failed on %s", sink, type(event).__name__)
+
+
+class CtiService:
+    """Follows every configured PBX until cancelled or a PBX refuses us for good."""
+
+    def __init__(self, settings: Settings, sinks: Sequence[EventSink] = ()) -> None:
+        agents = AgentDirectory(settings.agents)
+        self.followers = [PbxFollower(pbx, agents, sinks) for pbx in settings.pbxs]
+
+    async def run(self) -> None:
+        """Run until cancelled. Raises AmiAuthError / AmiProtocolError from any PBX."""
+        async with asyncio.TaskGroup() as group:
+            for follower in self.followers:
+                group.create_task(follower.client.run())
+                group.create_task(follower.consume())
+
+    async def close(self) -> None:
+        for follower in self.followers:
+            follower.closing = True
+            await follower.client.close()
