@@ -752,7 +752,11 @@ class CallTracker:
             return
         call.queue = None
         if call.answering_leg is None:
-            wait = at - call.joined_at if at is not None and call.joined_at is not None else None
+            wait = (
+                round(at - call.joined_at, 3)
+                if at is not None and call.joined_at is not None
+                else None
+            )
             self._exit(call, queue, "exit_key", wait, _int(msg.get("Position")), at, out)
 
     def _on_varset(self, msg: Message, at: float | None, out: list[DomainEvent]) -> None:

@@ -109,19 +109,40 @@ class Stream:
         self.ring(caller, agent_leg, queue, member, interface)
         self.ev("DialEnd", caller.snap(), agent_leg.snap("Dest"), DialStatus="ANSWER")
         self.ev("QueueCallerLeave", caller.snap(), Queue=queue, Position="1", Count="0")
-        self.ev(
-            "AgentConnect",
-            caller.snap(),
-            agent_leg.snap("Dest"),
-            Queue=queue,
-            Interface=interface,
-            MemberName=member,
-            HoldTime="3",
-            RingTime="1",
-        )
+        self.connect(caller, agent_leg, queue, member, interface, hold="3")
         self.ev("BridgeCreate", BridgeUniqueid=bridge, BridgeType="basic")
         self.ev("BridgeEnter", agent_leg.snap(), BridgeUniqueid=bridge)
         self.ev("BridgeEnter", caller.snap(), BridgeUniqueid=bridge)
+
+    def connect(
+        self, caller: Chan, leg: Chan, queue: str, member: str, interface: str, hold: str
+    ) -> None:
+        self.ev(
+            "AgentConnect",
+            caller.snap(),
+            leg.snap("Dest"),
+            Queue=queue,
+            Interface=interface,
+            MemberName=member,
+            HoldTime=hold,
+            RingTime=hold,
+        )
+
+    def complete(
+        self, caller: Chan, leg: Chan, queue: str, member: str, interface: str, talk: str, **kw: str
+    ) -> None:
+        """AgentComplete; ``kw`` gives HoldTime (default 3) and Reason (default caller)."""
+        self.ev(
+            "AgentComplete",
+            caller.snap(),
+            leg.snap("Dest"),
+            Queue=queue,
+            Interface=interface,
+            MemberName=member,
+            HoldTime=kw.get("HoldTime", "3"),
+            TalkTime=talk,
+            Reason=kw.get("Reason", "caller"),
+        )
 
     def ring(self, caller: Chan, leg: Chan, queue: str, member: str, interface: str) -> None:
         self.ev("Newchannel", leg.but(state="Down").snap())

@@ -42,6 +42,20 @@ def run(stream: Stream) -> tuple[list[DomainEvent], list[CallRecord]]:
     return events, [e.record for e in events if isinstance(e, CallEnded)]
 
 
+def leave_queue(stream: Stream, hold: str, dt: float = 0.001) -> None:
+    """QueueCallerAbandon then QueueCallerLeave, the order app_queue sends them in."""
+    stream.ev(
+        "QueueCallerAbandon",
+        CALLER.snap(),
+        Queue="support",
+        Position="1",
+        OriginalPosition="1",
+        HoldTime=hold,
+        dt=dt,
+    )
+    stream.ev("QueueCallerLeave", CALLER.snap(), Queue="support", Position="1", Count="0")
+
+
 def waiting_caller(stream: Stream) -> None:
     stream.ev("Newchannel", CALLER.but(state="Ring").snap())
     stream.ev("QueueCallerJoin", CALLER.snap(), Queue="support", Position="1", Count="1")
@@ -54,16 +68,7 @@ def waiting_caller(stream: Stream) -> None:
 def test_exit_reason_from_queuestatus(status: str, reason: str) -> None:
     s = Stream()
     waiting_caller(s)
-    s.ev(
-        "QueueCallerAbandon",
-        CALLER.snap(),
-        Queue="support",
-        Position="1",
-        OriginalPosition="1",
-        HoldTime="30",
-        dt=30,
-    )
-    s.ev("QueueCallerLeave", CALLER.snap(), Queue="support", Position="1", Count="0")
+    leave_queue(s, hold="30", dt=30)
     s.ev("VarSet", CALLER.snap(), Variable="QUEUESTATUS", Value=status)
     s.ev("Newexten", CALLER.snap(), Application="Voicemail", AppData="100")
     s.hangup(CALLER, "SoftHangupRequest")
@@ -78,15 +83,7 @@ def test_withdraw_info_before_abandon_is_withdrawn() -> None:
     s = Stream()
     waiting_caller(s)
     s.ev("VarSet", CALLER.snap(), Variable="QUEUE_WITHDRAW_INFO", Value="callback")
-    s.ev(
-        "QueueCallerAbandon",
-        CALLER.snap(),
-        Queue="support",
-        Position="1",
-        OriginalPosition="1",
-        HoldTime="12",
-    )
-    s.ev("QueueCallerLeave", CALLER.snap(), Queue="support", Position="1", Count="0")
+    leave_queue(s, hold="12")
     s.hangup(CALLER, "SoftHangupRequest")
     _, (record,) = run(s)
     assert record.outcome == "withdrawn"
@@ -95,15 +92,7 @@ def test_withdraw_info_before_abandon_is_withdrawn() -> None:
 def test_timeout_without_dialplan_events_is_inferred_and_marked() -> None:
     s = Stream()
     waiting_caller(s)
-    s.ev(
-        "QueueCallerAbandon",
-        CALLER.snap(),
-        Queue="support",
-        Position="1",
-        OriginalPosition="1",
-        HoldTime="60",
-    )
-    s.ev("QueueCallerLeave", CALLER.snap(), Queue="support", Position="1", Count="0")
+    leave_queue(s, hold="60")
     s.hangup(CALLER, "SoftHangupRequest")
     _, (record,) = run(s)
     assert record.outcome == "timeout"
@@ -114,15 +103,7 @@ def test_redirect_out_of_queue() -> None:
     """AMI Redirect: ast_async_goto soft-hangs-up without publishing it; no QUEUESTATUS."""
     s = Stream()
     waiting_caller(s)
-    s.ev(
-        "QueueCallerAbandon",
-        CALLER.snap(),
-        Queue="support",
-        Position="1",
-        OriginalPosition="1",
-        HoldTime="5",
-    )
-    s.ev("QueueCallerLeave", CALLER.snap(), Queue="support", Position="1", Count="0")
+    leave_queue(s, hold="5")
     s.ev("VarSet", CALLER.snap(), Variable="QUEUEPOSITION", Value="1")
     s.ev("Newexten", CALLER.but(context="after-redirect").snap(), Application="Playback")
     s.hangup(CALLER, "SoftHangupRequest")
@@ -136,15 +117,7 @@ def test_system_hangup_of_a_waiting_caller_is_abandoned() -> None:
     s = Stream()
     waiting_caller(s)
     s.ev("SoftHangupRequest", CALLER.snap(), Cause="16")
-    s.ev(
-        "QueueCallerAbandon",
-        CALLER.snap(),
-        Queue="support",
-        Position="1",
-        OriginalPosition="1",
-        HoldTime="5",
-    )
-    s.ev("QueueCallerLeave", CALLER.snap(), Queue="support", Position="1", Count="0")
+    leave_queue(s, hold="5")
     s.hangup(CALLER, request="")
     _, (record,) = run(s)
     assert record.outcome == "abandoned"
@@ -170,15 +143,7 @@ def test_caller_hangs_up_while_agent_rings() -> None:
     for _ in range(2):  # app_queue publishes DialEnd CANCEL twice
         s.ev("DialEnd", CALLER.snap(), ALICE.snap("Dest"), DialStatus="CANCEL")
     s.hangup(ALICE, request="")
-    s.ev(
-        "QueueCallerAbandon",
-        CALLER.snap(),
-        Queue="support",
-        Position="1",
-        OriginalPosition="1",
-        HoldTime="2",
-    )
-    s.ev("QueueCallerLeave", CALLER.snap(), Queue="support", Position="1", Count="0")
+    leave_queue(s, hold="2")
     s.hangup(CALLER, "SoftHangupRequest")
     events, (record,) = run(s)
     stops = [(e.agent, e.reason) for e in events if isinstance(e, AgentRingStopped)]
@@ -212,17 +177,7 @@ def blind_transfer_stream(extension: str) -> Stream:
         dt=20,
     )
     s.ev("BridgeLeave", ALICE.snap(), BridgeUniqueid="b1")
-    s.ev(
-        "AgentComplete",
-        CALLER.snap(),
-        ALICE.snap("Dest"),
-        Queue="support",
-        Interface=ALICE_IF,
-        MemberName="Alice",
-        HoldTime="3",
-        TalkTime="20",
-        Reason="transfer",
-    )
+    s.complete(CALLER, ALICE, "support", "Alice", ALICE_IF, "20", Reason="transfer")
     s.hangup(ALICE)
     s.ev("BridgeLeave", CALLER.snap(), BridgeUniqueid="b1")
     return s
@@ -259,28 +214,9 @@ def test_blind_transfer_to_a_queue() -> None:
     s.ring(CALLER, carol, "sales", "Carol", CAROL_IF)
     s.ev("DialEnd", CALLER.snap(), carol.snap("Dest"), DialStatus="ANSWER", dt=6)
     s.ev("QueueCallerLeave", CALLER.snap(), Queue="sales", Position="1", Count="0")
-    s.ev(
-        "AgentConnect",
-        CALLER.snap(),
-        carol.snap("Dest"),
-        Queue="sales",
-        Interface=CAROL_IF,
-        MemberName="Carol",
-        HoldTime="6",
-        RingTime="6",
-    )
+    s.connect(CALLER, carol, "sales", "Carol", CAROL_IF, hold="6")
     s.hangup(CALLER, dt=40)
-    s.ev(
-        "AgentComplete",
-        CALLER.snap(),
-        carol.snap("Dest"),
-        Queue="sales",
-        Interface=CAROL_IF,
-        MemberName="Carol",
-        HoldTime="6",
-        TalkTime="40",
-        Reason="caller",
-    )
+    s.complete(CALLER, carol, "sales", "Carol", CAROL_IF, "40", HoldTime="6")
     s.hangup(carol, "SoftHangupRequest")
     events, (record,) = run(s)
     assert record.queues == ("support", "sales")
@@ -333,17 +269,7 @@ def test_attended_transfer_merges_the_consultation_into_the_call() -> None:
         IsExternal="No",
     )
     s.ev("NewConnectedLine", bob.but(linked="lab-100.1").snap())  # Linkedid re-keyed now
-    s.ev(
-        "AgentComplete",
-        CALLER.snap(),
-        ALICE.snap("Dest"),
-        Queue="support",
-        Interface=ALICE_IF,
-        MemberName="Alice",
-        HoldTime="3",
-        TalkTime="28",
-        Reason="transfer",
-    )
+    s.complete(CALLER, ALICE, "support", "Alice", ALICE_IF, "28", Reason="transfer")
     s.hangup(ALICE, "SoftHangupRequest")
     s.hangup(consult.but(state="Up"), "SoftHangupRequest")
     s.hangup(CALLER, dt=50)
@@ -435,17 +361,7 @@ def reconnect_stream() -> bytes:
         )
     s.raw(Event="QueueStatusComplete", ActionID="qs", EventList="Complete", ListItems="3")
     s.hangup(a, dt=5)
-    s.ev(
-        "AgentComplete",
-        a.snap(),
-        a_leg.snap("Dest"),
-        Queue="support",
-        Interface=BOB_IF,
-        MemberName="Bob",
-        HoldTime="3",
-        TalkTime="65",
-        Reason="caller",
-    )
+    s.complete(a, a_leg, "support", "Bob", BOB_IF, "65")
     s.hangup(a_leg, "SoftHangupRequest")
     return (
         b"Asterisk Call Manager/11.0.0\r\n"
