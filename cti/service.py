@@ -73,13 +73,18 @@ class PbxFollower:
                 if now is not None:
                     self._emit(self.tracker.expire(now))
                 continue
-            self._emit(self.apply(item))
+            try:
+                events = self.apply(item)
+            except Exception:
+                # a model bug on one odd message must not stop following the PBX
+                log.exception("PBX %s: could not apply %s", self.settings.name, _describe(item))
+                continue
+            self._emit(events)
 
     def apply(self, item: Item) -> list[DomainEvent]:
         if isinstance(item, AmiEvent):
             self.events_in += 1
-            stamp = item.message.get("Timestamp")
-            self.clock.saw(float(stamp) if stamp else item.received_at)
+            self.clock.saw(_stamp(item.message.get("Timestamp")) or item.received_at)
             return self.tracker.on_event(item.message, self.clock.now())
         if isinstance(item, ResyncBegin):
             log.info("PBX %s: logged in, rebuilding state from Asterisk", item.pbx)
@@ -105,6 +110,19 @@ class PbxFollower:
                     sink.publish(event)
                 except Exception:
                     log.exception("sink %r failed on %s", sink, type(event).__name__)
+
+
+def _stamp(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def _describe(item: Item) -> str:
+    if isinstance(item, AmiEvent):
+        return f"{item.message.get('Event', 'message')} event"
+    return type(item).__name__
 
 
 class CtiService:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -117,3 +118,27 @@ def test_replayed_calls_carry_the_pbx_name() -> None:
     result = replay_file(FIXTURES / "capture_10calls.txt", pbx="paris")
     assert {r.pbx for r in result.records} == {"paris"}
     assert {e.pbx for e in result.events} == {"paris"}
+
+
+def test_mutated_capture_messages_never_raise() -> None:
+    """Fields dropped or replaced by junk (F8): the model shrugs, the stream goes on."""
+    rng = random.Random(7)
+    junk = ["", "<unknown>", "\x00", "-1", "nan", "9" * 40, "张伟", "a: b", "x\\"]
+    messages = _messages("capture_extra") + _messages("capture_10calls")
+    tracker = CallTracker("astlab")
+    for message in messages * 3:
+        mutated = dict(message)
+        for key in rng.sample(sorted(mutated), k=min(3, len(mutated))):
+            if rng.random() < 0.5:
+                del mutated[key]
+            else:
+                mutated[key] = rng.choice(junk)
+        tracker.on_event(mutated)
+    tracker.flush()
+    # the tracker is not corrupted: a clean capture it has not seen replays exactly
+    events = [e for m in _messages("capture_agi_down") for e in tracker.on_event(m)]
+    events += tracker.flush()
+    ended = [
+        (e.record.caller_name, e.record.answered_by) for e in events if isinstance(e, CallEnded)
+    ]
+    assert ended == [("Bob Buyer", "Dave"), ("Alice Customer", "Carol"), ("Carla Client", "Alice")]

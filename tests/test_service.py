@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from cti.agents import AgentDirectory
+from cti.ami import AmiEvent
 from cti.events import CallEnded, CallQueued, CallStarted, DomainEvent
-from cti.service import CtiService
+from cti.service import CtiService, PbxFollower
 from cti.settings import PbxSettings, Settings
 from cti.simulator import SCENARIOS, AmiServer
 from cti.simulator.scenarios import TimedEvent
@@ -190,3 +192,31 @@ def test_serve_with_wrong_credentials_stops_with_one_clear_error(tmp_path: Path)
     assert len(errors) == 1
     assert "paris" in errors[0] and "cti" in errors[0]
     assert "wrong-pw" not in serve.stderr + serve.stdout
+
+
+async def test_consumer_survives_a_bad_message(caplog: pytest.LogCaptureFixture) -> None:
+    """A junk Timestamp, or a model error on one message, costs that message only."""
+    sink = Collector()
+    follower = PbxFollower(PbxSettings(name="paris"), AgentDirectory(), [sink])
+    original = follower.tracker.on_event
+
+    def flaky(message: dict[str, str], received_at: float | None = None) -> list[DomainEvent]:
+        if message.get("Event") == "Boom":
+            raise RuntimeError("model bug")
+        return original(message, received_at)
+
+    follower.tracker.on_event = flaky  # type: ignore[method-assign]
+    base = {"Uniqueid": "p-1.1", "Linkedid": "p-1.1", "Channel": "PJSIP/a-00000001"}
+    for message in (
+        {"Event": "Newchannel", "Timestamp": "junk", **base},
+        {"Event": "Boom", **base},
+        {"Event": "Hangup", "Timestamp": "1800000000.5", **base},
+    ):
+        follower.queue.put_nowait(AmiEvent("paris", message, time.time()))
+    consumer = asyncio.create_task(follower.consume())
+    try:
+        await wait_for(lambda: len(sink.ended()) == 1)
+    finally:
+        consumer.cancel()
+        await asyncio.gather(consumer, return_exceptions=True)
+    assert "could not apply Boom event" in caplog.text
