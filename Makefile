@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+SOURCES := cti crm_sync screenpop ivr tests
 
 .PHONY: install demo test lint bench clean
 
@@ -17,8 +18,8 @@ demo: install
 	$(BIN)/cti demo
 
 lint: install
-	$(BIN)/ruff check cti tests
-	$(BIN)/ruff format --check cti tests
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
 
 test: lint

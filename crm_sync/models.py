@@ -1,0 +1,94 @@
+"""The unified customer store's tables (SQLAlchemy 2, portable to SQLite and PostgreSQL).
+
+A customer is a person (consumer, or a contact of a company account) or a company. Every
+channel writes to one timeline (``interactions``): calls, web orders, tickets, e-mails, notes,
+call outcomes and follow-ups. Phone numbers are stored in E.164 and indexed for the pop.
+Schema changes go through Alembic (``crm_sync/migrations``); these classes are the truth the
+migrations are checked against.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+KINDS = ("person", "company")
+TIERS = ("vip", "regular", "low")
+LIFECYCLES = ("prospect", "active", "lapsed", "lost")
+INTERACTION_KINDS = ("call", "order", "ticket", "email", "note", "outcome", "followup")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: DateTime(timezone=True)}
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200))
+    company_id: Mapped[int | None] = mapped_column(
+        ForeignKey("customers.id", ondelete="SET NULL"), index=True
+    )
+    email: Mapped[str | None] = mapped_column(String(254))
+    address: Mapped[str | None] = mapped_column(Text)
+    owner: Mapped[str | None] = mapped_column(String(64))
+    language: Mapped[str | None] = mapped_column(String(16))
+    tier: Mapped[str] = mapped_column(String(16), default="regular")
+    lifecycle: Mapped[str] = mapped_column(String(16), default="active")
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    phones: Mapped[list[Phone]] = relationship(
+        back_populates="customer", cascade="all, delete-orphan", lazy="raise"
+    )
+    company: Mapped[Customer | None] = relationship(remote_side=[id], lazy="raise")
+
+
+class Phone(Base):
+    __tablename__ = "phones"
+    __table_args__ = (UniqueConstraint("customer_id", "e164"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    e164: Mapped[str] = mapped_column(String(20), index=True)
+    label: Mapped[str | None] = mapped_column(String(32))
+
+    customer: Mapped[Customer] = relationship(back_populates="phones", lazy="raise")
+
+
+class Interaction(Base):
+    """One entry of a customer's timeline, whatever the channel."""
+
+    __tablename__ = "interactions"
+    __table_args__ = (Index("ix_interactions_customer_time", "customer_id", "occurred_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    occurred_at: Mapped[datetime]
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str | None] = mapped_column(String(16))  # open | closed for tickets, follow-ups
+    due_at: Mapped[datetime | None]
+    owner: Mapped[str | None] = mapped_column(String(64))
+    amount: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
+    call_id: Mapped[str | None] = mapped_column(String(80), index=True)
+    agent: Mapped[str | None] = mapped_column(String(64))
+    external_id: Mapped[str | None] = mapped_column(String(64), unique=True)
