@@ -1,0 +1,159 @@
+"""What the call center learns goes into the customer's timeline: calls and their outcomes.
+
+Writes are idempotent by a key (``external_id``): a retried POST, a replayed CallEnded or a
+restarted service never writes twice. An outcome is committed before the caller of
+:func:`save_outcome` returns, so "saved" on the agent's screen means it is on disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from crm_sync.models import Customer, Interaction, Phone
+from cti.events import CallRecord
+
+
+class OutcomeError(ValueError):
+    """The outcome cannot be stored as given (message says why; nothing was written)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeIn:
+    key: str  # idempotency key chosen by the client, one per submission attempt series
+    pbx: str
+    call_id: str
+    agent: str
+    disposition: str
+    notes: str
+    customer_id: int | None  # the matched or picked customer
+    new_customer_name: str | None  # or a new one, with the caller's number
+    caller_e164: str | None
+    followup_due: datetime | None = None
+    followup_owner: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeSaved:
+    interaction_id: int
+    customer_id: int
+    followup_id: int | None
+    duplicate: bool
+
+
+async def record_call(
+    sessions: async_sessionmaker[AsyncSession], customer_id: int, record: CallRecord
+) -> bool:
+    """Add a finished call to the customer's timeline; False if it was already there."""
+    when = datetime.fromtimestamp(record.started_at or record.ended_at or 0, UTC)
+    who = ", ".join(record.handled_by) or "nobody"
+    queues = ", ".join(record.queues) or "no queue"
+    title = f"Call {record.outcome or 'unknown'} ({queues}; {who})"
+    row = Interaction(
+        customer_id=customer_id,
+        kind="call",
+        occurred_at=when,
+        title=title[:200],
+        body=None,
+        call_id=record.call_id,
+        agent=record.answered_by,
+        external_id=f"call:{record.pbx}:{record.call_id}",
+    )
+    return await _insert_once(sessions, row) is not None
+
+
+async def save_outcome(
+    sessions: async_sessionmaker[AsyncSession], outcome: OutcomeIn, *, now: datetime
+) -> OutcomeSaved:
+    """Commit the outcome (and its follow-up, and a new customer if asked). Raises
+    OutcomeError on bad input; a repeated ``key`` returns the first result, unchanged."""
+    if not outcome.disposition.strip():
+        raise OutcomeError("a disposition code is required")
+    if outcome.followup_due is not None and outcome.followup_due.tzinfo is None:
+        raise OutcomeError("the follow-up date needs a time zone")
+    key = f"outcome:{outcome.key}"
+    try:
+        async with sessions() as session, session.begin():
+            customer_id = await _customer_for(session, outcome, now)
+            row = Interaction(
+                customer_id=customer_id,
+                kind="outcome",
+                occurred_at=now,
+                title=outcome.disposition.strip()[:200],
+                body=outcome.notes or None,
+                status="closed",
+                call_id=outcome.call_id,
+                agent=outcome.agent,
+                external_id=key,
+            )
+            session.add(row)
+            followup: Interaction | None = None
+            if outcome.followup_due is not None:
+                followup = Interaction(
+                    customer_id=customer_id,
+                    kind="followup",
+                    occurred_at=now,
+                    title=f"Follow up: {outcome.disposition.strip()}"[:200],
+                    body=outcome.notes or None,
+                    status="open",
+                    due_at=outcome.followup_due,
+                    owner=outcome.followup_owner or outcome.agent,
+                    call_id=outcome.call_id,
+                    agent=outcome.agent,
+                    external_id=key + ":followup",
+                )
+                session.add(followup)
+            await session.flush()
+            saved = OutcomeSaved(row.id, customer_id, followup.id if followup else None, False)
+        return saved
+    except IntegrityError:
+        pass  # this key was saved before (a retry, a double click): answer as the first time
+    async with sessions() as session:
+        first = await session.scalar(select(Interaction).where(Interaction.external_id == key))
+        if first is None:
+            raise OutcomeError("the outcome could not be stored")
+        later = await session.scalar(
+            select(Interaction.id).where(Interaction.external_id == key + ":followup")
+        )
+        return OutcomeSaved(first.id, first.customer_id, later, duplicate=True)
+
+
+async def _customer_for(session: AsyncSession, outcome: OutcomeIn, now: datetime) -> int:
+    if outcome.customer_id is not None:
+        found = await session.scalar(select(Customer.id).where(Customer.id == outcome.customer_id))
+        if found is None:
+            raise OutcomeError(f"no customer {outcome.customer_id}")
+        return found
+    name = (outcome.new_customer_name or "").strip()
+    if not name:
+        raise OutcomeError("pick the customer, or give the new customer's name")
+    customer = Customer(
+        kind="person",
+        name=name[:200],
+        tier="regular",
+        lifecycle="prospect",
+        tags=[],
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(customer)
+    await session.flush()
+    if outcome.caller_e164:
+        session.add(Phone(customer_id=customer.id, e164=outcome.caller_e164, label="caller"))
+    return customer.id
+
+
+async def _insert_once(sessions: async_sessionmaker[AsyncSession], row: Interaction) -> int | None:
+    """Insert unless a row with the same external_id exists; its id, or None if it did."""
+    async with sessions() as session:
+        try:
+            async with session.begin():
+                session.add(row)
+                await session.flush()
+                return row.id
+        except IntegrityError:
+            return None

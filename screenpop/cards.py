@@ -1,0 +1,300 @@
+"""Screen-pop cards: one per (call, agent), driven by the call model's domain events. Pure.
+
+Theory of operation
+-------------------
+A card is the full state of what one agent sees for one call; every change produces a new
+version of the whole card (an idempotent upsert for the browser), never a diff. The book keys
+cards by ``(pbx, call_id, agent)``: a second tab, a reconnect or a replayed event can only
+update the same card. ``AgentRinging`` opens (or re-opens, for a new ring attempt) the card;
+``AgentRingStopped`` and an unanswered end close it; ``CallAnswered`` keeps it open; the
+end of an answered call (or the agent transferring it away) puts it in ``wrapup``, where the
+outcome form lives until the outcome is saved. A transfer target's card carries the history
+of the call so far, so the next agent never asks again. Customer data arrives separately
+(:meth:`PopBook.enrich`) because the pop never waits for the store.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from typing import Any, Literal
+
+from crm_sync.store import Lookup
+from cti.events import (
+    AgentRinging,
+    AgentRingStopped,
+    CallAbandoned,
+    CallAnswered,
+    CallEnded,
+    CallerIdentified,
+    CallMerged,
+    CallQueued,
+    CallStarted,
+    CallTransferred,
+    DomainEvent,
+)
+
+CardState = Literal["ringing", "answered", "wrapup", "closed"]
+MAX_CALLS = 20_000  # calls remembered for wrap-up; the oldest are forgotten first
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    """What one agent sees for one call (a snapshot: safe to serialise and hand out)."""
+
+    id: str
+    pbx: str
+    call_id: str
+    agent: str
+    state: CardState
+    version: int
+    caller_number: str
+    caller_name: str
+    queue: str | None
+    queued_at: float | None
+    ringing_at: float | None
+    answered_at: float | None
+    closed_reason: str | None
+    history: tuple[tuple[float | None, str], ...]  # (when, what happened), oldest first
+    lookup: Lookup | None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready (datetimes as ISO 8601 strings)."""
+        return _jsonable(asdict(self))  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True)
+class CardUpdate:
+    agent: str
+    card: Card
+
+
+@dataclass(slots=True)
+class _Call:
+    pbx: str
+    call_id: str
+    caller_number: str = ""
+    caller_name: str = ""
+    queue: str | None = None
+    queued_at: float | None = None
+    lookup: Lookup | None = None
+    history: list[tuple[float | None, str]] = field(default_factory=list)
+    cards: dict[str, Card] = field(default_factory=dict)
+    handled_by: list[str] = field(default_factory=list)
+
+
+class PopBook:
+    """Cards for every agent; feed it domain events and lookup results."""
+
+    def __init__(self) -> None:
+        self._calls: OrderedDict[tuple[str, str], _Call] = OrderedDict()
+
+    # ---------------------------------------------------------------- queries
+
+    def cards_for(self, agent: str) -> list[Card]:
+        """The agent's cards that are not closed (what a new browser tab shows)."""
+        return [
+            card
+            for call in self._calls.values()
+            if (card := call.cards.get(agent)) is not None and card.state != "closed"
+        ]
+
+    def handled_by(self, pbx: str, call_id: str) -> tuple[str, ...]:
+        """Agents who had the customer on this call (who may record its outcome)."""
+        call = self._calls.get((pbx, call_id))
+        return tuple(call.handled_by) if call else ()
+
+    def caller_number(self, pbx: str, call_id: str) -> str | None:
+        call = self._calls.get((pbx, call_id))
+        return call.caller_number if call else None
+
+    # ---------------------------------------------------------------- changes
+
+    def apply(self, event: DomainEvent) -> list[CardUpdate]:
+        """The card changes one domain event causes (often none)."""
+        key = (event.pbx, event.call_id)
+        if isinstance(event, CallStarted):
+            self._call(key).history.append(_line(event.at, "call started"))
+            return []
+        call = self._calls.get(key)
+        if call is None:
+            call = self._call(key)  # attached mid-call: cards still work
+        match event:
+            case CallerIdentified() | CallQueued():
+                call.caller_number = event.caller_number or call.caller_number
+                call.caller_name = event.caller_name or call.caller_name
+                if isinstance(event, CallQueued):
+                    call.queue, call.queued_at = event.queue, call.queued_at or event.at
+                    call.history.append(_line(event.at, f"queued in {event.queue}"))
+                return self._touch_all(call)
+            case AgentRinging():
+                call.caller_number = event.caller_number or call.caller_number
+                call.caller_name = event.caller_name or call.caller_name
+                return self._ring(call, event)
+            case AgentRingStopped():
+                call.history.append(
+                    _line(event.at, f"{event.agent} did not answer ({event.reason})")
+                )
+                return self._set(call, event.agent, "closed", reason=event.reason)
+            case CallAnswered():
+                if event.agent not in call.handled_by:
+                    call.handled_by.append(event.agent)
+                call.history.append(_line(event.at, f"answered by {event.agent}"))
+                return self._set(call, event.agent, "answered", at=event.at, create=True)
+            case CallTransferred():
+                t = event.transfer
+                call.history.append(
+                    _line(event.at, f"{t.type} transfer from {t.from_agent or '?'} to {t.to}")
+                )
+                if t.from_agent is not None:
+                    return self._set(call, t.from_agent, "wrapup", reason="transferred")
+                return []
+            case CallAbandoned():
+                call.history.append(_line(event.at, f"left {event.queue} ({event.reason})"))
+                return self._close_ringing(call, event.reason)
+            case CallMerged():
+                return self._merge(call, (event.pbx, event.absorbed_call_id))
+            case CallEnded():
+                call.history.append(_line(event.at, f"ended ({event.record.outcome or 'unknown'})"))
+                updates = self._close_ringing(call, "ended")
+                for agent, card in list(call.cards.items()):
+                    if card.state == "answered":
+                        updates += self._set(call, agent, "wrapup", reason="ended")
+                return updates
+        return []
+
+    def enrich(self, pbx: str, call_id: str, lookup: Lookup) -> list[CardUpdate]:
+        """Customer data for a call arrived: every open card of it shows it."""
+        call = self._calls.get((pbx, call_id))
+        if call is None:
+            return []
+        call.lookup = lookup
+        return self._touch_all(call)
+
+    def outcome_saved(self, pbx: str, call_id: str, agent: str) -> list[CardUpdate]:
+        """The agent's outcome is committed: the wrap-up card closes."""
+        call = self._calls.get((pbx, call_id))
+        if call is None or agent not in call.cards:
+            return []
+        return self._set(call, agent, "closed", reason="outcome saved")
+
+    # ---------------------------------------------------------------- internals
+
+    def _call(self, key: tuple[str, str]) -> _Call:
+        call = self._calls.get(key)
+        if call is None:
+            call = self._calls[key] = _Call(*key)
+            while len(self._calls) > MAX_CALLS:
+                self._calls.popitem(last=False)
+        return call
+
+    def _ring(self, call: _Call, event: AgentRinging) -> list[CardUpdate]:
+        card = call.cards.get(event.agent)
+        if card is not None and card.ringing_at == event.at:
+            return []  # the same ring seen again: never a second pop
+        if card is not None and card.state in ("answered", "wrapup"):
+            return []
+        where = f" from {event.queue}" if event.queue else ""
+        call.history.append(_line(event.at, f"ringing {event.agent}{where}"))
+        return self._put(call, event.agent, "ringing", ringing_at=event.at, closed_reason=None)
+
+    def _set(
+        self,
+        call: _Call,
+        agent: str,
+        state: CardState,
+        *,
+        reason: str | None = None,
+        at: float | None = None,
+        create: bool = False,
+    ) -> list[CardUpdate]:
+        card = call.cards.get(agent)
+        if card is None and not create:
+            return []
+        if card is not None and card.state == state and card.closed_reason == reason:
+            return []
+        if card is not None and card.state == "closed" and state != "answered":
+            return []
+        changes: dict[str, Any] = {"closed_reason": reason}
+        if state == "answered":
+            changes["answered_at"] = at
+        return self._put(call, agent, state, **changes)
+
+    def _put(self, call: _Call, agent: str, state: CardState, **changes: Any) -> list[CardUpdate]:
+        old = call.cards.get(agent)
+        base = old or Card(
+            id=f"{call.pbx}/{call.call_id}/{agent}",
+            pbx=call.pbx,
+            call_id=call.call_id,
+            agent=agent,
+            state=state,
+            version=0,
+            caller_number="",
+            caller_name="",
+            queue=None,
+            queued_at=None,
+            ringing_at=None,
+            answered_at=None,
+            closed_reason=None,
+            history=(),
+            lookup=None,
+        )
+        card = replace(
+            base,
+            state=state,
+            version=base.version + 1,
+            caller_number=call.caller_number,
+            caller_name=call.caller_name,
+            queue=call.queue,
+            queued_at=call.queued_at,
+            history=tuple(call.history),
+            lookup=call.lookup,
+            **changes,
+        )
+        call.cards[agent] = card
+        return [CardUpdate(agent, card)]
+
+    def _touch_all(self, call: _Call) -> list[CardUpdate]:
+        updates: list[CardUpdate] = []
+        for agent, card in list(call.cards.items()):
+            if card.state != "closed":
+                updates += self._put(call, agent, card.state)
+        return updates
+
+    def _close_ringing(self, call: _Call, reason: str) -> list[CardUpdate]:
+        updates: list[CardUpdate] = []
+        for agent, card in list(call.cards.items()):
+            if card.state == "ringing":
+                updates += self._set(call, agent, "closed", reason=reason)
+        return updates
+
+    def _merge(self, call: _Call, absorbed_key: tuple[str, str]) -> list[CardUpdate]:
+        absorbed = self._calls.pop(absorbed_key, None)
+        if absorbed is None:
+            return []
+        updates: list[CardUpdate] = []
+        for agent, card in absorbed.cards.items():
+            if card.state != "closed":
+                closed = replace(
+                    card, state="closed", version=card.version + 1, closed_reason="merged"
+                )
+                updates.append(CardUpdate(agent, closed))
+        for agent in absorbed.handled_by:
+            if agent not in call.handled_by:
+                call.handled_by.append(agent)
+        return updates
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _line(at: float | None, text: str) -> tuple[float | None, str]:
+    return (at, text)

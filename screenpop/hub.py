@@ -1,0 +1,82 @@
+"""Per-agent mailboxes: numbered messages, a replay buffer, and bounded subscribers.
+
+Every message for an agent gets the next sequence number of that agent's mailbox. A browser
+that reconnects says the last number it saw and gets what it missed, in order, from the buffer;
+if that is too old it gets a snapshot instead (cards are full state, so a snapshot is always
+right). Each subscriber (a WebSocket, a tab) has its own bounded queue: one that stops reading
+is dropped rather than allowed to stall the others, and catches up when it reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+Message = dict[str, Any]
+BUFFER = 500
+SUBSCRIBER_QUEUE = 200
+
+
+@dataclass(eq=False)
+class Subscription:
+    agent: str
+    queue: asyncio.Queue[tuple[int, Message]] = field(
+        default_factory=lambda: asyncio.Queue(SUBSCRIBER_QUEUE)
+    )
+    overflowed: bool = False
+
+
+@dataclass
+class _Mailbox:
+    seq: int = 0
+    buffer: deque[tuple[int, Message]] = field(default_factory=lambda: deque(maxlen=BUFFER))
+    subscribers: set[Subscription] = field(default_factory=set)
+
+
+class Hub:
+    """Fan-out to agents. ``publish`` never waits: the call path must not block on browsers."""
+
+    def __init__(self) -> None:
+        self._boxes: dict[str, _Mailbox] = {}
+
+    def publish(self, agent: str, message: Message) -> int:
+        box = self._boxes.setdefault(agent, _Mailbox())
+        box.seq += 1
+        item = (box.seq, message)
+        box.buffer.append(item)
+        for sub in list(box.subscribers):
+            try:
+                sub.queue.put_nowait(item)
+            except asyncio.QueueFull:
+                sub.overflowed = True  # its reader closes the socket; the browser resumes
+                box.subscribers.discard(sub)
+        return box.seq
+
+    def last_seq(self, agent: str) -> int:
+        box = self._boxes.get(agent)
+        return box.seq if box else 0
+
+    def since(self, agent: str, seq: int) -> list[tuple[int, Message]] | None:
+        """Messages after ``seq`` in order, or None when some are no longer buffered."""
+        box = self._boxes.get(agent)
+        if box is None or seq >= box.seq:
+            return []
+        if not box.buffer or box.buffer[0][0] > seq + 1:
+            return None
+        return [item for item in box.buffer if item[0] > seq]
+
+    def subscribe(self, agent: str) -> Subscription:
+        sub = Subscription(agent)
+        self._boxes.setdefault(agent, _Mailbox()).subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        box = self._boxes.get(sub.agent)
+        if box is not None:
+            box.subscribers.discard(sub)
+
+    def connected(self, agent: str) -> int:
+        box = self._boxes.get(agent)
+        return len(box.subscribers) if box else 0

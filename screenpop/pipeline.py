@@ -1,0 +1,96 @@
+"""From domain events to agents' screens: cards first, customer data as soon as it is known.
+
+:class:`PopService` is an event sink of the CTI service. It never waits: a card goes to the
+agent's mailbox the moment the model says the phone rings, and the customer lookup (started
+as soon as the caller's number is known, usually before any agent rings) enriches the card
+when it returns, within its time budget. When a call ends, it is written to the timeline of
+the customer it was matched to, in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from crm_sync.store import CustomerStore, Lookup
+from crm_sync.timeline import record_call
+from cti.events import AgentRinging, CallEnded, CallerIdentified, CallQueued, DomainEvent
+from screenpop.cards import CardUpdate, PopBook
+from screenpop.hub import Hub
+
+log = logging.getLogger(__name__)
+
+
+class PopService:
+    def __init__(
+        self,
+        book: PopBook,
+        hub: Hub,
+        store: CustomerStore | None,
+        *,
+        clock: Callable[[], datetime],
+        budget: float = 0.3,
+    ) -> None:
+        self.book = book
+        self.hub = hub
+        self.store = store
+        self.clock = clock
+        self.budget = budget
+        self._numbers: dict[tuple[str, str], str] = {}  # number each call was looked up by
+        self._lookups: dict[tuple[str, str], Lookup] = {}
+        self._lookups_running: set[asyncio.Task[None]] = set()
+        self._writes: set[asyncio.Task[None]] = set()
+
+    def publish(self, event: DomainEvent) -> None:
+        """EventSink: update cards now; start a lookup or a timeline write in the background."""
+        self.send(self.book.apply(event))
+        key = (event.pbx, event.call_id)
+        if isinstance(event, CallerIdentified | CallQueued | AgentRinging):
+            number = event.caller_number
+            if self.store is not None and number and self._numbers.get(key) != number:
+                self._numbers[key] = number
+                self._spawn(self._lookups_running, self._lookup(self.store, key, number))
+        elif isinstance(event, CallEnded):
+            self._numbers.pop(key, None)
+            lookup = self._lookups.pop(key, None)
+            if self.store is not None and lookup is not None and len(lookup.cards) == 1:
+                self._spawn(self._writes, self._record(self.store, lookup.cards[0].id, event))
+
+    def send(self, updates: list[CardUpdate]) -> None:
+        for update in updates:
+            self.hub.publish(update.agent, {"type": "card", "card": update.card.to_json()})
+
+    def lookup_for(self, pbx: str, call_id: str) -> Lookup | None:
+        return self._lookups.get((pbx, call_id))
+
+    async def close(self) -> None:
+        """Drop lookups in flight (nobody waits for them); let timeline writes finish."""
+        for task in list(self._lookups_running):
+            task.cancel()
+        await asyncio.gather(*self._lookups_running, *self._writes, return_exceptions=True)
+        if self.store is not None:
+            await self.store.close()
+
+    @staticmethod
+    def _spawn(tasks: set[asyncio.Task[None]], coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _lookup(self, store: CustomerStore, key: tuple[str, str], number: str) -> None:
+        lookup = await store.lookup(number, now=self.clock(), budget=self.budget)
+        if self._numbers.get(key) != number:
+            return  # the caller's number changed meanwhile; a newer lookup is running
+        self._lookups[key] = lookup
+        self.send(self.book.enrich(key[0], key[1], lookup))
+
+    async def _record(self, store: CustomerStore, customer_id: int, event: CallEnded) -> None:
+        try:
+            await record_call(store.sessions, customer_id, event.record)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("call %s not added to customer %s: %s", event.call_id, customer_id, exc)
