@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Literal
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
-from sqlalchemy import exists, select
+from asyncpg import PostgresError
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.orm import aliased
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from crm_sync.models import Customer, Interaction, Phone
 from crm_sync.phones import PhoneNormalizer
+from crm_sync.readers import Rows, card_rows
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class CustomerStore:
         self.phones = phones
         self.recent = recent
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._rows = card_rows(engine.url)
         self._abandoned: set[asyncio.Task[tuple[CustomerCard, ...]]] = set()
 
     async def lookup(self, raw: str, *, now: datetime, budget: float = 0.3) -> Lookup:
@@ -99,7 +100,9 @@ class CustomerStore:
             self._abandoned.add(task)
             task.add_done_callback(self._reap)
             status = "timeout"
-        elif isinstance(task.exception(), SQLAlchemyError | OSError):
+        elif isinstance(
+            task.exception(), SQLAlchemyError | OSError | sqlite3.Error | PostgresError
+        ):
             log.warning("customer lookup for %s failed: %s", e164, task.exception())
             status = "error"
         else:
@@ -115,78 +118,68 @@ class CustomerStore:
             log.debug("abandoned lookup ended with %r", task.exception())
 
     async def close(self) -> None:
-        """Wait for lookups given up on to finish their clean-up (before disposing the engine)."""
+        """Let lookups given up on finish their clean-up, then close the reader."""
         if self._abandoned:
             await asyncio.gather(*self._abandoned, return_exceptions=True)
+        await self._rows.close()
 
     async def card(self, customer_id: int, *, now: datetime) -> CustomerCard | None:
         """One customer's card (after the agent picked among several, or for the API)."""
-        async with self.sessions() as session:
-            rows = await self._customers(session, Customer.id == customer_id)
-            return await self._card(session, *rows[0], now) if rows else None
+        rows = await self._rows.by_id(customer_id, now - REPEAT_WINDOW, self.recent)
+        cards = _cards_from(rows, self.recent)
+        return cards[0] if cards else None
 
     async def _cards(self, e164: str, now: datetime) -> tuple[CustomerCard, ...]:
-        async with self.sessions() as session:
-            matching = select(Phone.customer_id).where(Phone.e164 == e164)
-            rows = await self._customers(session, Customer.id.in_(matching))
-            return tuple([await self._card(session, c, company, now) for c, company in rows])
-
-    async def _customers(
-        self, session: AsyncSession, condition: object
-    ) -> list[tuple[Customer, str | None]]:
-        company = aliased(Customer)
-        query = (
-            select(Customer, company.name)
-            .outerjoin(company, Customer.company_id == company.id)
-            .where(condition)  # type: ignore[arg-type]
-            .order_by(Customer.id)
-            .limit(MAX_MATCHES)
-        )
-        return [(c, name) for c, name in (await session.execute(query)).all()]
-
-    async def _card(
-        self, session: AsyncSession, customer: Customer, company: str | None, now: datetime
-    ) -> CustomerCard:
-        mine = Interaction.customer_id == customer.id
-        recent = await session.scalars(
-            select(Interaction)
-            .where(mine)
-            .order_by(Interaction.occurred_at.desc())
-            .limit(self.recent)
-        )
-        open_items = await session.scalars(
-            select(Interaction)
-            .where(mine, Interaction.status == "open")
-            .order_by(Interaction.due_at.is_(None), Interaction.due_at, Interaction.occurred_at)
-            .limit(20)
-        )
-        repeat = await session.scalar(
-            select(
-                exists().where(
-                    mine, Interaction.kind == "call", Interaction.occurred_at >= now - REPEAT_WINDOW
-                )
-            )
-        )
-        phones = await session.scalars(
-            select(Phone.e164).where(Phone.customer_id == customer.id).order_by(Phone.id)
-        )
-        return CustomerCard(
-            id=customer.id,
-            kind=customer.kind,
-            name=customer.name,
-            company=company,
-            tier=customer.tier,
-            lifecycle=customer.lifecycle,
-            language=customer.language,
-            owner=customer.owner,
-            email=customer.email,
-            tags=tuple(customer.tags or ()),
-            phones=tuple(phones),
-            open_items=tuple(_entry(i) for i in open_items),
-            recent=tuple(_entry(i) for i in recent),
-            repeat_caller=bool(repeat),
-        )
+        rows = await self._rows.by_phone(e164, now - REPEAT_WINDOW, self.recent, MAX_MATCHES)
+        return _cards_from(rows, self.recent)
 
 
-def _entry(row: Interaction) -> TimelineEntry:
-    return TimelineEntry(row.kind, row.occurred_at, row.title, row.status, row.agent, row.due_at)
+def _cards_from(rows: Rows, recent_count: int) -> tuple[CustomerCard, ...]:
+    customers, phone_rows, timeline = rows
+    phones: dict[int, list[str]] = {row[0]: [] for row in customers}
+    for owner, e164 in phone_rows:
+        phones[owner].append(e164)
+    recent: dict[int, list[tuple[int, TimelineEntry]]] = {row[0]: [] for row in customers}
+    open_items: dict[int, list[TimelineEntry]] = {row[0]: [] for row in customers}
+    for owner, kind, at, title, status, agent, due, position in timeline:
+        entry = TimelineEntry(kind, at, title, status, agent, due)
+        if position <= recent_count:
+            recent[owner].append((position, entry))
+        if status == "open":
+            open_items[owner].append(entry)
+    return tuple(
+        _card(
+            row,
+            phones[row[0]],
+            [entry for _, entry in sorted(recent[row[0]], key=lambda pair: pair[0])],
+            open_items[row[0]],
+        )
+        for row in customers
+    )
+
+
+def _card(
+    row: Any, phones: list[str], recent: list[TimelineEntry], open_items: list[TimelineEntry]
+) -> CustomerCard:
+    cid, kind, name, company, tier, lifecycle, language, owner, email, tags, repeat = row
+    return CustomerCard(
+        id=cid,
+        kind=kind,
+        name=name,
+        company=company,
+        tier=tier,
+        lifecycle=lifecycle,
+        language=language,
+        owner=owner,
+        email=email,
+        tags=tuple(tags or ()),
+        phones=tuple(phones),
+        open_items=tuple(sorted(open_items, key=_due_order))[:20],
+        recent=tuple(recent),
+        repeat_caller=bool(repeat),
+    )
+
+
+def _due_order(entry: TimelineEntry) -> tuple[bool, datetime, datetime]:
+    far = datetime.max.replace(tzinfo=UTC)
+    return (entry.due_at is None, entry.due_at or far, entry.occurred_at)

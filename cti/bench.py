@@ -10,20 +10,34 @@ figures come from the same bytes in the same run:
 * ``decoder + model``: the same, every message applied to :class:`cti.calls.CallTracker`;
 * ``end to end``: a loopback TCP peer writes the stream to :class:`cti.ami.AmiClient` (our
   panoramisk-based connection), one consumer task feeds the model; latency is measured from
-  the read that delivered an event to the moment its domain events exist.
+  the read that delivered an event to the moment its domain events exist;
+* ``lookup``: :class:`crm_sync.store.CustomerStore` finding the caller among a million
+  customers (SQLite file and PostgreSQL), the pop's other hot path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import statistics
+import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+from sqlalchemy.engine import URL, make_url
+
+from crm_sync.benchdata import load_postgres, load_sqlite, number
+from crm_sync.db import create_engine
+from crm_sync.migrate import upgrade
+from crm_sync.phones import PhoneNormalizer
+from crm_sync.store import CustomerStore
 from cti.ami import AmiClient, AmiEvent, Item, ResyncEnd
 from cti.calls import CallTracker, frame_filter
 from cti.codec import AmiDecoder, encode
@@ -238,4 +252,68 @@ def run(copies: int = 60) -> list[Figure]:
         print(figure.line())
     ratio = figures[3].rate / figures[0].rate
     print(f"end to end with call tracking: {ratio:.2f}x panoramisk's parsing alone")
+    return figures
+
+
+async def _measure_lookups(url: str, count: int, samples: int) -> Figure:
+    """Lookup latency through CustomerStore, national spellings, one in ten unknown."""
+    engine = create_engine(url)
+    store = CustomerStore(engine, PhoneNormalizer("CN"))
+    rng = random.Random(3)
+    now = datetime.now(UTC)
+    wanted = [number(rng.randint(1, count) if i % 10 else count + i)[3:] for i in range(samples)]
+    for raw in wanted[:50]:  # warm the pool and the page cache
+        await store.lookup(raw, now=now, budget=5.0)
+    timings = []
+    start = time.perf_counter()
+    for raw in wanted:
+        result = await store.lookup(raw, now=now, budget=5.0)
+        if result.status not in ("found", "none"):
+            raise RuntimeError(f"lookup {raw}: {result.status}")
+        timings.append(result.elapsed_ms)
+    elapsed = time.perf_counter() - start
+    await store.close()
+    await engine.dispose()
+    timings.sort()
+    backend = "PostgreSQL" if url.startswith("postgres") else "SQLite"
+    name = f"lookup {backend} {count:,}"
+    return Figure(name, samples, elapsed, statistics.median(timings), timings[int(samples * 0.99)])
+
+
+async def _admin(base: URL, sql: str) -> None:
+    conn = await asyncpg.connect(
+        host=base.host,
+        port=base.port,
+        user=base.username,
+        password=base.password,
+        database=base.database,
+    )
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def run_lookups(count: int, samples: int = 2000, pg_url: str | None = None) -> list[Figure]:
+    """Customer lookup p50/p99 with ``count`` customers, in SQLite and (if given) PostgreSQL."""
+    figures = []
+    with tempfile.TemporaryDirectory() as folder:
+        path = f"{folder}/bench.sqlite3"
+        upgrade(f"sqlite:///{path}")
+        print(f"loading {count:,} customers into SQLite: {load_sqlite(path, count):.1f}s")
+        figures.append(asyncio.run(_measure_lookups(f"sqlite:///{path}", count, samples)))
+    if pg_url:
+        base = make_url(pg_url)
+        name = f"cti_bench_{uuid.uuid4().hex[:8]}"
+        asyncio.run(_admin(base, f'CREATE DATABASE "{name}"'))
+        url = base.set(database=name).render_as_string(hide_password=False)
+        try:
+            upgrade(url)
+            took = asyncio.run(load_postgres(url, count))
+            print(f"loading {count:,} customers into PostgreSQL: {took:.1f}s")
+            figures.append(asyncio.run(_measure_lookups(url, count, samples)))
+        finally:
+            asyncio.run(_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    for figure in figures:
+        print(figure.line())
     return figures

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,7 +46,7 @@ def note(customer: Customer, kind: str, ago: timedelta, title: str, **fields: An
 
 
 @pytest.fixture
-async def store(engine: AsyncEngine) -> CustomerStore:
+async def store(engine: AsyncEngine) -> AsyncIterator[CustomerStore]:
     store = CustomerStore(engine, PhoneNormalizer("CN"))
     async with store.sessions() as session, session.begin():
         acme = await add(session, "ACME 有限公司", ["+862079460958"], kind="company", tier="vip")
@@ -79,7 +80,8 @@ async def store(engine: AsyncEngine) -> CustomerStore:
         twin_b = await add(session, HOSTILE, ["+4930123456"], lifecycle="lapsed")
         session.add(note(twin_a, "call", timedelta(days=2), "old call"))
         assert twin_b.id > twin_a.id
-    return store
+    yield store
+    await store.close()
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -29,7 +30,7 @@ NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def store(engine: AsyncEngine) -> CustomerStore:
+async def store(engine: AsyncEngine) -> AsyncIterator[CustomerStore]:
     store = CustomerStore(engine, PhoneNormalizer("CN"))
     async with store.sessions() as session, session.begin():
         wei = Customer(
@@ -44,7 +45,8 @@ async def store(engine: AsyncEngine) -> CustomerStore:
         session.add(wei)
         await session.flush()
         session.add(Phone(customer_id=wei.id, e164="+8613800138000"))
-    return store
+    yield store
+    await store.close()
 
 
 def outcome(key: str, **changes: object) -> OutcomeIn:
