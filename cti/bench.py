@@ -89,13 +89,14 @@ class Figure:
     seconds: float
     p50_ms: float | None = None
     p99_ms: float | None = None
+    unit: str = "events/s"
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds
 
     def line(self) -> str:
-        text = f"{self.name:<22} {self.rate:>11,.0f} events/s"
+        text = f"{self.name:<26} {self.rate:>11,.0f} {self.unit}"
         text += f"  ({self.events:,} in {self.seconds:.2f}s)"
         if self.p50_ms is not None and self.p99_ms is not None:
             text += f"  latency p50 {self.p50_ms:.3f} ms  p99 {self.p99_ms:.3f} ms"
@@ -277,7 +278,8 @@ async def _measure_lookups(url: str, count: int, samples: int) -> Figure:
     timings.sort()
     backend = "PostgreSQL" if url.startswith("postgres") else "SQLite"
     name = f"lookup {backend} {count:,}"
-    return Figure(name, samples, elapsed, statistics.median(timings), timings[int(samples * 0.99)])
+    p50, p99 = statistics.median(timings), timings[int(samples * 0.99)]
+    return Figure(name, samples, elapsed, p50, p99, unit="lookups/s")
 
 
 async def _admin(base: URL, sql: str) -> None:
