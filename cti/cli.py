@@ -1,4 +1,4 @@
-"""The ``cti`` command: serve, demo, replay, bench, simulate."""
+"""The ``cti`` command: serve, demo, replay, bench, simulate, db, seed-demo, import."""
 
 from __future__ import annotations
 
@@ -6,13 +6,23 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from cti import replay as replay_mod
 from cti import settings as settings_mod
 from cti.ami import AmiAuthError, AmiProtocolError
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from crm_sync.phones import PhoneNormalizer
+
+T = TypeVar("T")
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -40,6 +50,11 @@ def _bench(args: argparse.Namespace) -> int:
     from cti.bench import run
 
     run(args.copies)
+    if args.customers:
+        from cti.bench import run_lookups
+
+        pg_url = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+        run_lookups(args.customers, pg_url=None if args.no_postgres else pg_url)
     return 0
 
 
@@ -92,6 +107,159 @@ def _run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> int:
     return 1 if refused else 0
 
 
+def _store(args: argparse.Namespace) -> settings_mod.StoreSettings | None:
+    """The store settings (file, environment), with ``--url`` on top; None after printing
+    why they could not be read."""
+    try:
+        store = settings_mod.load(args.config).store
+    except settings_mod.SettingsError as exc:
+        print(f"cti {args.command}: {exc}", file=sys.stderr)
+        return None
+    return replace(store, database_url=args.url) if args.url else store
+
+
+def _shown(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparsable URL)"
+
+
+def _upgrade(command: str, url: str) -> bool:
+    """Bring the schema up to date; False after printing why it failed."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from crm_sync.migrate import upgrade
+
+    try:
+        upgrade(url)
+    except (SQLAlchemyError, OSError) as exc:
+        print(
+            f"cti {command}: cannot upgrade the database at {_shown(url)}: {exc}", file=sys.stderr
+        )
+        return False
+    return True
+
+
+def _with_store(
+    command: str,
+    store: settings_mod.StoreSettings,
+    work: Callable[[AsyncEngine, PhoneNormalizer], Awaitable[T]],
+) -> T | None:
+    """Run ``work`` on an engine for the store; None after printing a database failure."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from crm_sync.db import create_engine
+    from crm_sync.phones import PhoneNormalizer
+
+    async def run() -> T:
+        engine = create_engine(store.database_url)
+        try:
+            return await work(engine, PhoneNormalizer(store.default_region))
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except (SQLAlchemyError, OSError) as exc:
+        print(
+            f"cti {command}: database error at {_shown(store.database_url)}: {exc}", file=sys.stderr
+        )
+        return None
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    store = _store(args)
+    if store is None or not _upgrade("db upgrade", store.database_url):
+        return 2
+    print(f"database at {_shown(store.database_url)} is up to date")
+    return 0
+
+
+def _seed_demo(args: argparse.Namespace) -> int:
+    from crm_sync.seed import seed_demo
+
+    store = _store(args)
+    if store is None or not _upgrade(args.command, store.database_url):
+        return 2
+    report = _with_store(
+        args.command,
+        store,
+        lambda engine, phones: seed_demo(
+            engine,
+            customers=args.customers,
+            seed=args.seed,
+            now=datetime.now(UTC),
+            phones=phones,
+            simulator_rate=args.rate,
+        ),
+    )
+    if report is None:
+        return 2
+    print(report.describe())
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    """Exit status: 0 all rows imported, 1 some rows rejected, 2 nothing could be done."""
+    from crm_sync.importer import ImportFileError, import_csv
+
+    store = _store(args)
+    if store is None or not _upgrade(args.command, store.database_url):
+        return 2
+    bar = _ProgressBar(sys.stderr)
+    try:
+        report = _with_store(
+            args.command,
+            store,
+            lambda engine, phones: import_csv(
+                engine, args.file, phones=phones, now=datetime.now(UTC), progress=bar
+            ),
+        )
+    except ImportFileError as exc:
+        print(f"cti import: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        bar.finish()
+    if report is None:
+        return 2
+    print(
+        f"{report.accepted} accepted ({report.inserted} new, {report.updated} updated, "
+        f"{report.unchanged} unchanged), {len(report.rejected)} rejected, "
+        f"of {report.rows} rows in {report.seconds:.2f} s"
+    )
+    for row in report.rejected:
+        print(f"line {row.line}: {row.reason}")
+    return 1 if report.rejected else 0
+
+
+class _ProgressBar:
+    """``[#######.......] 1200/3000  40%`` on one line, redrawn when the percentage moves."""
+
+    def __init__(self, stream: TextIO, width: int = 30) -> None:
+        self.stream = stream
+        self.width = width
+        self.shown: int | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        percent = 100 * done // total if total else 100
+        if percent == self.shown:
+            return
+        self.shown = percent
+        filled = self.width * percent // 100
+        bar = "#" * filled + "." * (self.width - filled)
+        self.stream.write(f"\r[{bar}] {done}/{total} {percent:3d}%")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.shown is not None:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
 def _logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -130,7 +298,52 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="AMI throughput and latency benchmark")
     bench.add_argument("--copies", type=int, default=60, help="copies of the captures to replay")
+    bench.add_argument(
+        "--customers",
+        type=int,
+        default=1_000_000,
+        help="customers for the lookup figures (0: skip)",
+    )
+    bench.add_argument("--no-postgres", action="store_true", help="lookup figures on SQLite only")
     bench.set_defaults(func=_bench)
+
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument(
+        "--url", help="database URL (default: [store] database_url, or $DATABASE_URL)"
+    )
+    store.add_argument("--config", help="TOML settings file (default: $CTI_CONFIG)")
+
+    db = sub.add_parser("db", help="customer store schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser(
+        "upgrade", parents=[store], help="create or migrate the schema to the latest version"
+    ).set_defaults(func=_db_upgrade)
+
+    seed = sub.add_parser(
+        "seed-demo", parents=[store], help="replace the demo customers (upgrades the schema)"
+    )
+    seed.add_argument("--customers", type=int, default=3000, help="how many (default 3000)")
+    seed.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        help="random seed; give the demo's --seed so that its callers are known (default 1)",
+    )
+    seed.add_argument(
+        "--rate", type=float, default=12.0, help="the --rate of that demo (default 12)"
+    )
+    seed.set_defaults(func=_seed_demo)
+
+    imp = sub.add_parser(
+        "import",
+        parents=[store],
+        help="import customers from CSV (exit 1: rows rejected, 2: bad file or database)",
+        description="Header row, any order: external_id, kind, name (required), "
+        "company_external_id, email, phones (;-separated), address, owner, language, tier, "
+        "lifecycle, tags (;-separated). Re-importing updates by external_id.",
+    )
+    imp.add_argument("file", help="UTF-8 CSV with a header row")
+    imp.set_defaults(func=_import)
     return parser
 
 

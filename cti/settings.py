@@ -1,8 +1,9 @@
 """Typed settings, loaded once: defaults → TOML file → environment, then passed down.
 
-Secrets (AMI passwords) are kept out of ``repr`` so they never reach a log line.
-Environment overrides: ``CTI_CONFIG`` (file path), ``CTI_LOG_LEVEL``, and per PBX
-``CTI_PBX_<NAME>_HOST``/``_PORT``/``_USERNAME``/``_SECRET``.
+Secrets (AMI passwords, the database URL) are kept out of ``repr`` so they never reach a
+log line. Environment overrides: ``CTI_CONFIG`` (file path), ``CTI_LOG_LEVEL``, per PBX
+``CTI_PBX_<NAME>_HOST``/``_PORT``/``_USERNAME``/``_SECRET``, and for the customer store
+``DATABASE_URL`` and ``CTI_DEFAULT_REGION``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+from crm_sync.db import DEFAULT_URL
 
 
 class SettingsError(Exception):
@@ -47,10 +50,21 @@ class AgentSettings:
 
 
 @dataclass(frozen=True)
+class StoreSettings:
+    """The customer store: where it lives, how national numbers are read, and how long the
+    pop may wait for a lookup (seconds)."""
+
+    database_url: str = field(default=DEFAULT_URL, repr=False)  # may hold a password
+    default_region: str = "CN"
+    lookup_budget: float = 0.3
+
+
+@dataclass(frozen=True)
 class Settings:
     pbxs: tuple[PbxSettings, ...] = (PbxSettings(),)
     agents: tuple[AgentSettings, ...] = ()
     log_level: str = "INFO"
+    store: StoreSettings = field(default_factory=StoreSettings)
 
 
 def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -68,7 +82,10 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
     )
     agents = tuple(_agent(a) for a in raw.get("agents", []))
     return Settings(
-        pbxs=pbxs, agents=agents, log_level=env.get("CTI_LOG_LEVEL", raw.get("log_level", "INFO"))
+        pbxs=pbxs,
+        agents=agents,
+        log_level=env.get("CTI_LOG_LEVEL", raw.get("log_level", "INFO")),
+        store=_store(raw.get("store", {}), env),
     )
 
 
@@ -99,4 +116,28 @@ def _agent(body: Mapping[str, Any]) -> AgentSettings:
         raise SettingsError(f"[[agents]] entry without id: {dict(body)}")
     return AgentSettings(
         id=str(body["id"]), name=str(body.get("name", "")), members=tuple(body.get("members", ()))
+    )
+
+
+def _store(body: Mapping[str, Any], env: Mapping[str, str]) -> StoreSettings:
+    known = {f.name for f in fields(StoreSettings)}
+    unknown = set(body) - known
+    if unknown:
+        raise SettingsError(f"[store]: unknown keys {sorted(unknown)}")
+    values: dict[str, Any] = dict(body)
+    for key, name in (("database_url", "DATABASE_URL"), ("default_region", "CTI_DEFAULT_REGION")):
+        if env.get(name):
+            values[key] = env[name]
+    try:
+        store = replace(StoreSettings(), **values)
+        budget = float(store.lookup_budget)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"[store]: {exc}") from exc
+    region = str(store.default_region).strip().upper()
+    if len(region) != 2 or not region.isascii() or not region.isalpha():
+        raise SettingsError(f"[store]: default_region {region!r} is not a country code like CN")
+    if budget <= 0:
+        raise SettingsError(f"[store]: lookup_budget must be positive, not {budget}")
+    return replace(
+        store, database_url=str(store.database_url), default_region=region, lookup_budget=budget
     )

@@ -1,0 +1,476 @@
+"""The write side of the customer store: validated input, idempotent by external id.
+
+Data from outside (CSV files, the demo seeder, a CRM) comes in as :class:`CustomerIn` and
+:class:`InteractionIn`. :func:`validate` turns raw input into the one form the store keeps
+(trimmed text, known codes, E.164 numbers) or raises :class:`CustomerError` naming the field;
+:func:`upsert_customer` and :func:`add_interaction` then write it, so importing the same
+record twice updates it instead of duplicating it. Text is stored as given (HTML, quotes,
+emoji): escaping is the display layer's job; only control characters are refused.
+
+Times are stored in UTC: SQLite keeps no time zone, so an aware time in another zone would
+compare wrongly there.
+
+Concurrent writers of the same new external id: one wins, the other gets SQLAlchemy's
+IntegrityError from the unique index and may simply retry (it then updates).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal, NamedTuple
+
+from sqlalchemy import RowMapping, Table, bindparam, delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crm_sync.models import (
+    INTERACTION_KINDS,
+    KINDS,
+    LIFECYCLES,
+    TIERS,
+    Base,
+    Customer,
+    Interaction,
+    Phone,
+)
+from crm_sync.phones import PhoneNormalizer
+
+INTERACTION_STATUSES = ("open", "closed")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
+_LANGUAGE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+_MAX_AMOUNT = Decimal("9999999999.99")  # Numeric(12, 2)
+_CHUNK = 500  # customers per statement: well inside every driver's bind-parameter limit
+
+
+class CustomerError(ValueError):
+    """Input that the store refuses; ``field`` names what is wrong, the message says why."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class CustomerIn:
+    """A customer as a source describes it. ``phones`` are raw numbers in any spelling until
+    :func:`validate` has made them E.164; ``company_external_id`` links a contact person to
+    their company account."""
+
+    external_id: str | None
+    kind: str
+    name: str
+    company_external_id: str | None = None
+    email: str | None = None
+    address: str | None = None
+    owner: str | None = None
+    language: str | None = None
+    tier: str = "regular"
+    lifecycle: str = "active"
+    tags: tuple[str, ...] = ()
+    phones: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class InteractionIn:
+    """One timeline entry from a source. The customer is named by external id, or by store id
+    (``customer_id``) for customers that only the call center knows."""
+
+    customer_external_id: str | None
+    kind: str
+    occurred_at: datetime
+    title: str
+    body: str | None = None
+    status: str | None = None
+    due_at: datetime | None = None
+    owner: str | None = None
+    amount: Decimal | None = None
+    call_id: str | None = None
+    agent: str | None = None
+    external_id: str | None = None
+    customer_id: int | None = None
+
+
+Change = Literal["inserted", "updated", "unchanged"]
+
+
+class Saved(NamedTuple):
+    """What :func:`save_customers` did: the customer's id and whether anything changed."""
+
+    id: int
+    change: Change
+
+
+def validate(raw: CustomerIn, phones: PhoneNormalizer) -> CustomerIn:
+    """The customer in stored form. Raises CustomerError naming the first bad field."""
+    kind = _code(raw.kind, "kind", KINDS, default=None)
+    company = _text(raw.company_external_id, "company_external_id", 64)
+    external_id = _text(raw.external_id, "external_id", 64)
+    if company is not None and kind != "person":
+        raise CustomerError("company_external_id", "only a person can belong to a company")
+    if company is not None and company == external_id:
+        raise CustomerError("company_external_id", "a customer cannot be its own company")
+    return CustomerIn(
+        external_id=external_id,
+        kind=kind,
+        name=_required(raw.name, "name", 200),
+        company_external_id=company,
+        email=_email(raw.email),
+        address=_text(raw.address, "address", 1000, multiline=True),
+        owner=_text(raw.owner, "owner", 64),
+        language=_language(raw.language),
+        tier=_code(raw.tier, "tier", TIERS, default="regular"),
+        lifecycle=_code(raw.lifecycle, "lifecycle", LIFECYCLES, default="active"),
+        tags=_tags(raw.tags),
+        phones=_phones(raw.phones, phones),
+    )
+
+
+def validate_interaction(raw: InteractionIn) -> InteractionIn:
+    """The entry in stored form (UTC times, cents). Raises CustomerError naming the field."""
+    if raw.customer_id is None and not (raw.customer_external_id or "").strip():
+        raise CustomerError("customer_external_id", "give the customer's external id or id")
+    status = _text(raw.status, "status", 16)
+    if status is not None:
+        status = _code(status, "status", INTERACTION_STATUSES, default=None)
+    return replace(
+        raw,
+        customer_external_id=_text(raw.customer_external_id, "customer_external_id", 64),
+        kind=_code(raw.kind, "kind", INTERACTION_KINDS, default=None),
+        occurred_at=_utc(raw.occurred_at, "occurred_at"),
+        title=_required(raw.title, "title", 200),
+        body=_text(raw.body, "body", 100_000, multiline=True),
+        status=status,
+        due_at=None if raw.due_at is None else _utc(raw.due_at, "due_at"),
+        owner=_text(raw.owner, "owner", 64),
+        amount=_amount(raw.amount),
+        call_id=_text(raw.call_id, "call_id", 80),
+        agent=_text(raw.agent, "agent", 64),
+        external_id=_text(raw.external_id, "external_id", 64),
+    )
+
+
+async def upsert_customer(session: AsyncSession, c: CustomerIn, *, now: datetime) -> int:
+    """Insert ``c`` (from :func:`validate`), or update the customer with its external id;
+    its phone list becomes exactly ``c.phones``. Returns the id; the caller commits.
+    Raises CustomerError for an unknown company or phones that are not E.164."""
+    (result,) = await save_customers(session, [c], now=now)
+    if isinstance(result, CustomerError):
+        raise result
+    return result.id
+
+
+async def save_customers(
+    session: AsyncSession, customers: Sequence[CustomerIn], *, now: datetime
+) -> list[Saved | CustomerError]:
+    """Upsert many customers (from :func:`validate`) with a few statements per few hundred,
+    not several per customer: what an import needs. Each result, in input order, is the
+    :class:`Saved` customer or the CustomerError that kept it out (unknown company, numbers
+    not E.164, an external id given twice); the others are saved regardless. Contacts are
+    written after the companies of the same list. An unchanged customer keeps its
+    ``updated_at``. The caller commits."""
+    now = _utc(now, "now")
+    results: dict[int, Saved | CustomerError] = {}
+    seen: set[str] = set()
+    groups: tuple[list[int], list[int]] = ([], [])  # companies and consumers, then contacts
+    for index, c in enumerate(customers):
+        if c.external_id in seen:
+            results[index] = CustomerError("external_id", f"{c.external_id!r} is given twice")
+            continue
+        if c.external_id is not None:
+            seen.add(c.external_id)
+        groups[c.company_external_id is not None].append(index)
+    for group in groups:
+        for start in range(0, len(group), _CHUNK):
+            chunk = [(i, customers[i]) for i in group[start : start + _CHUNK]]
+            results.update(await _save_chunk(session, chunk, now))
+    return [results[i] for i in range(len(customers))]
+
+
+async def _save_chunk(
+    session: AsyncSession, chunk: list[tuple[int, CustomerIn]], now: datetime
+) -> dict[int, Saved | CustomerError]:
+    table = _table(Customer)
+    results: dict[int, Saved | CustomerError] = {}
+    keys = [c.external_id for _, c in chunk if c.external_id is not None]
+    found = await session.execute(select(table).where(table.c.external_id.in_(keys)))
+    existing = {row["external_id"]: row for row in found.mappings()}
+    companies = await _companies(session, {c.company_external_id for _, c in chunk})
+    new: list[tuple[int, CustomerIn, dict[str, Any]]] = []
+    old: list[tuple[int, CustomerIn, dict[str, Any], RowMapping]] = []
+    for index, c in chunk:
+        try:
+            values = _values(c, companies)
+        except CustomerError as exc:
+            results[index] = exc
+            continue
+        row = existing.get(c.external_id)
+        if row is None:
+            new.append((index, c, values))
+        else:
+            old.append((index, c, values, row))
+    phones: list[dict[str, Any]] = []
+    if new:
+        ids = await _insert(session, table, [(c, values) for _, c, values in new], now)
+        for (index, c, _), customer_id in zip(new, ids, strict=True):
+            results[index] = Saved(customer_id, "inserted")
+            phones.extend({"customer_id": customer_id, "e164": n} for n in c.phones)
+    if old:
+        changes, phones_gone, phones_new = await _changes(session, old, now)
+        for index, _, _, row in old:
+            results[index] = Saved(row["id"], "updated" if row["id"] in changes else "unchanged")
+        phones.extend(phones_new)
+        if phones_gone:
+            await session.execute(delete(Phone).where(Phone.id.in_(phones_gone)))
+        if changes:
+            by_id = update(table).where(table.c.id == bindparam("_id"))
+            await session.execute(by_id, list(changes.values()))
+    if phones:
+        await session.execute(insert(_table(Phone)), phones)
+    return results
+
+
+async def _insert(
+    session: AsyncSession,
+    table: Table,
+    new: list[tuple[CustomerIn, dict[str, Any]]],
+    now: datetime,
+) -> list[int]:
+    """Insert the new customers; their ids in order. Those with an external id go in one
+    executemany and their ids are read back by it: an INSERT … RETURNING whose rows must
+    come back in order runs row by row on SQLite, many times slower."""
+    rows = [
+        {**values, "external_id": c.external_id, "created_at": now, "updated_at": now}
+        for c, values in new
+    ]
+    keys = [c.external_id for c, _ in new if c.external_id is not None]
+    by_key: dict[str | None, int] = {}
+    if keys:
+        await session.execute(insert(table), [r for r in rows if r["external_id"] is not None])
+        found = select(table.c.external_id, table.c.id).where(table.c.external_id.in_(keys))
+        by_key = {key: id_ for key, id_ in await session.execute(found)}
+    ids: list[int] = []
+    for row in rows:
+        if row["external_id"] is None:
+            added = await session.execute(insert(table).values(row).returning(table.c.id))
+            ids.append(added.scalar_one())
+        else:
+            ids.append(by_key[row["external_id"]])
+    return ids
+
+
+async def _changes(
+    session: AsyncSession,
+    old: list[tuple[int, CustomerIn, dict[str, Any], RowMapping]],
+    now: datetime,
+) -> tuple[dict[int, dict[str, Any]], list[int], list[dict[str, Any]]]:
+    """For customers already stored: the updates (by id) of those that changed, the phone
+    rows to delete and those to add. A kept number keeps its row (and label)."""
+    query = select(Phone.id, Phone.customer_id, Phone.e164).where(
+        Phone.customer_id.in_([row["id"] for *_, row in old])
+    )
+    current: dict[int, dict[str, int]] = {}
+    for phone_id, customer_id, e164 in await session.execute(query):
+        current.setdefault(customer_id, {})[e164] = phone_id
+    changes: dict[int, dict[str, Any]] = {}
+    gone: list[int] = []
+    added: list[dict[str, Any]] = []
+    for _, c, values, row in old:
+        have = current.get(row["id"], {})
+        lost = [phone_id for e164, phone_id in have.items() if e164 not in c.phones]
+        fresh = [{"customer_id": row["id"], "e164": n} for n in c.phones if n not in have]
+        gone.extend(lost)
+        added.extend(fresh)
+        if lost or fresh or any(row[key] != value for key, value in values.items()):
+            changes[row["id"]] = {"_id": row["id"], "updated_at": now, **values}
+    return changes, gone, added
+
+
+def _values(c: CustomerIn, companies: dict[str, tuple[int, str]]) -> dict[str, Any]:
+    """The columns for ``c``; raises CustomerError for a bad company link or number."""
+    for number in c.phones:
+        if not _E164.fullmatch(number):
+            raise CustomerError("phones", f"{number!r} is not E.164; validate() the customer first")
+    if len(set(c.phones)) != len(c.phones):
+        raise CustomerError("phones", "a number is listed twice; validate() the customer first")
+    company_id = None
+    if c.company_external_id is not None:
+        company = companies.get(c.company_external_id)
+        if company is None:
+            raise CustomerError("company_external_id", f"unknown company {c.company_external_id!r}")
+        if company[1] != "company":
+            raise CustomerError(
+                "company_external_id", f"{c.company_external_id!r} is not a company"
+            )
+        company_id = company[0]
+    return {
+        "kind": c.kind,
+        "name": c.name,
+        "company_id": company_id,
+        "email": c.email,
+        "address": c.address,
+        "owner": c.owner,
+        "language": c.language,
+        "tier": c.tier,
+        "lifecycle": c.lifecycle,
+        "tags": list(c.tags),
+    }
+
+
+async def _companies(
+    session: AsyncSession, external_ids: set[str | None]
+) -> dict[str, tuple[int, str]]:
+    """external_id → (id, kind) of the customers that ``external_ids`` name."""
+    wanted = [e for e in external_ids if e is not None]
+    if not wanted:
+        return {}
+    query = select(Customer.external_id, Customer.id, Customer.kind).where(
+        Customer.external_id.in_(wanted)
+    )
+    return {key: (id_, kind) for key, id_, kind in await session.execute(query) if key}
+
+
+def _table(model: type[Base]) -> Table:
+    """The model's Core table: executemany without the ORM's per-row bookkeeping."""
+    return Base.metadata.tables[model.__tablename__]
+
+
+async def add_interaction(session: AsyncSession, i: InteractionIn) -> int:
+    """Add an entry to a customer's timeline; with an ``external_id`` a second call updates
+    the same entry (a ticket closed at the source closes here). Returns the entry's id; the
+    caller commits. Raises CustomerError for bad input or an unknown customer."""
+    i = validate_interaction(i)
+    values: dict[str, Any] = {
+        "customer_id": await _customer_id(session, i),
+        "kind": i.kind,
+        "occurred_at": i.occurred_at,
+        "title": i.title,
+        "body": i.body,
+        "status": i.status,
+        "due_at": i.due_at,
+        "owner": i.owner,
+        "amount": i.amount,
+        "call_id": i.call_id,
+        "agent": i.agent,
+    }
+    if i.external_id is not None:
+        existing = await session.scalar(
+            select(Interaction.id).where(Interaction.external_id == i.external_id)
+        )
+        if existing is not None:
+            await session.execute(
+                update(Interaction).where(Interaction.id == existing).values(**values)
+            )
+            return existing
+    added = await session.execute(
+        insert(Interaction).values(external_id=i.external_id, **values).returning(Interaction.id)
+    )
+    new_id: int = added.scalar_one()
+    return new_id
+
+
+async def _customer_id(session: AsyncSession, i: InteractionIn) -> int:
+    if i.customer_id is not None:
+        query = select(Customer.id).where(Customer.id == i.customer_id)
+        field, name = "customer_id", str(i.customer_id)
+    else:
+        query = select(Customer.id).where(Customer.external_id == i.customer_external_id)
+        field, name = "customer_external_id", repr(i.customer_external_id)
+    found = await session.scalar(query)
+    if found is None:
+        raise CustomerError(field, f"unknown customer {name}")
+    return found
+
+
+# -- field rules ---------------------------------------------------------------------------
+
+
+def _text(value: str | None, field: str, limit: int, *, multiline: bool = False) -> str | None:
+    """Trimmed text, None when empty. Control characters (NUL breaks PostgreSQL, the others
+    break display) are refused; line breaks and tabs only where ``multiline``."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if len(text) > limit:
+        raise CustomerError(field, f"longer than {limit} characters ({len(text)})")
+    allowed = "\n\r\t" if multiline else ""
+    for char in text:
+        if unicodedata.category(char) in ("Cc", "Cs") and char not in allowed:
+            raise CustomerError(field, f"contains the control character {char!r}")
+    return text
+
+
+def _required(value: str | None, field: str, limit: int) -> str:
+    text = _text(value, field, limit)
+    if text is None:
+        raise CustomerError(field, "must not be empty")
+    return text
+
+
+def _code(value: str | None, field: str, allowed: tuple[str, ...], default: str | None) -> str:
+    """One of ``allowed`` (case-insensitive); empty means ``default`` when there is one."""
+    code = (value or "").strip().lower()
+    if not code and default is not None:
+        return default
+    if code not in allowed:
+        raise CustomerError(field, f"{value!r} is not one of {', '.join(allowed)}")
+    return code
+
+
+def _email(value: str | None) -> str | None:
+    email = _text(value, "email", 254)
+    if email is not None and not _EMAIL.fullmatch(email):
+        raise CustomerError("email", f"{email!r} is not an e-mail address")
+    return email
+
+
+def _language(value: str | None) -> str | None:
+    language = _text(value, "language", 16)
+    if language is not None and not _LANGUAGE.fullmatch(language):
+        raise CustomerError("language", f"{language!r} is not a language code such as zh or en-GB")
+    return language
+
+
+def _tags(values: tuple[str, ...]) -> tuple[str, ...]:
+    tags = (_text(t, "tags", 64) for t in values)
+    return tuple(dict.fromkeys(t for t in tags if t is not None))
+
+
+def _phones(values: tuple[str, ...], phones: PhoneNormalizer) -> tuple[str, ...]:
+    """E.164, duplicates (in any spelling) removed, first spelling's order kept."""
+    numbers: dict[str, None] = {}
+    for raw in values:
+        text = raw.strip()
+        if not text:
+            continue
+        if phones.is_internal(text):
+            raise CustomerError("phones", f"{text!r} is an internal extension, not a customer's")
+        e164 = phones.to_e164(text)
+        if e164 is None:
+            raise CustomerError("phones", f"{text!r} is not a valid phone number")
+        numbers[e164] = None
+    return tuple(numbers)
+
+
+def _utc(value: datetime, field: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise CustomerError(field, "needs a time zone")
+    return value.astimezone(UTC)
+
+
+def _amount(value: Decimal | None) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        cents = Decimal(value).quantize(Decimal("0.01"))
+    except InvalidOperation:
+        raise CustomerError("amount", f"{value!r} is not an amount") from None
+    if not cents.is_finite() or abs(cents) > _MAX_AMOUNT:
+        raise CustomerError("amount", f"{value!r} is out of range")
+    return cents
