@@ -76,6 +76,10 @@ async def save_outcome(
     if outcome.followup_due is not None and outcome.followup_due.tzinfo is None:
         raise OutcomeError("the follow-up date needs a time zone")
     key = f"outcome:{outcome.key}"
+    first = await _first_result(sessions, key)
+    if first is not None:  # a retry of a saved outcome: answer as the first time
+        return first
+    due = outcome.followup_due.astimezone(UTC) if outcome.followup_due else None
     try:
         async with sessions() as session, session.begin():
             customer_id = await _customer_for(session, outcome, now)
@@ -92,7 +96,7 @@ async def save_outcome(
             )
             session.add(row)
             followup: Interaction | None = None
-            if outcome.followup_due is not None:
+            if due is not None:
                 followup = Interaction(
                     customer_id=customer_id,
                     kind="followup",
@@ -100,7 +104,7 @@ async def save_outcome(
                     title=f"Follow up: {outcome.disposition.strip()}"[:200],
                     body=outcome.notes or None,
                     status="open",
-                    due_at=outcome.followup_due,
+                    due_at=due,
                     owner=outcome.followup_owner or outcome.agent,
                     call_id=outcome.call_id,
                     agent=outcome.agent,
@@ -111,11 +115,20 @@ async def save_outcome(
             saved = OutcomeSaved(row.id, customer_id, followup.id if followup else None, False)
         return saved
     except IntegrityError:
-        pass  # this key was saved before (a retry, a double click): answer as the first time
+        pass  # saved meanwhile by a concurrent submission (a double click)
+    first = await _first_result(sessions, key)
+    if first is None:
+        raise OutcomeError("the outcome could not be stored")
+    return first
+
+
+async def _first_result(
+    sessions: async_sessionmaker[AsyncSession], key: str
+) -> OutcomeSaved | None:
     async with sessions() as session:
         first = await session.scalar(select(Interaction).where(Interaction.external_id == key))
         if first is None:
-            raise OutcomeError("the outcome could not be stored")
+            return None
         later = await session.scalar(
             select(Interaction.id).where(Interaction.external_id == key + ":followup")
         )

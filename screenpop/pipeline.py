@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -24,6 +25,15 @@ from screenpop.cards import CardUpdate, PopBook
 from screenpop.hub import Hub
 
 log = logging.getLogger(__name__)
+REMEMBERED_CALLS = 20_000
+T = TypeVar("T")
+
+
+def _remember(memory: OrderedDict[tuple[str, str], T], key: tuple[str, str], value: T) -> None:
+    memory[key] = value
+    memory.move_to_end(key)
+    while len(memory) > REMEMBERED_CALLS:
+        memory.popitem(last=False)
 
 
 class PopService:
@@ -41,8 +51,10 @@ class PopService:
         self.store = store
         self.clock = clock
         self.budget = budget
-        self._numbers: dict[tuple[str, str], str] = {}  # number each call was looked up by
-        self._lookups: dict[tuple[str, str], Lookup] = {}
+        # number each call was looked up by, and the result: kept through wrap-up (when the
+        # outcome is posted), the oldest forgotten first
+        self._numbers: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._lookups: OrderedDict[tuple[str, str], Lookup] = OrderedDict()
         self._lookups_running: set[asyncio.Task[None]] = set()
         self._writes: set[asyncio.Task[None]] = set()
 
@@ -53,11 +65,10 @@ class PopService:
         if isinstance(event, CallerIdentified | CallQueued | AgentRinging):
             number = event.caller_number
             if self.store is not None and number and self._numbers.get(key) != number:
-                self._numbers[key] = number
+                _remember(self._numbers, key, number)
                 self._spawn(self._lookups_running, self._lookup(self.store, key, number))
         elif isinstance(event, CallEnded):
-            self._numbers.pop(key, None)
-            lookup = self._lookups.pop(key, None)
+            lookup = self._lookups.get(key)
             if self.store is not None and lookup is not None and len(lookup.cards) == 1:
                 self._spawn(self._writes, self._record(self.store, lookup.cards[0].id, event))
 
@@ -86,7 +97,7 @@ class PopService:
         lookup = await store.lookup(number, now=self.clock(), budget=self.budget)
         if self._numbers.get(key) != number:
             return  # the caller's number changed meanwhile; a newer lookup is running
-        self._lookups[key] = lookup
+        _remember(self._lookups, key, lookup)
         self.send(self.book.enrich(key[0], key[1], lookup))
 
     async def _record(self, store: CustomerStore, customer_id: int, event: CallEnded) -> None:

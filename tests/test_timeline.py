@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select
@@ -178,3 +178,35 @@ async def test_pipeline_pops_first_then_enriches_then_logs_the_call(store: Custo
     pop.publish(CallEnded("p", "c1", 60.0, record()))
     await pop.close()
     assert await count(store, "call") == 1
+
+
+async def test_retry_after_the_card_closed_gets_the_first_result(store: CustomerStore) -> None:
+    first = await save_outcome(store.sessions, outcome("k9"), now=NOW)
+    retry = await save_outcome(store.sessions, outcome("k9", customer_id=None), now=NOW)
+    assert (retry.duplicate, retry.interaction_id) == (True, first.interaction_id)
+
+
+async def test_followup_due_is_stored_in_utc(store: CustomerStore) -> None:
+    beijing = datetime(2026, 11, 25, 9, 0, tzinfo=timezone(timedelta(hours=8)))
+    await save_outcome(store.sessions, outcome("tz", followup_due=beijing), now=NOW)
+    (card,) = (await store.lookup("13800138000", now=NOW)).cards
+    (item,) = card.open_items
+    assert item.due_at == beijing
+
+
+async def test_lookup_finishing_after_the_end_still_reaches_the_wrapup_card(
+    store: CustomerStore,
+) -> None:
+    hub = Hub()
+    pop = PopService(PopBook(), hub, store, clock=lambda: NOW)
+    pop.publish(AgentRinging("p", "c2", 2.0, "alice", "Alice", "x", "q", "13800138000", "张伟"))
+    pop.publish(CallAnswered("p", "c2", 3.0, "alice", "q", 1.0, 1.0))
+    pop.publish(CallEnded("p", "c2", 9.0, record("c2")))  # before the lookup came back
+    for _ in range(200):
+        if pop.lookup_for("p", "c2") is not None:
+            break
+        await asyncio.sleep(0.01)
+    (card,) = pop.book.cards_for("alice")
+    assert card.state == "wrapup"
+    assert card.lookup is not None and card.lookup.cards[0].name == "张伟"
+    await pop.close()

@@ -1,0 +1,278 @@
+"""The JSON API: the agent's calls, customers, and the outcome of a call.
+
+Authorisation follows the call: an agent sees only the cards of calls offered to them and
+writes the outcome only of calls they handled; a supervisor may do both for any call. An
+outcome is answered 200 only after the database committed it, so "saved" on the page is
+true; a retry with the same idempotency ``key`` gets the first answer and writes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
+
+from crm_sync.phones import PhoneNormalizer
+from crm_sync.store import Lookup
+from crm_sync.timeline import OutcomeError, OutcomeIn, save_outcome
+from screenpop.auth import Account
+from screenpop.cards import Card
+from screenpop.errors import ApiError, store_unavailable
+from screenpop.keys import ACCOUNTS, CLOCK, DISPOSITIONS, POP, SESSION, STORE
+from screenpop.pipeline import PopService
+
+log = logging.getLogger(__name__)
+
+_KEY = re.compile(r"[A-Za-z0-9_-]{8,40}")  # fits Interaction.external_id with its prefixes
+MAX_NOTES = 4000
+LOOKUP_BUDGET = 2.0  # an API caller may wait longer than a ringing phone
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/me", me, name="api_me")
+    app.router.add_get("/api/calls", calls, name="api_calls")
+    app.router.add_get("/api/calls/{pbx}/{call_id}", call, name="api_call")
+    app.router.add_post("/api/calls/{pbx}/{call_id}/outcome", outcome, name="api_outcome")
+    app.router.add_get("/api/customers", customers, name="api_customers")
+    app.router.add_get(r"/api/customers/{customer_id:\d{1,18}}", customer, name="api_customer")
+
+
+def card_view(card: Mapping[str, Any], phones: PhoneNormalizer | None) -> dict[str, Any]:
+    """A card as the browser gets it: the card's JSON plus the caller number to show."""
+    lookup = card.get("lookup") or {}
+    e164 = lookup.get("e164") or (phones.to_e164(card["caller_number"]) if phones else None)
+    display = phones.display(e164) if phones and e164 else card["caller_number"]
+    return {**card, "display_number": display}
+
+
+async def me(request: web.Request) -> web.StreamResponse:
+    return web.json_response(request[SESSION].account.public())
+
+
+async def calls(request: web.Request) -> web.StreamResponse:
+    """The open cards of the agent (a supervisor: of every agent with an account)."""
+    account = request[SESSION].account
+    pop = request.app[POP]
+    agents = (
+        request.app[ACCOUNTS].agent_ids() if account.role == "supervisor" else (account.agent_id,)
+    )
+    cards = [c for agent in agents for c in pop.book.cards_for(agent)]
+    body: dict[str, Any] = {"cards": _cards(request, cards)}
+    if account.role == "agent":
+        body["seq"] = pop.hub.last_seq(account.agent_id)
+    return web.json_response(body)
+
+
+async def call(request: web.Request) -> web.StreamResponse:
+    """One call's open cards: an agent gets only their own, and only if it was offered to them."""
+    pbx, call_id = request.match_info["pbx"], request.match_info["call_id"]
+    account = request[SESSION].account
+    pop = request.app[POP]
+    if account.role == "supervisor":
+        if pop.book.caller_number(pbx, call_id) is None:
+            raise ApiError(404, "no_call", "No such call.")
+        agents = request.app[ACCOUNTS].agent_ids()
+    else:
+        agents = (account.agent_id,)
+    cards = [
+        c
+        for agent in agents
+        for c in pop.book.cards_for(agent)
+        if (c.pbx, c.call_id) == (pbx, call_id)
+    ]
+    handled_by = pop.book.handled_by(pbx, call_id)
+    if account.role == "agent" and not cards and account.agent_id not in handled_by:
+        raise ApiError(403, "call_not_yours", "This call was not offered to you.")
+    return web.json_response(
+        {
+            "pbx": pbx,
+            "call_id": call_id,
+            "handled_by": list(handled_by),
+            "cards": _cards(request, cards),
+        }
+    )
+
+
+async def customer(request: web.Request) -> web.StreamResponse:
+    store = request.app[STORE]
+    if store is None:
+        raise store_unavailable()
+    customer_id = int(request.match_info["customer_id"])
+    try:
+        card = await store.card(customer_id, now=request.app[CLOCK]())
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("customer %s not read: %s", customer_id, exc)
+        raise store_unavailable() from exc
+    if card is None:
+        raise ApiError(404, "no_customer", f"There is no customer {customer_id}.")
+    return _json(dataclasses.asdict(card))
+
+
+async def customers(request: web.Request) -> web.StreamResponse:
+    """Who has this phone number: the same lookup as the pop, with its status."""
+    store = request.app[STORE]
+    phone = request.query.get("phone", "").strip()
+    if not phone or len(phone) > 40:
+        raise ApiError(400, "phone_required", "Give ?phone= (up to 40 characters).")
+    if store is None:
+        raise store_unavailable()
+    result = await store.lookup(phone, now=request.app[CLOCK](), budget=LOOKUP_BUDGET)
+    if result.status in ("timeout", "error"):
+        raise store_unavailable()
+    body = dataclasses.asdict(result)
+    body["display_number"] = store.phones.display(result.e164) if result.e164 else phone
+    return _json(body)
+
+
+async def outcome(request: web.Request) -> web.StreamResponse:
+    """Record what the agent did with the call; 200 once committed. Raises ApiError: 400/422
+    bad input, 403 not the agent's call, 503 the database failed (retry with the same key)."""
+    pbx, call_id = request.match_info["pbx"], request.match_info["call_id"]
+    account = request[SESSION].account
+    pop = request.app[POP]
+    body = await _body(request)
+    agent = _agent_for(account, body, pop.book.handled_by(pbx, call_id))
+    store = request.app[STORE]
+    if store is None:
+        raise store_unavailable()
+    lookup = _lookup(pop, pbx, call_id, agent)
+    customer_id = _optional_int(body, "customer_id")
+    if (
+        customer_id is None
+        and not body.get("new_customer_name")
+        and lookup
+        and len(lookup.cards) == 1
+    ):
+        customer_id = lookup.cards[0].id  # the one match, when the client did not say
+    number = pop.book.caller_number(pbx, call_id) or ""
+    item = OutcomeIn(
+        key=_key(body),
+        pbx=pbx,
+        call_id=call_id,
+        agent=agent,
+        disposition=_disposition(request, body),
+        notes=_text(body, "notes", MAX_NOTES) or "",
+        customer_id=customer_id,
+        new_customer_name=_text(body, "new_customer_name", 200),
+        caller_e164=lookup.e164 if lookup and lookup.e164 else store.phones.to_e164(number),
+        followup_due=_followup_due(body),
+        followup_owner=_text(body, "followup_owner", 64),
+    )
+    try:
+        saved = await save_outcome(store.sessions, item, now=request.app[CLOCK]())
+    except OutcomeError as exc:
+        raise ApiError(422, "outcome_rejected", str(exc)) from exc
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("outcome of %s/%s not saved: %s", pbx, call_id, exc)
+        raise store_unavailable() from exc
+    pop.send(pop.book.outcome_saved(pbx, call_id, agent))
+    return web.json_response({"saved": True, **dataclasses.asdict(saved)})
+
+
+def _lookup(pop: PopService, pbx: str, call_id: str, agent: str) -> Lookup | None:
+    """Who the caller was found to be: the pop forgets it when the call ends, the agent's
+    wrap-up card still shows it."""
+    card = next(
+        (c for c in pop.book.cards_for(agent) if (c.pbx, c.call_id) == (pbx, call_id)), None
+    )
+    return card.lookup if card is not None and card.lookup else pop.lookup_for(pbx, call_id)
+
+
+def _agent_for(account: Account, body: Mapping[str, Any], handled_by: tuple[str, ...]) -> str:
+    """Whose outcome this is: the agent's own, or (for a supervisor) the agent named."""
+    if account.role == "supervisor":
+        named = _text(body, "agent", 64)
+        if named is not None and named not in handled_by:
+            raise ApiError(
+                422, "invalid_field", "That agent did not handle the call.", field="agent"
+            )
+        return named or (handled_by[-1] if handled_by else account.agent_id or account.login)
+    if account.agent_id not in handled_by:
+        raise ApiError(
+            403, "call_not_yours", "Only an agent who handled the call records its outcome."
+        )
+    return account.agent_id
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_json", "The body must be a JSON object.") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_json", "The body must be a JSON object.")
+    return body
+
+
+def _key(body: Mapping[str, Any]) -> str:
+    key = body.get("key")
+    if not isinstance(key, str) or not _KEY.fullmatch(key):
+        raise _invalid("key", "an idempotency key of 8 to 40 letters, digits, _ or - is required")
+    return key
+
+
+def _disposition(request: web.Request, body: Mapping[str, Any]) -> str:
+    code = body.get("disposition")
+    if not isinstance(code, str) or request.app[DISPOSITIONS].get(code) is None:
+        raise ApiError(
+            422, "unknown_disposition", "Choose one of the disposition codes.", field="disposition"
+        )
+    return code
+
+
+def _text(body: Mapping[str, Any], name: str, limit: int) -> str | None:
+    value = body.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise _invalid(name, f"text of at most {limit} characters")
+    return value
+
+
+def _optional_int(body: Mapping[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _invalid(name, "a customer id")
+    return value
+
+
+def _followup_due(body: Mapping[str, Any]) -> datetime | None:
+    text = _text(body, "followup_due", 40)
+    if text is None:
+        return None
+    try:
+        due = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise _invalid("followup_due", "an ISO 8601 date and time") from exc
+    if due.tzinfo is None:
+        raise _invalid("followup_due", "a date and time with its time zone")
+    return due.astimezone(UTC)  # SQLite keeps no zone: the store holds UTC
+
+
+def _invalid(field: str, expected: str) -> ApiError:
+    return ApiError(422, "invalid_field", f"{field}: expected {expected}.", field=field)
+
+
+def _cards(request: web.Request, cards: list[Card]) -> list[dict[str, Any]]:
+    store = request.app[STORE]
+    phones = store.phones if store else None
+    return [card_view(c.to_json(), phones) for c in cards]
+
+
+def _json(body: Any) -> web.Response:
+    return web.json_response(body, dumps=lambda v: json.dumps(v, default=_default))
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON: {type(value).__name__}")

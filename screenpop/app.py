@@ -1,0 +1,132 @@
+"""The screen-pop web application: ``create_app`` assembles it from objects built elsewhere.
+
+Routes (details in docs/api.md): pages ``/login``, ``/logout``, ``/``, ``/customers/{id}``;
+JSON ``/api/...``; the live push ``/ws``; static files ``/static/``. Middlewares, outermost
+first: errors (one place turns failures into responses), then sessions (every route but the
+login page and static files needs a session; every unsafe method needs the session's CSRF
+token). Security headers are added to every response, errors and WebSockets included.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import quote
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import WSCloseCode, web
+from aiohttp.typedefs import Handler
+
+from crm_sync.store import CustomerStore
+from screenpop import api, views, ws
+from screenpop.auth import Accounts, LoginLimiter, SessionStore
+from screenpop.dispositions import Dispositions
+from screenpop.errors import ApiError, error_middleware, wants_json
+from screenpop.keys import (
+    ACCOUNTS,
+    CLOCK,
+    DISPOSITIONS,
+    EPOCH,
+    LOGIN_LIMITER,
+    PING_INTERVAL,
+    POP,
+    SECURE_COOKIES,
+    SESSION,
+    SESSIONS,
+    STORE,
+)
+from screenpop.pipeline import PopService
+
+STATIC = Path(__file__).parent / "static"
+PUBLIC_ROUTES = frozenset({"login", "static"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+SECURITY_HEADERS = {
+    # no inline script at all: even an escaping bug could not run injected code
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def create_app(
+    *,
+    pop: PopService,
+    accounts: Accounts,
+    dispositions: Dispositions,
+    store: CustomerStore | None,
+    now: Callable[[], datetime],
+    secure_cookies: bool = False,
+    ping_interval: float = 15.0,
+) -> web.Application:
+    """The aiohttp application. ``pop`` and ``store`` belong to the caller (it closes them);
+    ``now`` is the clock for outcomes and customer cards; ``secure_cookies`` for HTTPS."""
+    app = web.Application(middlewares=[error_middleware, session_middleware])
+    app[POP] = pop
+    app[ACCOUNTS] = accounts
+    app[DISPOSITIONS] = dispositions
+    app[STORE] = store
+    app[CLOCK] = now
+    app[SESSIONS] = SessionStore()
+    app[LOGIN_LIMITER] = LoginLimiter()
+    app[SECURE_COOKIES] = secure_cookies
+    app[PING_INTERVAL] = ping_interval
+    app[EPOCH] = secrets.token_hex(8)
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.PackageLoader("screenpop", "templates"),
+        autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+        undefined=jinja2.StrictUndefined,
+        default_helpers=False,
+    )
+    app.on_response_prepare.append(_security_headers)
+    app.on_shutdown.append(_close_sockets)
+    views.add_routes(app)
+    api.add_routes(app)
+    app.router.add_get("/ws", ws.websocket, name="ws")
+    app.router.add_static("/static/", STATIC, name="static")
+    return app
+
+
+@web.middleware
+async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """No session: 401 JSON for the API and WebSocket, a redirect to the login page otherwise.
+    An unsafe method also needs the session's CSRF token (header or form field)."""
+    if request.match_info.route.name in PUBLIC_ROUTES:
+        return await handler(request)
+    session = request.app[SESSIONS].get(request.cookies.get(views.session_cookie(request.app)))
+    if session is None:
+        if wants_json(request):
+            raise ApiError(401, "unauthenticated", "Log in first.")
+        raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='')}")
+    if request.method not in SAFE_METHODS:
+        presented = request.headers.get(CSRF_HEADER)
+        if presented is None and request.content_type == "application/x-www-form-urlencoded":
+            value = (await request.post()).get(CSRF_FIELD)
+            presented = value if isinstance(value, str) else None
+        if not session.csrf_ok(presented):
+            raise ApiError(403, "csrf_failed", "Missing or wrong CSRF token; reload the page.")
+    request[SESSION] = session
+    return await handler(request)
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if request.path.startswith("/static/"):
+        del response.headers["Cache-Control"]  # scripts and styles may be cached
+
+
+async def _close_sockets(app: web.Application) -> None:
+    """Browsers reconnect (and resume) after a restart; say it is one, don't just vanish."""
+    for socket in app[SESSIONS].sockets():
+        await socket.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")

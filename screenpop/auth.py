@@ -1,0 +1,304 @@
+"""Who may use the screen pop: accounts, password hashes, sessions and login throttling.
+
+Passwords are kept only as scrypt hashes (``scrypt$n$r$p$salt$hash``, base64), checked in
+constant time; an unknown login costs the same scrypt run as a known one, so timing does not
+tell which logins exist. Sessions live in memory on the server: the browser holds only a
+random token (in an HttpOnly cookie), each session has its own CSRF token, and a session
+unused for ``idle`` seconds is gone. The WebSockets a session opened are attached to it, so
+logging out (or expiry) also ends the live push.
+
+Run ``python -m screenpop.auth`` to hash a password for an accounts file.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import hashlib
+import hmac
+import secrets
+import time
+import tomllib
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from aiohttp import web
+
+from cti.settings import AgentSettings
+
+Role = Literal["agent", "supervisor"]
+ROLES: tuple[Role, ...] = ("agent", "supervisor")
+SCRYPT_N = 2**14  # ~50 ms and 16 MiB per check on a current server
+SCRYPT_R = 8
+SCRYPT_P = 1
+_MAX_N = 2**20  # refuse hashes that would make one login check eat the machine
+
+
+class AccountsError(ValueError):
+    """An accounts file or password hash is invalid (message says where)."""
+
+
+@dataclass(frozen=True)
+class Account:
+    """One person who logs in. ``agent_id`` is the agent id the call model uses for them."""
+
+    login: str
+    name: str
+    agent_id: str
+    role: Role
+    password_hash: str = field(repr=False)
+
+    def public(self) -> dict[str, str]:
+        """What the API may show about the account (never the hash)."""
+        return {
+            "login": self.login,
+            "name": self.name,
+            "agent_id": self.agent_id,
+            "role": self.role,
+        }
+
+
+def hash_password(password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
+    """A salted scrypt hash of ``password`` in the accounts file format."""
+    salt = secrets.token_bytes(16)
+    digest = _scrypt(password, salt, n, r, p)
+    return "$".join(("scrypt", str(n), str(r), str(p), _b64(salt), _b64(digest)))
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    """True if ``password`` matches ``encoded``. Raises AccountsError for a malformed hash."""
+    n, r, p, salt, expected = _parse_hash(encoded)
+    return hmac.compare_digest(_scrypt(password, salt, n, r, p, len(expected)), expected)
+
+
+class Accounts:
+    """The accounts, by login (logins are case-insensitive)."""
+
+    def __init__(self, accounts: Iterable[Account]) -> None:
+        self._by_login: dict[str, Account] = {}
+        for account in accounts:
+            _check(account)
+            key = account.login.casefold()
+            if key in self._by_login:
+                raise AccountsError(f"login {account.login!r} appears twice")
+            self._by_login[key] = account
+        # an unknown login is checked against this, so it takes as long as a known one
+        costliest = max((_parse_hash(a.password_hash)[:3] for a in self), default=None)
+        n, r, p = costliest or (SCRYPT_N, SCRYPT_R, SCRYPT_P)
+        self._decoy = hash_password(secrets.token_urlsafe(16), n=n, r=r, p=p)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Accounts:
+        """Read ``[[accounts]]`` tables (login, name, agent_id, role, password_hash) from a TOML
+        file. Raises AccountsError."""
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise AccountsError(f"cannot read accounts file {path}: {exc}") from exc
+        return cls(_account(i, body) for i, body in enumerate(raw.get("accounts", []), 1))
+
+    @classmethod
+    def for_agents(cls, agents: Iterable[AgentSettings], password: str) -> Accounts:
+        """One agent account per configured agent (login: the id in lower case), all with the
+        same password: what a demo needs, not a production set-up."""
+        shared = hash_password(password)
+        return cls(Account(a.id.lower(), a.name or a.id, a.id, "agent", shared) for a in agents)
+
+    def __iter__(self) -> Iterator[Account]:
+        return iter(self._by_login.values())
+
+    def get(self, login: str) -> Account | None:
+        return self._by_login.get(login.casefold())
+
+    def verify(self, login: str, password: str) -> Account | None:
+        """The account if the password is right, else None; same cost whether or not the
+        login exists. Slow on purpose (scrypt): call it off the event loop."""
+        account = self.get(login)
+        ok = verify_password(password, account.password_hash if account else self._decoy)
+        return account if ok and account is not None else None
+
+    def agent_ids(self) -> tuple[str, ...]:
+        """Every agent id with an account (the agents a supervisor may look at)."""
+        return tuple(dict.fromkeys(a.agent_id for a in self if a.agent_id))
+
+
+@dataclass(eq=False)
+class Session:
+    """A logged-in browser. ``sockets`` are its open WebSockets (closed with the session)."""
+
+    token: str
+    account: Account
+    csrf: str
+    last_seen: float
+    sockets: set[web.WebSocketResponse] = field(default_factory=set)
+
+    def csrf_ok(self, presented: str | None) -> bool:
+        return presented is not None and hmac.compare_digest(presented.encode(), self.csrf.encode())
+
+
+class SessionStore:
+    """Sessions by token, in memory; idle ones expire (restarting the service logs all out)."""
+
+    def __init__(
+        self, *, idle: float = 8 * 3600, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.idle = idle
+        self._clock = clock
+        self._sessions: dict[str, Session] = {}
+
+    def create(self, account: Account) -> Session:
+        self._sweep()
+        session = Session(
+            secrets.token_urlsafe(32), account, secrets.token_urlsafe(32), self._clock()
+        )
+        self._sessions[session.token] = session
+        return session
+
+    def get(self, token: str | None) -> Session | None:
+        """The live session for ``token`` (and mark it used), or None."""
+        session = self._sessions.get(token) if token else None
+        if session is None:
+            return None
+        now = self._clock()
+        if now - session.last_seen > self.idle:
+            del self._sessions[session.token]
+            return None
+        session.last_seen = now
+        return session
+
+    def drop(self, token: str | None) -> Session | None:
+        return self._sessions.pop(token, None) if token else None
+
+    def sockets(self) -> list[web.WebSocketResponse]:
+        return [ws for s in self._sessions.values() for ws in s.sockets]
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def _sweep(self) -> None:
+        cutoff = self._clock() - self.idle
+        for token in [t for t, s in self._sessions.items() if s.last_seen < cutoff]:
+            del self._sessions[token]
+
+
+class LoginLimiter:
+    """At most ``failures`` wrong passwords per login in ``window`` seconds.
+
+    Counted per login whether or not it exists (so throttling reveals nothing), in bounded
+    memory: past ``max_logins`` tracked names the oldest are forgotten.
+    """
+
+    def __init__(
+        self,
+        *,
+        failures: int = 5,
+        window: float = 60.0,
+        max_logins: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.failures = failures
+        self.window = window
+        self.max_logins = max_logins
+        self._clock = clock
+        self._seen: dict[str, deque[float]] = {}
+
+    def retry_after(self, login: str) -> float:
+        """Seconds until ``login`` may try again (0: now)."""
+        times = self._recent(login.casefold())
+        if times is None or len(times) < self.failures:
+            return 0.0
+        return max(0.0, times[0] + self.window - self._clock())
+
+    def failed(self, login: str) -> None:
+        key = login.casefold()
+        times = self._recent(key) or deque(maxlen=self.failures)
+        times.append(self._clock())
+        self._seen.pop(key, None)
+        self._seen[key] = times  # most recent last, for the eviction order
+        while len(self._seen) > self.max_logins:
+            del self._seen[next(iter(self._seen))]
+
+    def succeeded(self, login: str) -> None:
+        self._seen.pop(login.casefold(), None)
+
+    def _recent(self, key: str) -> deque[float] | None:
+        times = self._seen.get(key)
+        if times is None:
+            return None
+        cutoff = self._clock() - self.window
+        while times and times[0] <= cutoff:
+            times.popleft()
+        return times
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, length: int = 32) -> bytes:
+    return hashlib.scrypt(
+        password.encode(), salt=salt, n=n, r=r, p=p, maxmem=256 * n * r * p, dklen=length
+    )
+
+
+def _parse_hash(encoded: str) -> tuple[int, int, int, bytes, bytes]:
+    parts = encoded.split("$")
+    try:
+        if len(parts) != 6 or parts[0] != "scrypt":
+            raise ValueError("not scrypt$n$r$p$salt$hash")
+        n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
+        salt, digest = (
+            base64.b64decode(parts[4], validate=True),
+            base64.b64decode(parts[5], validate=True),
+        )
+    except ValueError as exc:
+        raise AccountsError(f"bad password hash: {exc}") from None
+    if not (1 < n <= _MAX_N and n & (n - 1) == 0 and 0 < r <= 32 and 0 < p <= 16):
+        raise AccountsError("bad password hash: scrypt parameters out of range")
+    if len(salt) < 8 or len(digest) < 16:
+        raise AccountsError("bad password hash: salt or hash too short")
+    return n, r, p, salt, digest
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _check(account: Account) -> None:
+    if not account.login or account.login != account.login.strip():
+        raise AccountsError(f"login {account.login!r}: empty or padded with spaces")
+    if account.role not in ROLES:
+        raise AccountsError(f"login {account.login!r}: role must be one of {ROLES}")
+    if account.role == "agent" and not account.agent_id:
+        raise AccountsError(f"login {account.login!r}: an agent account needs an agent_id")
+    _parse_hash(account.password_hash)
+
+
+def _account(index: int, body: Mapping[str, Any]) -> Account:
+    keys = {"login", "name", "agent_id", "role", "password_hash"}
+    unknown, missing = set(body) - keys, {"login", "role", "password_hash"} - set(body)
+    if unknown or missing:
+        raise AccountsError(
+            f"[[accounts]] #{index}: unknown keys {sorted(unknown)}, missing {sorted(missing)}"
+        )
+    values = {k: body.get(k, "") for k in keys}
+    if not all(isinstance(v, str) for v in values.values()):
+        raise AccountsError(f"[[accounts]] #{index}: every value must be a string")
+    return Account(
+        login=values["login"],
+        name=values["name"] or values["login"],
+        agent_id=values["agent_id"],
+        role=cast(Role, values["role"]),  # checked by Accounts
+        password_hash=values["password_hash"],
+    )
+
+
+def main() -> None:
+    """Print the hash of a password typed twice (for an accounts file)."""
+    first = getpass.getpass("password: ")
+    if first != getpass.getpass("again: "):
+        raise SystemExit("the two passwords differ")
+    print(hash_password(first))
+
+
+if __name__ == "__main__":
+    main()

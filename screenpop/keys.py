@@ -1,0 +1,27 @@
+"""Every AppKey and RequestKey of the screen-pop application, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from aiohttp import web
+
+from crm_sync.store import CustomerStore
+from screenpop.auth import Accounts, LoginLimiter, Session, SessionStore
+from screenpop.dispositions import Dispositions
+from screenpop.pipeline import PopService
+
+POP = web.AppKey("pop", PopService)
+ACCOUNTS = web.AppKey("accounts", Accounts)
+DISPOSITIONS = web.AppKey("dispositions", Dispositions)
+STORE = web.AppKey[CustomerStore | None]("store")
+CLOCK = web.AppKey[Callable[[], datetime]]("clock")
+SESSIONS = web.AppKey("sessions", SessionStore)
+LOGIN_LIMITER = web.AppKey("login_limiter", LoginLimiter)
+SECURE_COOKIES = web.AppKey("secure_cookies", bool)
+PING_INTERVAL = web.AppKey("ping_interval", float)
+# changes at every start: a browser holding sequence numbers of an earlier run gets a snapshot
+EPOCH = web.AppKey("epoch", str)
+
+SESSION = web.RequestKey("session", Session)

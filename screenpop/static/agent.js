@@ -1,0 +1,485 @@
+// The agent page: live cards over a WebSocket, and the outcome form.
+//
+// Cards are whole states with a version: a card is shown, updated or closed only by a version
+// newer than the one already seen, so a duplicate or late message never pops a card twice.
+// Messages carry the agent's sequence number; after a reconnect the page asks for what came
+// after the last one it saw (or gets a snapshot). Everything is rendered with createElement
+// and textContent: customer data is never parsed as HTML.
+"use strict";
+
+(() => {
+  const config = JSON.parse(document.getElementById("page-config").textContent);
+  const cardsEl = document.getElementById("cards");
+  const emptyEl = document.getElementById("empty");
+  const bannerEl = document.getElementById("wrapup-banner");
+  const linkEl = document.getElementById("link");
+  const formTemplate = document.getElementById("outcome-template");
+
+  const FADE_MS = 2000;
+  const MAX_BACKOFF_MS = 15000;
+  const MAX_VERSIONS = 2000;
+  const DEAD_AFTER_MS = config.ping_interval * 2500; // 2.5 ping intervals without a word
+
+  const entries = new Map(); // card id -> {card, root, info, form, chosen, key, retry, saving}
+  const versions = new Map(); // card id -> newest version seen (kept after a card closed)
+  let lastSeq = null;
+  let epoch = null;
+  let socket = null;
+  let attempts = 0;
+  let reconnectTimer = null;
+  let lastHeard = Date.now();
+  let clockOffset = 0; // server clock minus this browser's, in seconds
+
+  // ------------------------------------------------------------------ the link
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const query = lastSeq === null ? "" : `?since=${lastSeq}&epoch=${encodeURIComponent(epoch)}`;
+    const ws = new WebSocket(`${scheme}//${location.host}/ws${query}`);
+    socket = ws;
+    setLink("connecting", "connecting…");
+    ws.onopen = () => {
+      lastHeard = Date.now();
+      setLink("live", "live");
+    };
+    ws.onmessage = (event) => {
+      if (ws !== socket) return;
+      lastHeard = Date.now();
+      attempts = 0;
+      receive(JSON.parse(event.data));
+    };
+    ws.onclose = (event) => {
+      if (ws !== socket) return;
+      socket = null;
+      lost(event.code);
+    };
+  }
+
+  function lost(code) {
+    setLink("down", "reconnecting…");
+    if (code === 4401) {
+      location.assign("/login?next=%2F");
+      return;
+    }
+    // a refused handshake looks like any other drop: ask whether the session is still there
+    fetch("/api/me", { credentials: "same-origin" })
+      .then((res) => {
+        if (res.status === 401) location.assign("/login?next=%2F");
+        else scheduleReconnect(code === 4000);
+      })
+      .catch(() => scheduleReconnect(false));
+  }
+
+  function scheduleReconnect(now) {
+    if (reconnectTimer !== null) return;
+    const base = now ? 0 : Math.min(MAX_BACKOFF_MS, 500 * 2 ** attempts);
+    attempts += 1;
+    reconnectTimer = setTimeout(() => {
+      reconnectTimer = null;
+      connect();
+    }, base * (1 + Math.random() * 0.3));
+  }
+
+  function reconnectNow() {
+    if (socket !== null) return;
+    if (reconnectTimer !== null) clearTimeout(reconnectTimer);
+    reconnectTimer = null;
+    connect();
+  }
+
+  function dropDeadLink() {
+    if (socket === null || Date.now() - lastHeard < DEAD_AFTER_MS) return;
+    const dead = socket;
+    socket = null; // its close event, whenever it comes, is ignored
+    dead.close();
+    lost(1006);
+  }
+
+  function setLink(state, text) {
+    linkEl.className = `link ${state}`;
+    linkEl.textContent = text;
+  }
+
+  // ------------------------------------------------------------------ messages
+
+  function receive(msg) {
+    if (msg.type === "snapshot") {
+      applySnapshot(msg);
+    } else if (msg.type === "card") {
+      if (lastSeq !== null && msg.seq <= lastSeq) return; // already applied
+      lastSeq = msg.seq;
+      applyCard(msg.card);
+    } else if (msg.type === "ping") {
+      clockOffset = msg.now - Date.now() / 1000;
+      if (lastSeq !== null && msg.seq > lastSeq && socket !== null) {
+        socket.close(); // a gap: reconnect and fetch what is missing
+      }
+    }
+    refreshPage();
+  }
+
+  function applySnapshot(msg) {
+    if (msg.epoch !== epoch) versions.clear(); // another server run: versions start again
+    epoch = msg.epoch;
+    lastSeq = msg.seq;
+    const current = new Set(msg.cards.map((card) => card.id));
+    for (const [id, entry] of entries) {
+      if (!current.has(id)) removeEntry(id, entry); // closed while we were away
+    }
+    for (const card of msg.cards) applyCard(card);
+  }
+
+  function applyCard(card) {
+    if (card.version <= (versions.get(card.id) || 0)) return; // stale or duplicate
+    versions.delete(card.id);
+    versions.set(card.id, card.version);
+    if (versions.size > MAX_VERSIONS) versions.delete(versions.keys().next().value);
+    let entry = entries.get(card.id);
+    if (card.state === "closed") {
+      if (entry) closeEntry(card.id, entry);
+      return;
+    }
+    if (!entry) {
+      entry = { card, root: el("article", "card"), info: null, form: null, chosen: null };
+      entry.root.dataset.cardId = card.id;
+      entries.set(card.id, entry);
+      cardsEl.prepend(entry.root);
+    }
+    if (entry.fading) {
+      clearTimeout(entry.fading);
+      entry.fading = null;
+      entry.root.classList.remove("closing");
+    }
+    entry.card = card;
+    render(entry);
+  }
+
+  function closeEntry(id, entry) {
+    entry.card = { ...entry.card, state: "closed" };
+    entry.root.classList.add("closing");
+    if (entry.retry) clearTimeout(entry.retry);
+    entry.fading = setTimeout(() => removeEntry(id, entry), FADE_MS);
+  }
+
+  function removeEntry(id, entry) {
+    if (entry.fading) clearTimeout(entry.fading);
+    if (entry.retry) clearTimeout(entry.retry);
+    entry.root.remove();
+    entries.delete(id);
+    refreshPage();
+  }
+
+  function refreshPage() {
+    const open = [...entries.values()].filter((e) => e.card.state !== "closed");
+    emptyEl.hidden = open.length > 0;
+    bannerEl.hidden = !(config.require_outcome && open.some((e) => e.card.state === "wrapup"));
+  }
+
+  // ------------------------------------------------------------------ rendering
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function badge(text, kind) {
+    return el("span", `badge ${kind}`, text);
+  }
+
+  const STATE_LABELS = { ringing: "ringing", answered: "answered", wrapup: "wrap-up" };
+
+  function render(entry) {
+    const card = entry.card;
+    entry.root.className = `card state-${card.state}`;
+    const info = el("div", "info");
+    info.append(header(card), customerPart(card, entry), historyPart(card));
+    if (entry.info) entry.info.replaceWith(info);
+    else entry.root.prepend(info);
+    entry.info = info;
+    if (card.state === "answered" || card.state === "wrapup") {
+      if (!entry.form) {
+        entry.form = makeForm(entry);
+        entry.root.append(entry.form);
+      }
+      updateForm(entry);
+    }
+  }
+
+  function header(card) {
+    const head = el("header", "card-head");
+    head.append(badge(STATE_LABELS[card.state] || card.state, `state ${card.state}`));
+    head.append(el("span", "number", card.display_number || "unknown number"));
+    if (card.queue) head.append(el("span", "queue", `queue ${card.queue}`));
+    const started = card.queued_at || card.ringing_at;
+    if (started) {
+      const waited = el("span", "waited");
+      if (card.answered_at) {
+        waited.textContent = `waited ${duration(card.answered_at - started)}`;
+      } else {
+        waited.dataset.since = String(started);
+        waited.textContent = `waiting ${duration(serverNow() - started)}`;
+      }
+      head.append(waited);
+    }
+    return head;
+  }
+
+  function customerPart(card, entry) {
+    const part = el("section", "customer");
+    const lookup = card.lookup;
+    const status = lookup ? lookup.status : null;
+    if (status === "found") {
+      part.append(customerDetails(lookup.cards[0]));
+    } else if (status === "several") {
+      part.append(el("p", "lookup several", `${lookup.cards.length} customers share this number: pick the caller.`));
+      const list = el("div", "matches");
+      for (const c of lookup.cards) {
+        const item = customerDetails(c);
+        if (entry.chosen === c.id) item.classList.add("chosen");
+        list.append(item);
+      }
+      part.append(list);
+    } else {
+      const texts = {
+        none: "New customer: this number is not in the store.",
+        internal: "Internal call.",
+        invalid: "Number withheld or not a phone number: unknown caller.",
+        timeout: "Store unavailable: unknown caller.",
+        error: "Store unavailable: unknown caller.",
+      };
+      const pending = card.state === "wrapup" ? "Caller not identified." : "Looking up the caller…";
+      part.append(el("p", `lookup ${status || "pending"}`, status ? texts[status] : pending));
+      if (card.caller_name) part.append(el("p", "caller-name", `Caller ID name: ${card.caller_name}`));
+    }
+    return part;
+  }
+
+  function customerDetails(c) {
+    const box = el("div", "who");
+    box.dataset.customerId = String(c.id);
+    const name = el("a", "name", c.name);
+    name.href = `/customers/${encodeURIComponent(c.id)}`;
+    name.target = "_blank";
+    name.rel = "noopener";
+    box.append(name);
+    const line = el("p", "type");
+    const kind = c.kind === "company" ? "company account" : c.company ? `contact of ${c.company}` : "person";
+    line.append(el("span", "kind", kind), badge(c.tier, `tier tier-${c.tier}`), badge(c.lifecycle, `life life-${c.lifecycle}`));
+    if (c.repeat_caller) line.append(badge("called again within 24 h", "repeat"));
+    box.append(line);
+    const facts = [c.owner && `owner ${c.owner}`, c.language && `speaks ${c.language}`, c.tags.length && c.tags.join(", ")];
+    const text = facts.filter(Boolean).join(" · ");
+    if (text) box.append(el("p", "facts", text));
+    if (c.open_items.length) box.append(timeline("Open follow-ups and tickets", c.open_items, "open"));
+    if (c.recent.length) box.append(timeline("Last interactions", c.recent, "recent"));
+    return box;
+  }
+
+  function timeline(title, items, className) {
+    const part = el("div", `timeline ${className}`);
+    part.append(el("h4", null, title));
+    const list = el("ul");
+    for (const item of items) {
+      const li = el("li", `kind-${item.kind}`);
+      li.append(el("time", null, day(item.occurred_at)), el("span", "kind", item.kind));
+      const label = item.kind === "outcome" ? config.dispositions[item.title] || item.title : item.title;
+      li.append(el("span", "title", label));
+      if (item.due_at) li.append(el("span", "due", `due ${day(item.due_at)}`));
+      if (item.agent) li.append(el("span", "agent", item.agent));
+      list.append(li);
+    }
+    part.append(list);
+    return part;
+  }
+
+  function historyPart(card) {
+    const part = el("details", "history");
+    part.append(el("summary", null, `This call (${card.history.length})`));
+    const list = el("ol");
+    for (const [at, text] of card.history) {
+      const li = el("li");
+      li.append(el("time", null, at ? clock(at) : "–"), document.createTextNode(` ${text}`));
+      list.append(li);
+    }
+    part.append(list);
+    return part;
+  }
+
+  // ------------------------------------------------------------------ the outcome form
+
+  function makeForm(entry) {
+    const form = formTemplate.content.firstElementChild.cloneNode(true);
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      submit(entry);
+    });
+    return form;
+  }
+
+  function updateForm(entry) {
+    const { card, form } = entry;
+    const lookup = card.lookup;
+    const status = lookup ? lookup.status : null;
+    form.querySelector(".wrapup-hint").hidden = !(config.require_outcome && card.state === "wrapup");
+    const pick = form.querySelector(".pick");
+    pick.hidden = status !== "several";
+    const choices = pick.querySelector(".choices");
+    choices.replaceChildren();
+    if (status === "several") {
+      for (const c of lookup.cards) {
+        const label = el("label", "choice");
+        const radio = el("input");
+        radio.type = "radio";
+        radio.name = `customer-${card.id}`;
+        radio.value = String(c.id);
+        radio.checked = entry.chosen === c.id;
+        radio.addEventListener("change", () => {
+          entry.chosen = c.id;
+          for (const item of entry.info.querySelectorAll(".matches .who")) {
+            item.classList.toggle("chosen", item.dataset.customerId === String(c.id));
+          }
+        });
+        label.append(radio, document.createTextNode(` ${c.name}${c.company ? ` (${c.company})` : ""}`));
+        choices.append(label);
+      }
+    }
+    form.querySelector(".new-customer").hidden = status === "found" || status === "several" || status === "internal";
+  }
+
+  function draft(entry) {
+    const form = entry.form;
+    const lookup = entry.card.lookup;
+    const status = lookup ? lookup.status : null;
+    const body = {
+      disposition: form.elements.disposition.value,
+      notes: form.elements.notes.value,
+      followup_owner: form.elements.followup_owner.value.trim() || null,
+      followup_due: null,
+      customer_id: null,
+      new_customer_name: null,
+    };
+    const due = form.elements.followup_date.value;
+    if (due) {
+      const [y, m, d] = due.split("-").map(Number);
+      body.followup_due = new Date(y, m - 1, d, 9, 0, 0).toISOString(); // 09:00 local time
+    }
+    if (status === "found") body.customer_id = lookup.cards[0].id;
+    else if (status === "several") body.customer_id = entry.chosen;
+    else body.new_customer_name = form.elements.new_customer_name.value.trim() || null;
+    if (!body.disposition) return { error: "Choose a disposition." };
+    if (status === "several" && body.customer_id === null) return { error: "Pick the customer who is calling." };
+    if (status !== "found" && status !== "several" && status !== "internal" && !body.new_customer_name) {
+      return { error: "Give the new customer's name." };
+    }
+    return { body };
+  }
+
+  function submit(entry) {
+    if (entry.saving || entry.saved) return;
+    if (entry.retry) clearTimeout(entry.retry);
+    entry.retry = null;
+    const { body, error } = draft(entry);
+    if (error) {
+      saveStatus(entry, "error", error);
+      return;
+    }
+    entry.key = entry.key || newKey(); // the same key for every retry of this draft
+    post(entry, body);
+  }
+
+  async function post(entry, body) {
+    entry.saving = true;
+    const button = entry.form.querySelector("button[type=submit]");
+    button.disabled = true;
+    saveStatus(entry, "pending", "Saving…");
+    const url = `/api/calls/${encodeURIComponent(entry.card.pbx)}/${encodeURIComponent(entry.card.call_id)}/outcome`;
+    let res = null;
+    try {
+      res = await fetch(url, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": config.csrf },
+        body: JSON.stringify({ ...body, key: entry.key }),
+      });
+    } catch (e) {
+      res = null;
+    }
+    entry.saving = false;
+    if (res !== null && res.ok) {
+      entry.saved = true;
+      saveStatus(entry, "saved", "Saved ✓");
+      for (const field of entry.form.elements) field.disabled = true;
+      return;
+    }
+    button.disabled = false;
+    if (res !== null && res.status === 401) {
+      location.assign("/login?next=%2F");
+      return;
+    }
+    if (res === null || res.status >= 500) {
+      // nothing or maybe something was written: keep the draft and the key, try again
+      entry.attempts = (entry.attempts || 0) + 1;
+      const delay = Math.min(30, 2 ** entry.attempts);
+      const why = res === null ? "No connection" : "The database is unavailable";
+      saveStatus(entry, "retry", `${why}: draft kept, retrying in ${delay} s.`);
+      entry.retry = setTimeout(() => submit(entry), delay * 1000);
+      return;
+    }
+    let message = `Not saved (${res.status}).`;
+    try {
+      message = `Not saved: ${(await res.json()).message}`;
+    } catch (e) {
+      // keep the generic message
+    }
+    entry.key = null; // nothing was written: the corrected draft is a new submission
+    saveStatus(entry, "error", message);
+  }
+
+  function saveStatus(entry, state, text) {
+    const status = entry.form.querySelector(".save-status");
+    status.className = `save-status ${state}`;
+    status.textContent = text;
+  }
+
+  function newKey() {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  // ------------------------------------------------------------------ time
+
+  function serverNow() {
+    return Date.now() / 1000 + clockOffset;
+  }
+
+  function duration(seconds) {
+    const s = Math.max(0, Math.round(seconds));
+    const m = Math.floor(s / 60);
+    return m ? `${m} min ${String(s % 60).padStart(2, "0")} s` : `${s} s`;
+  }
+
+  function clock(epochSeconds) {
+    return new Date(epochSeconds * 1000).toLocaleTimeString();
+  }
+
+  function day(iso) {
+    return new Date(iso).toLocaleDateString();
+  }
+
+  function tick() {
+    for (const node of cardsEl.querySelectorAll("[data-since]")) {
+      node.textContent = `waiting ${duration(serverNow() - Number(node.dataset.since))}`;
+    }
+    dropDeadLink();
+  }
+
+  setInterval(tick, 1000);
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) reconnectNow();
+  });
+  window.addEventListener("online", reconnectNow);
+  refreshPage();
+  connect();
+})();

@@ -1,0 +1,222 @@
+"""Pages: login and logout, the agent's page, one customer's timeline.
+
+The login form is protected against CSRF before any session exists by a double-submit token
+(a cookie scoped to ``/login`` plus the same value in the form). A successful login always
+starts a new session (no fixation) and sets only an opaque token cookie.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import math
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
+
+from screenpop.errors import ApiError, store_unavailable
+from screenpop.keys import (
+    ACCOUNTS,
+    CLOCK,
+    DISPOSITIONS,
+    LOGIN_LIMITER,
+    PING_INTERVAL,
+    SECURE_COOKIES,
+    SESSION,
+    SESSIONS,
+    STORE,
+)
+
+log = logging.getLogger(__name__)
+
+LOGIN_COOKIE = "cti_login"
+SESSION_LOST = 4401  # WebSocket close code: the session ended (logout, expiry); log in again
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/login", login_page, name="login")
+    app.router.add_post("/login", login, name="login")
+    app.router.add_post("/logout", logout, name="logout")
+    app.router.add_get("/", agent_page, name="agent")
+    app.router.add_get(r"/customers/{customer_id:\d{1,18}}", customer_page, name="customer")
+    aiohttp_jinja2.get_env(app).filters["when"] = _when
+
+
+def session_cookie(app: web.Application) -> str:
+    """``__Host-`` binds the cookie to this host and path / when served over HTTPS."""
+    return "__Host-cti_session" if app[SECURE_COOKIES] else "cti_session"
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    target = _local_target(request.query.get("next"))
+    if request.app[SESSIONS].get(request.cookies.get(session_cookie(request.app))):
+        raise web.HTTPSeeOther(target)
+    return _login_form(request, target)
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """Check the form, throttle per login, verify the password off the event loop."""
+    app = request.app
+    form = await request.post()
+    name = _field(form.get("login"), 100).strip()
+    password = _field(form.get("password"), 1024)
+    target = _local_target(_field(form.get("next"), 2000))
+    expected = request.cookies.get(LOGIN_COOKIE, "")
+    presented = _field(form.get("csrf_token"), 100)
+    if not expected or not hmac.compare_digest(expected.encode(), presented.encode()):
+        return _login_form(
+            request, target, name, status=403, error="The form had expired; please try again."
+        )
+    limiter = app[LOGIN_LIMITER]
+    wait = limiter.retry_after(name)
+    if wait > 0:
+        log.warning("login %r throttled after repeated failures", name)
+        response = _login_form(
+            request,
+            target,
+            name,
+            status=429,
+            error=f"Too many failed attempts; try again in {math.ceil(wait)} s.",
+        )
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
+    account = await asyncio.to_thread(app[ACCOUNTS].verify, name, password)
+    if account is None:
+        limiter.failed(name)
+        log.info("failed login for %r", name)
+        return _login_form(request, target, name, status=401, error="Wrong login or password.")
+    limiter.succeeded(name)
+    sessions = app[SESSIONS]
+    old = sessions.drop(request.cookies.get(session_cookie(app)))
+    if old is not None:
+        await _close(old.sockets)
+    session = sessions.create(account)
+    log.info("%s logged in", account.login)
+    response = web.Response(status=303, headers={"Location": target})
+    response.set_cookie(
+        session_cookie(app),
+        session.token,
+        httponly=True,
+        samesite="Lax",
+        secure=app[SECURE_COOKIES] or None,
+        path="/",
+    )
+    response.del_cookie(LOGIN_COOKIE, path="/login")
+    return response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    session = request.app[SESSIONS].drop(request[SESSION].token)
+    if session is not None:
+        await _close(session.sockets)
+        log.info("%s logged out", session.account.login)
+    response = web.Response(status=303, headers={"Location": "/login"})
+    response.del_cookie(session_cookie(request.app), path="/")
+    return response
+
+
+async def agent_page(request: web.Request) -> web.StreamResponse:
+    """The page is a shell; its script gets the cards over the WebSocket."""
+    session = request[SESSION]
+    dispositions = request.app[DISPOSITIONS]
+    config = {
+        "agent_id": session.account.agent_id,
+        "csrf": session.csrf,
+        "ping_interval": request.app[PING_INTERVAL],
+        "require_outcome": dispositions.require_outcome,
+        "dispositions": {d.code: d.label for d in dispositions.items},
+    }
+    return aiohttp_jinja2.render_template(
+        "agent.html",
+        request,
+        {
+            "account": session.account,
+            "csrf": session.csrf,
+            "config": config,
+            "dispositions": dispositions,
+        },
+    )
+
+
+async def customer_page(request: web.Request) -> web.StreamResponse:
+    store = request.app[STORE]
+    if store is None:
+        raise store_unavailable()
+    customer_id = int(request.match_info["customer_id"])
+    try:
+        card = await store.card(customer_id, now=request.app[CLOCK]())
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("customer %s not read: %s", customer_id, exc)
+        raise store_unavailable() from exc
+    if card is None:
+        raise ApiError(404, "no_customer", f"There is no customer {customer_id}.")
+    session = request[SESSION]
+    return aiohttp_jinja2.render_template(
+        "customer.html",
+        request,
+        {
+            "account": session.account,
+            "csrf": session.csrf,
+            "card": card,
+            "phones": [store.phones.display(p) for p in card.phones],
+            "labels": {d.code: d.label for d in request.app[DISPOSITIONS].items},
+        },
+    )
+
+
+def _login_form(
+    request: web.Request,
+    target: str,
+    name: str = "",
+    *,
+    status: int = 200,
+    error: str | None = None,
+) -> web.Response:
+    # reuse the browser's token: several login tabs (or a favicon fetch) must not void each other
+    token = request.cookies.get(LOGIN_COOKIE, "")
+    if len(token) != 43:
+        token = secrets.token_urlsafe(32)
+    response = aiohttp_jinja2.render_template(
+        "login.html",
+        request,
+        {"csrf": token, "next": target, "login": name, "error": error},
+        status=status,
+    )
+    response.set_cookie(
+        LOGIN_COOKIE,
+        token,
+        httponly=True,
+        samesite="Strict",
+        secure=request.app[SECURE_COOKIES] or None,
+        path="/login",
+    )
+    return response
+
+
+async def _close(sockets: set[web.WebSocketResponse]) -> None:
+    for socket in list(sockets):
+        await socket.close(code=SESSION_LOST, message=b"logged out")
+
+
+def _local_target(value: str | None) -> str:
+    """Only a path on this site: never an open redirect to another host."""
+    if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
+        return "/"
+    return value
+
+
+def _field(value: Any, limit: int) -> str:
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def _when(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)  # SQLite keeps no zone; the store writes UTC
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
