@@ -64,7 +64,15 @@ def _demo(args: argparse.Namespace) -> int:
     _logging("WARNING")
     return _run_service(
         lambda: demo(
-            port=args.port, rate=args.rate, seed=args.seed, speed=args.speed, duration=args.duration
+            port=args.port,
+            rate=args.rate,
+            seed_value=args.seed,
+            speed=args.speed,
+            duration=args.duration,
+            web_port=args.web_port,
+            database_url=args.url
+            or os.environ.get("DATABASE_URL")
+            or settings_mod.DEMO_DATABASE_URL,
         )
     )
 
@@ -82,15 +90,26 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from cti.console import ConsoleSink
-    from cti.service import CtiService
+    from cti.stack import run_stack
+    from screenpop.auth import Accounts, AccountsError
 
     try:
         settings = settings_mod.load(args.config)
-    except settings_mod.SettingsError as exc:
+        accounts = Accounts.load(settings.web.accounts_file) if settings.web.accounts_file else None
+    except (settings_mod.SettingsError, AccountsError) as exc:
         print(f"cti serve: {exc}", file=sys.stderr)
         return 2
     _logging(settings.log_level)
-    return _run_service(lambda: CtiService(settings, [ConsoleSink()]).run())
+
+    def ready(url: str | None) -> None:
+        where = f"agent page on {url}" if url else "no agent page ([web] accounts_file not set)"
+        logging.getLogger("cti").info(
+            "cti serve: following %d PBX(s); %s", len(settings.pbxs), where
+        )
+
+    return _run_service(
+        lambda: run_stack(settings, accounts=accounts, sinks=[ConsoleSink()], on_ready=ready)
+    )
 
 
 def _run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> int:
@@ -281,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     for name, text, port in (
-        ("demo", "PBX simulator + service in one process, printing call events", 0),
+        ("demo", "PBX simulator + the whole product: agent page, store, call events", 0),
         ("simulate", "only the PBX simulator (real AMI on 127.0.0.1)", 5038),
     ):
         cmd = sub.add_parser(name, help=text)
@@ -295,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--seed", type=int, default=1, help="random seed of the call mix")
         cmd.add_argument("--duration", type=float, help="stop after this many seconds")
         cmd.set_defaults(func=_demo if name == "demo" else _simulate)
+        if name == "demo":
+            cmd.add_argument("--web-port", type=int, default=8080, help="agent page port (0: any)")
+            cmd.add_argument(
+                "--url",
+                help=f"database (default $DATABASE_URL or {settings_mod.DEMO_DATABASE_URL})",
+            )
 
     bench = sub.add_parser("bench", help="AMI throughput and latency benchmark")
     bench.add_argument("--copies", type=int, default=60, help="copies of the captures to replay")

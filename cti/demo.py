@@ -1,7 +1,8 @@
-"""``cti demo`` and ``cti simulate``: the built-in PBX simulator, with or without the service.
+"""``cti demo`` and ``cti simulate``: the built-in PBX simulator, with or without the product.
 
-The demo runs the simulator and the service in one process, but they still talk real AMI over
-a loopback socket: what the demo shows is what a real Asterisk would get.
+The demo runs the simulator and the whole product in one process, but they still talk real
+AMI over a loopback socket: what the demo shows is what a real Asterisk would get. Demo
+customers are seeded with the numbers the simulated callers dial, so most calls pop a card.
 """
 
 from __future__ import annotations
@@ -9,11 +10,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
 
+from crm_sync.db import create_engine
+from crm_sync.migrate import upgrade
+from crm_sync.phones import PhoneNormalizer
+from crm_sync.seed import seed_demo
 from cti.console import ConsoleSink
-from cti.service import CtiService
-from cti.settings import PbxSettings, Settings
+from cti.settings import (
+    DEMO_DATABASE_URL,
+    AgentSettings,
+    PbxSettings,
+    Settings,
+    StoreSettings,
+    WebSettings,
+)
 from cti.simulator import AmiServer, run_traffic
+from cti.simulator.scenarios import AGENTS
+from cti.stack import run_stack
+from screenpop.auth import Accounts
+
+DISPOSITIONS = Path(__file__).resolve().parent.parent / "config" / "dispositions.toml"
 
 DEMO_USER = "cti"
 DEMO_SECRET = "cti-secret"  # the simulator's own account, on 127.0.0.1 only
@@ -59,24 +77,77 @@ async def simulate(
         await _until(asyncio.Event(), duration)
 
 
-async def demo(
-    *, port: int, rate: float, seed: int, speed: float = 1.0, duration: float | None = None
-) -> None:
-    """Simulator + service, printing every call event, until cancelled (or ``duration``)."""
-    async with _simulated_pbx(port=port, rate=rate, seed=seed, speed=speed) as server:
-        pbx = PbxSettings(name="demo", port=server.port, username=DEMO_USER, secret=DEMO_SECRET)
-        service = CtiService(Settings(pbxs=(pbx,)), [ConsoleSink()])
-        print(
-            f"cti demo: simulated Asterisk AMI on 127.0.0.1:{server.port} (user {DEMO_USER}, "
-            f"secret {DEMO_SECRET}); about {rate:g} calls/minute.\n"
-            "The service follows it over AMI and prints one line per call event. Ctrl-C stops.",
-            flush=True,
+DEMO_PASSWORD = "demo"
+
+
+def demo_settings(server_port: int, web_port: int, database_url: str) -> Settings:
+    """One simulated PBX, its five agents as accounts, a SQLite store, the agent page."""
+    pbx = PbxSettings(name="demo", port=server_port, username=DEMO_USER, secret=DEMO_SECRET)
+    agents = tuple(
+        AgentSettings(
+            id=a.name.lower(), name=f"{a.name} (ext {a.exten})", members=(a.name, a.interface)
         )
-        runner = asyncio.create_task(service.run())
+        for a in AGENTS
+    )
+    return Settings(
+        pbxs=(pbx,),
+        agents=agents,
+        store=StoreSettings(database_url=database_url, default_region="CN"),
+        web=WebSettings(port=web_port, dispositions_file=str(DISPOSITIONS)),
+    )
+
+
+async def seed(database_url: str, *, seed: int, rate: float) -> str:
+    """Fresh demo customers whose numbers are the ones the simulated callers will dial."""
+    await asyncio.to_thread(upgrade, database_url)
+    engine = create_engine(database_url)
+    try:
+        report = await seed_demo(
+            engine,
+            seed=seed,
+            now=datetime.now(UTC),
+            phones=PhoneNormalizer("CN"),
+            simulator_rate=rate,
+        )
+    finally:
+        await engine.dispose()
+    return report.describe()
+
+
+async def demo(
+    *,
+    port: int,
+    rate: float,
+    seed_value: int,
+    speed: float = 1.0,
+    duration: float | None = None,
+    web_port: int = 8080,
+    database_url: str = DEMO_DATABASE_URL,
+) -> None:
+    """Simulator + the whole product; prints where to look, then every call event."""
+    print("cti demo: seeding demo customers ...", flush=True)
+    print(await seed(database_url, seed=seed_value, rate=rate), flush=True)
+    async with _simulated_pbx(port=port, rate=rate, seed=seed_value, speed=speed) as server:
+        settings = demo_settings(server.port, web_port, database_url)
+        accounts = Accounts.for_agents(settings.agents, DEMO_PASSWORD)
+
+        def ready(url: str | None) -> None:
+            logins = ", ".join(a.id for a in settings.agents)
+            print(
+                f"\ncti demo is running.\n"
+                f"  Agent page:  {url}   log in as one of {logins} (password: {DEMO_PASSWORD})\n"
+                f"  Simulated Asterisk AMI: 127.0.0.1:{server.port} (user {DEMO_USER}, "
+                f"secret {DEMO_SECRET}), about {rate:g} calls/minute\n"
+                "Call events follow below. Ctrl-C stops.\n",
+                flush=True,
+            )
+
+        runner = asyncio.create_task(
+            run_stack(settings, accounts=accounts, sinks=[ConsoleSink()], on_ready=ready)
+        )
         try:
             await _until(asyncio.Event(), duration)
         finally:
-            await service.close()
             runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await runner

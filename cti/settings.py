@@ -17,6 +17,8 @@ from typing import Any
 
 from crm_sync.db import DEFAULT_URL
 
+DEMO_DATABASE_URL = "sqlite:///data/demo.sqlite3"  # `cti demo`'s own store, apart from serve's
+
 
 class SettingsError(Exception):
     """The configuration file or environment is invalid (message says where)."""
@@ -60,11 +62,23 @@ class StoreSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """The agent page. Without an accounts file nobody can log in, so it is not started."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    accounts_file: str = ""
+    dispositions_file: str = "config/dispositions.toml"
+    secure_cookies: bool = False
+
+
+@dataclass(frozen=True)
 class Settings:
     pbxs: tuple[PbxSettings, ...] = (PbxSettings(),)
     agents: tuple[AgentSettings, ...] = ()
     log_level: str = "INFO"
     store: StoreSettings = field(default_factory=StoreSettings)
+    web: WebSettings = field(default_factory=WebSettings)
 
 
 def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -86,7 +100,19 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
         agents=agents,
         log_level=env.get("CTI_LOG_LEVEL", raw.get("log_level", "INFO")),
         store=_store(raw.get("store", {}), env),
+        web=_web(raw.get("web", {})),
     )
+
+
+def _web(body: Mapping[str, Any]) -> WebSettings:
+    unknown = set(body) - {f.name for f in fields(WebSettings)}
+    if unknown:
+        raise SettingsError(f"[web]: unknown keys {sorted(unknown)}")
+    try:
+        web = replace(WebSettings(), **body)
+        return replace(web, port=int(web.port), secure_cookies=bool(web.secure_cookies))
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"[web]: {exc}") from exc
 
 
 def _pbx(name: str, body: Mapping[str, Any], env: Mapping[str, str]) -> PbxSettings:

@@ -1,9 +1,11 @@
-"""Databases for the store tests: a SQLite file, and a real PostgreSQL when one answers.
+"""Shared fixtures: databases (a SQLite file, and a real PostgreSQL when one answers) and a
+real browser (Debian's Chromium at /usr/bin/chromium, driven by Playwright).
 
 PostgreSQL comes from ``TEST_DATABASE_URL`` (default: the local server with trust auth,
 database ``test``). Each test gets a fresh database created from it and dropped after. Where
 no PostgreSQL answers, those tests are skipped with the reason; under CI (``CI`` set) that
-skip is a failure instead, so a green CI run has really used PostgreSQL.
+skip is a failure instead, so a green CI run has really used PostgreSQL. The same holds for
+Chromium.
 """
 
 from __future__ import annotations
@@ -16,12 +18,22 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from playwright.async_api import Browser, async_playwright
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_sync.db import create_engine
 from crm_sync.migrate import upgrade
 
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -72,3 +84,17 @@ async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
     eng = create_engine(db_url)
     yield eng
     await eng.dispose()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not os.access(CHROMIUM, os.X_OK):
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs Chromium at {CHROMIUM}")
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()

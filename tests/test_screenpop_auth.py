@@ -75,12 +75,12 @@ def test_accounts_verify_by_login_case_insensitively() -> None:
 def test_the_example_accounts_file_loads_and_its_passwords_work() -> None:
     accounts = Accounts.load(ROOT / "config" / "accounts.example.toml")
     assert [(a.login, a.agent_id, a.role) for a in accounts] == [
-        ("alice", "Alice", "agent"),
-        ("bob", "Bob", "agent"),
+        ("alice", "alice", "agent"),
+        ("bob", "bob", "agent"),
         ("sue", "", "supervisor"),
     ]
     assert accounts.verify("bob", "bob-demo") is accounts.get("bob")
-    assert accounts.agent_ids() == ("Alice", "Bob")
+    assert accounts.agent_ids() == ("alice", "bob")
 
 
 @pytest.mark.parametrize(

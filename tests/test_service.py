@@ -184,6 +184,7 @@ def test_serve_with_wrong_credentials_stops_with_one_clear_error(tmp_path: Path)
                 capture_output=True,
                 text=True,
                 timeout=30,
+                cwd=tmp_path,  # the default customer store lives in ./data
             )
         finally:
             simulator.terminate()
