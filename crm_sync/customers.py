@@ -344,8 +344,28 @@ async def add_interaction(session: AsyncSession, i: InteractionIn) -> int:
     the same entry (a ticket closed at the source closes here). Returns the entry's id; the
     caller commits. Raises CustomerError for bad input or an unknown customer."""
     i = validate_interaction(i)
-    values: dict[str, Any] = {
-        "customer_id": await _customer_id(session, i),
+    values = interaction_values(await _customer_id(session, i), i)
+    external_id = values.pop("external_id")
+    if external_id is not None:
+        existing = await session.scalar(
+            select(Interaction.id).where(Interaction.external_id == i.external_id)
+        )
+        if existing is not None:
+            await session.execute(
+                update(Interaction).where(Interaction.id == existing).values(**values)
+            )
+            return existing
+    added = await session.execute(
+        insert(Interaction).values(external_id=external_id, **values).returning(Interaction.id)
+    )
+    new_id: int = added.scalar_one()
+    return new_id
+
+
+def interaction_values(customer_id: int, i: InteractionIn) -> dict[str, Any]:
+    """The interactions row for a validated entry (single writes and bulk inserts alike)."""
+    return {
+        "customer_id": customer_id,
         "kind": i.kind,
         "occurred_at": i.occurred_at,
         "title": i.title,
@@ -356,21 +376,8 @@ async def add_interaction(session: AsyncSession, i: InteractionIn) -> int:
         "amount": i.amount,
         "call_id": i.call_id,
         "agent": i.agent,
+        "external_id": i.external_id,
     }
-    if i.external_id is not None:
-        existing = await session.scalar(
-            select(Interaction.id).where(Interaction.external_id == i.external_id)
-        )
-        if existing is not None:
-            await session.execute(
-                update(Interaction).where(Interaction.id == existing).values(**values)
-            )
-            return existing
-    added = await session.execute(
-        insert(Interaction).values(external_id=i.external_id, **values).returning(Interaction.id)
-    )
-    new_id: int = added.scalar_one()
-    return new_id
 
 
 async def _customer_id(session: AsyncSession, i: InteractionIn) -> int:

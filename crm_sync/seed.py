@@ -44,6 +44,7 @@ from crm_sync.customers import (
     CustomerError,
     CustomerIn,
     InteractionIn,
+    interaction_values,
     save_customers,
     validate,
     validate_interaction,
@@ -282,7 +283,7 @@ async def seed_demo(
     async with AsyncSession(engine) as session, session.begin():
         replaced = await _remove_demo(session)
         ids = await _save(session, records, now)
-        rows = [_interaction_row(ids[i], entry) for i, t in enumerate(timelines) for entry in t]
+        rows = [interaction_values(ids[i], entry) for i, t in enumerate(timelines) for entry in t]
         if rows:  # one executemany: the timeline is most of the data
             await session.execute(insert(Base.metadata.tables[Interaction.__tablename__]), rows)
     seeded = {n for r in records for n in r.phones}
@@ -547,20 +548,3 @@ async def _save(session: AsyncSession, records: Sequence[CustomerIn], now: datet
             raise RuntimeError(f"demo data refused by the store: {result}")
         ids.append(result.id)
     return ids
-
-
-def _interaction_row(customer_id: int, i: InteractionIn) -> dict[str, Any]:
-    return {
-        "customer_id": customer_id,
-        "kind": i.kind,
-        "occurred_at": i.occurred_at,
-        "title": i.title,
-        "body": i.body,
-        "status": i.status,
-        "due_at": i.due_at,
-        "owner": i.owner,
-        "amount": i.amount,
-        "call_id": i.call_id,
-        "agent": i.agent,
-        "external_id": i.external_id,
-    }

@@ -30,6 +30,13 @@ MAX_MATCHES = 10
 REPEAT_WINDOW = timedelta(hours=24)
 
 
+class StoreUnavailable(Exception):
+    """The database did not answer (down, refused, broken connection)."""
+
+
+_DRIVER_ERRORS = (SQLAlchemyError, OSError, sqlite3.Error, PostgresError)
+
+
 @dataclass(frozen=True, slots=True)
 class TimelineEntry:
     kind: str
@@ -124,8 +131,12 @@ class CustomerStore:
         await self._rows.close()
 
     async def card(self, customer_id: int, *, now: datetime) -> CustomerCard | None:
-        """One customer's card (after the agent picked among several, or for the API)."""
-        rows = await self._rows.by_id(customer_id, now - REPEAT_WINDOW, self.recent)
+        """One customer's card (after the agent picked among several, or for the API).
+        Raises StoreUnavailable when the database does not answer."""
+        try:
+            rows = await self._rows.by_id(customer_id, now - REPEAT_WINDOW, self.recent)
+        except _DRIVER_ERRORS as exc:
+            raise StoreUnavailable(str(exc)) from exc
         cards = _cards_from(rows, self.recent)
         return cards[0] if cards else None
 

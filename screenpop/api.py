@@ -20,7 +20,7 @@ from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
 from crm_sync.phones import PhoneNormalizer
-from crm_sync.store import Lookup
+from crm_sync.store import CustomerCard, Lookup, StoreUnavailable
 from crm_sync.timeline import OutcomeError, OutcomeIn, save_outcome
 from screenpop.auth import Account
 from screenpop.cards import Card
@@ -100,19 +100,24 @@ async def call(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def customer(request: web.Request) -> web.StreamResponse:
+async def customer_card(request: web.Request) -> CustomerCard:
+    """The card of ``{customer_id}``. Raises ApiError 404, or 503 when the store is down."""
     store = request.app[STORE]
     if store is None:
         raise store_unavailable()
     customer_id = int(request.match_info["customer_id"])
     try:
         card = await store.card(customer_id, now=request.app[CLOCK]())
-    except (SQLAlchemyError, OSError) as exc:
+    except StoreUnavailable as exc:
         log.warning("customer %s not read: %s", customer_id, exc)
         raise store_unavailable() from exc
     if card is None:
         raise ApiError(404, "no_customer", f"There is no customer {customer_id}.")
-    return _json(dataclasses.asdict(card))
+    return card
+
+
+async def customer(request: web.Request) -> web.StreamResponse:
+    return _json(dataclasses.asdict(await customer_card(request)))
 
 
 async def customers(request: web.Request) -> web.StreamResponse:

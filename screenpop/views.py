@@ -17,12 +17,10 @@ from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
-from sqlalchemy.exc import SQLAlchemyError
 
-from screenpop.errors import ApiError, store_unavailable
+from screenpop.api import customer_card
 from screenpop.keys import (
     ACCOUNTS,
-    CLOCK,
     DISPOSITIONS,
     LOGIN_LIMITER,
     PING_INTERVAL,
@@ -144,17 +142,8 @@ async def agent_page(request: web.Request) -> web.StreamResponse:
 
 
 async def customer_page(request: web.Request) -> web.StreamResponse:
+    card = await customer_card(request)
     store = request.app[STORE]
-    if store is None:
-        raise store_unavailable()
-    customer_id = int(request.match_info["customer_id"])
-    try:
-        card = await store.card(customer_id, now=request.app[CLOCK]())
-    except (SQLAlchemyError, OSError) as exc:
-        log.warning("customer %s not read: %s", customer_id, exc)
-        raise store_unavailable() from exc
-    if card is None:
-        raise ApiError(404, "no_customer", f"There is no customer {customer_id}.")
     session = request[SESSION]
     return aiohttp_jinja2.render_template(
         "customer.html",
@@ -163,7 +152,7 @@ async def customer_page(request: web.Request) -> web.StreamResponse:
             "account": session.account,
             "csrf": session.csrf,
             "card": card,
-            "phones": [store.phones.display(p) for p in card.phones],
+            "phones": [store.phones.display(p) if store else p for p in card.phones],
             "labels": {d.code: d.label for d in request.app[DISPOSITIONS].items},
         },
     )

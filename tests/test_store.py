@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from crm_sync.db import create_engine
 from crm_sync.models import Customer, Interaction, Phone
 from crm_sync.phones import PhoneNormalizer
-from crm_sync.store import CustomerStore
+from crm_sync.store import CustomerStore, StoreUnavailable
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 HOSTILE = "<script>alert('x')</script> \"O'Brien\" 😀"
@@ -187,3 +187,12 @@ async def test_unreachable_store_is_an_error_result_not_an_exception() -> None:
     result = await store.lookup("13800138000", now=NOW, budget=2.0)
     await engine.dispose()
     assert (result.status, result.cards) == ("error", ())
+
+
+async def test_card_of_an_unreachable_store_raises_store_unavailable() -> None:
+    engine = create_engine("postgresql://postgres@127.0.0.1:1/none")
+    store = CustomerStore(engine, PhoneNormalizer("CN"))
+    with pytest.raises(StoreUnavailable):
+        await store.card(1, now=NOW)
+    await store.close()
+    await engine.dispose()
