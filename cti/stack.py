@@ -19,6 +19,7 @@ from crm_sync.phones import PhoneNormalizer
 from crm_sync.store import CustomerStore
 from cti.service import CtiService, EventSink
 from cti.settings import Settings
+from cti.wrapup import QueuePauseWrapup
 from screenpop.app import create_app
 from screenpop.auth import Accounts
 from screenpop.cards import PopBook
@@ -51,14 +52,19 @@ async def run_stack(
     store = CustomerStore(engine, phones)
     pop = PopService(PopBook(), Hub(), store, clock=utc_now, budget=settings.store.lookup_budget)
     service = CtiService(settings, [*sinks, pop])
+    clients = {f.settings.name: f.client for f in service.followers}
+    wrapup = QueuePauseWrapup(clients, settings.agents)
     runner: web.AppRunner | None = None
     try:
         url = None
         if accounts is not None:
+            dispositions = Dispositions.load(settings.web.dispositions_file)
+            if dispositions.require_outcome:
+                pop.wrapup = wrapup  # agents owing an outcome are paused in their queues
             app = create_app(
                 pop=pop,
                 accounts=accounts,
-                dispositions=Dispositions.load(settings.web.dispositions_file),
+                dispositions=dispositions,
                 store=store,
                 now=utc_now,
                 secure_cookies=settings.web.secure_cookies,
@@ -76,4 +82,5 @@ async def run_stack(
         if runner is not None:
             await runner.cleanup()
         await pop.close()
+        await wrapup.close()
         await engine.dispose()

@@ -14,7 +14,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -36,6 +36,14 @@ def _remember(memory: OrderedDict[tuple[str, str], T], key: tuple[str, str], val
         memory.popitem(last=False)
 
 
+class WrapupControl(Protocol):
+    """Keeps an agent from being offered calls while an outcome is owed (e.g. QueuePause)."""
+
+    def hold(self, pbx: str, agent: str) -> None: ...
+
+    def release(self, pbx: str, agent: str) -> None: ...
+
+
 class PopService:
     def __init__(
         self,
@@ -45,6 +53,7 @@ class PopService:
         *,
         clock: Callable[[], datetime],
         budget: float = 0.3,
+        wrapup: WrapupControl | None = None,
     ) -> None:
         self.book = book
         self.hub = hub
@@ -57,6 +66,8 @@ class PopService:
         self._lookups: OrderedDict[tuple[str, str], Lookup] = OrderedDict()
         self._lookups_running: set[asyncio.Task[None]] = set()
         self._writes: set[asyncio.Task[None]] = set()
+        self.wrapup = wrapup
+        self._owed: set[tuple[str, str, str]] = set()  # (pbx, agent, call) in wrap-up
 
     def publish(self, event: DomainEvent) -> None:
         """EventSink: update cards now; start a lookup or a timeline write in the background."""
@@ -75,6 +86,29 @@ class PopService:
     def send(self, updates: list[CardUpdate]) -> None:
         for update in updates:
             self.hub.publish(update.agent, {"type": "card", "card": update.card.to_json()})
+            if self.wrapup is not None:
+                self._track_wrapup(update)
+
+    def _track_wrapup(self, update: CardUpdate) -> None:
+        """An agent is held from the first card entering wrap-up until the last one closes.
+
+        Only an agent with the page open is held: one who cannot record the outcome would
+        otherwise be taken out of the queues without anybody noticing.
+        """
+        card = update.card
+        key = (card.pbx, update.agent, card.call_id)
+        owing = {(p, a) for p, a, _ in self._owed}
+        if card.state == "wrapup" and key not in self._owed:
+            if not self.hub.connected(update.agent):
+                return
+            self._owed.add(key)
+            if (card.pbx, update.agent) not in owing and self.wrapup is not None:
+                self.wrapup.hold(card.pbx, update.agent)
+        elif card.state == "closed" and key in self._owed:
+            self._owed.discard(key)
+            still = any(p == card.pbx and a == update.agent for p, a, _ in self._owed)
+            if not still and self.wrapup is not None:
+                self.wrapup.release(card.pbx, update.agent)
 
     def lookup_for(self, pbx: str, call_id: str) -> Lookup | None:
         return self._lookups.get((pbx, call_id))
