@@ -49,7 +49,17 @@ def _replay(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from cti.bench import run
 
+    try:
+        agents = [int(part) for part in args.agents.split(",") if part.strip()]
+    except ValueError:
+        print(f"cti bench: --agents {args.agents!r}: not numbers like 100,1000", file=sys.stderr)
+        return 2
     run(args.copies)
+    agents = [count for count in agents if count > 0]
+    if agents and args.pop_seconds > 0:
+        from cti.bench_pop import run_pop
+
+        run_pop(agents, args.pop_seconds, args.pop_rate, gc_freeze=args.pop_gc_freeze)
     if args.customers:
         from cti.bench import run_lookups
 
@@ -321,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help=f"database (default $DATABASE_URL or {settings_mod.DEMO_DATABASE_URL})",
             )
 
-    bench = sub.add_parser("bench", help="AMI throughput and latency benchmark")
+    bench = sub.add_parser("bench", help="AMI throughput, screen-pop latency and lookup benchmark")
     bench.add_argument("--copies", type=int, default=60, help="copies of the captures to replay")
     bench.add_argument(
         "--customers",
@@ -330,6 +340,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="customers for the lookup figures (0: skip)",
     )
     bench.add_argument("--no-postgres", action="store_true", help="lookup figures on SQLite only")
+    bench.add_argument(
+        "--agents",
+        default="100,1000",
+        help="connected agents for the pop figures, comma-separated (default 100,1000; "
+        "0 or empty: skip)",
+    )
+    bench.add_argument(
+        "--pop-seconds",
+        type=float,
+        default=25.0,
+        help="measured seconds of calls per pop figure (default 25; 0: skip)",
+    )
+    bench.add_argument(
+        "--pop-rate", type=float, default=20.0, help="calls per second for the pop figures"
+    )
+    bench.add_argument(
+        "--pop-gc-freeze",
+        action="store_true",
+        help="pop figures with gc.freeze() after start-up (a what-if, not the product's set-up)",
+    )
     bench.set_defaults(func=_bench)
 
     store = argparse.ArgumentParser(add_help=False)

@@ -67,7 +67,10 @@ class PbxFollower:
         """Drain the queue into the model forever (cancel to stop)."""
         while True:
             try:
-                item = await asyncio.wait_for(self.queue.get(), EXPIRE_EVERY)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that races with a queue item, and the service would never stop
+                async with asyncio.timeout(EXPIRE_EVERY):
+                    item = await self.queue.get()
             except TimeoutError:
                 now = self.clock.now()
                 if now is not None:
