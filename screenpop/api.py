@@ -19,11 +19,10 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
-from crm_sync.phones import PhoneNormalizer
 from crm_sync.store import CustomerCard, Lookup, StoreUnavailable
 from crm_sync.timeline import OutcomeError, OutcomeIn, save_outcome
 from screenpop.auth import Account
-from screenpop.cards import Card
+from screenpop.cards import Card, card_view
 from screenpop.errors import ApiError, store_unavailable
 from screenpop.keys import ACCOUNTS, CLOCK, DISPOSITIONS, POP, SESSION, STORE
 from screenpop.pipeline import PopService
@@ -42,14 +41,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/calls/{pbx}/{call_id}/outcome", outcome, name="api_outcome")
     app.router.add_get("/api/customers", customers, name="api_customers")
     app.router.add_get(r"/api/customers/{customer_id:\d{1,18}}", customer, name="api_customer")
-
-
-def card_view(card: Mapping[str, Any], phones: PhoneNormalizer | None) -> dict[str, Any]:
-    """A card as the browser gets it: the card's JSON plus the caller number to show."""
-    lookup = card.get("lookup") or {}
-    e164 = lookup.get("e164") or (phones.to_e164(card["caller_number"]) if phones else None)
-    display = phones.display(e164) if phones and e164 else card["caller_number"]
-    return {**card, "display_number": display}
 
 
 async def me(request: web.Request) -> web.StreamResponse:
@@ -270,7 +261,7 @@ def _invalid(field: str, expected: str) -> ApiError:
 def _cards(request: web.Request, cards: list[Card]) -> list[dict[str, Any]]:
     store = request.app[STORE]
     phones = store.phones if store else None
-    return [card_view(c.to_json(), phones) for c in cards]
+    return [card_view(c, phones) for c in cards]
 
 
 def _json(body: Any) -> web.Response:

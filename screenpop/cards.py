@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
+from crm_sync.phones import PhoneNormalizer
 from crm_sync.store import Lookup
 from cti.events import (
     AgentRinging,
@@ -284,6 +285,15 @@ class PopBook:
             if agent not in call.handled_by:
                 call.handled_by.append(agent)
         return updates
+
+
+def card_view(card: Card, phones: PhoneNormalizer | None) -> dict[str, Any]:
+    """A card as the browser gets it: the card's JSON plus the caller number to show."""
+    e164 = card.lookup.e164 if card.lookup else None
+    if e164 is None and phones is not None:
+        e164 = phones.to_e164(card.caller_number)
+    display = phones.display(e164) if phones and e164 else card.caller_number
+    return {**card.to_json(), "display_number": display}
 
 
 def _jsonable(value: Any) -> Any:

@@ -5,33 +5,43 @@ that reconnects says the last number it saw and gets what it missed, in order, f
 if that is too old it gets a snapshot instead (cards are full state, so a snapshot is always
 right). Each subscriber (a WebSocket, a tab) has its own bounded queue: one that stops reading
 is dropped rather than allowed to stall the others, and catches up when it reconnects.
+
+A message is encoded to its JSON text once, when it is published, with its sequence number
+in it: every tab and every resume sends those same bytes. Keeping text rather than dicts also
+keeps the buffers out of the garbage collector's sight (a ``str`` holds no references), so
+hours of buffered cards do not lengthen every full collection of the process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 Message = dict[str, Any]
-BUFFER = 500
-SUBSCRIBER_QUEUE = 200
+Item = tuple[int, str]  # (sequence number, the message's JSON text carrying that number)
+BUFFER = 100  # per agent; a browser that missed more gets a snapshot
+SUBSCRIBER_QUEUE = 50  # below BUFFER: a browser cut off for lagging resumes from the buffer
+
+
+def encode(seq: int, message: Message) -> str:
+    """The JSON text a browser receives: the message with its sequence number."""
+    return json.dumps({**message, "seq": seq}, separators=(",", ":"))
 
 
 @dataclass(eq=False)
 class Subscription:
     agent: str
-    queue: asyncio.Queue[tuple[int, Message]] = field(
-        default_factory=lambda: asyncio.Queue(SUBSCRIBER_QUEUE)
-    )
+    queue: asyncio.Queue[Item] = field(default_factory=lambda: asyncio.Queue(SUBSCRIBER_QUEUE))
     overflowed: bool = False
 
 
 @dataclass
 class _Mailbox:
     seq: int = 0
-    buffer: deque[tuple[int, Message]] = field(default_factory=lambda: deque(maxlen=BUFFER))
+    buffer: deque[Item] = field(default_factory=lambda: deque(maxlen=BUFFER))
     subscribers: set[Subscription] = field(default_factory=set)
 
 
@@ -44,7 +54,7 @@ class Hub:
     def publish(self, agent: str, message: Message) -> int:
         box = self._boxes.setdefault(agent, _Mailbox())
         box.seq += 1
-        item = (box.seq, message)
+        item = (box.seq, encode(box.seq, message))
         box.buffer.append(item)
         for sub in list(box.subscribers):
             try:
@@ -58,7 +68,7 @@ class Hub:
         box = self._boxes.get(agent)
         return box.seq if box else 0
 
-    def since(self, agent: str, seq: int) -> list[tuple[int, Message]] | None:
+    def since(self, agent: str, seq: int) -> list[Item] | None:
         """Messages after ``seq`` in order, or None when some are no longer buffered."""
         box = self._boxes.get(agent)
         if box is None or seq >= box.seq:

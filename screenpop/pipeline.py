@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from crm_sync.store import CustomerStore, Lookup
 from crm_sync.timeline import record_call
 from cti.events import AgentRinging, CallEnded, CallerIdentified, CallQueued, DomainEvent
-from screenpop.cards import CardUpdate, PopBook
+from screenpop.cards import CardUpdate, PopBook, card_view
 from screenpop.hub import Hub
 
 log = logging.getLogger(__name__)
@@ -84,8 +84,10 @@ class PopService:
                 self._spawn(self._writes, self._record(self.store, lookup.cards[0].id, event))
 
     def send(self, updates: list[CardUpdate]) -> None:
+        phones = self.store.phones if self.store is not None else None
         for update in updates:
-            self.hub.publish(update.agent, {"type": "card", "card": update.card.to_json()})
+            card = card_view(update.card, phones)
+            self.hub.publish(update.agent, {"type": "card", "card": card})
             if self.wrapup is not None:
                 self._track_wrapup(update)
 

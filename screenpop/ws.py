@@ -20,16 +20,14 @@ link, and a ``seq`` beyond its own to notice a gap), and checks the session is s
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from crm_sync.phones import PhoneNormalizer
-from screenpop.api import card_view
+from screenpop.cards import card_view
 from screenpop.errors import ApiError
-from screenpop.hub import Message, Subscription
+from screenpop.hub import Subscription, encode
 from screenpop.keys import CLOCK, EPOCH, PING_INTERVAL, POP, SESSION, SESSIONS, STORE
 from screenpop.views import SESSION_LOST
 
@@ -55,13 +53,14 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     store = app[STORE]
     socket = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=4096)
     await socket.prepare(request)
-    push = _Push(socket, request, hub.subscribe(agent), store.phones if store else None)
+    push = _Push(socket, request, hub.subscribe(agent))
     # no await from subscribe to here: nothing can be published in between
     opening = _missed(request, push)
     if opening is None:
-        cards = [card_view(c.to_json(), push.phones) for c in book.cards_for(agent)]
+        phones = store.phones if store else None
+        cards = [card_view(c, phones) for c in book.cards_for(agent)]
         snapshot = {"type": "snapshot", "epoch": app[EPOCH], "cards": cards}
-        opening = [push.encode(hub.last_seq(agent), snapshot)]
+        opening = [encode(hub.last_seq(agent), snapshot)]
     session.sockets.add(socket)
     writer = asyncio.create_task(push.write(opening))
     try:
@@ -85,34 +84,26 @@ def _missed(request: web.Request, push: _Push) -> list[str] | None:
     if request.query.get("epoch") != request.app[EPOCH] or not 0 <= since <= hub.last_seq(agent):
         return None
     missed = hub.since(agent, since)
-    return None if missed is None else [push.encode(seq, m) for seq, m in missed]
+    return None if missed is None else [text for _, text in missed]
 
 
 class _Push:
-    """One socket's writer side: encodes, sends with a time limit, pings, watches the session."""
+    """One socket's writer side: sends with a time limit, pings, watches the session."""
 
     def __init__(
         self,
         socket: web.WebSocketResponse,
         request: web.Request,
         subscription: Subscription,
-        phones: PhoneNormalizer | None,
     ) -> None:
         self.socket = socket
         self.subscription = subscription
-        self.phones = phones
         self.transport = request.transport
         self.hub = request.app[POP].hub
         self.sessions = request.app[SESSIONS]
         self.session = request[SESSION]
         self.clock = request.app[CLOCK]
         self.interval = request.app[PING_INTERVAL]
-
-    def encode(self, seq: int, message: Message) -> str:
-        out = {**message, "seq": seq}
-        if message.get("type") == "card":
-            out["card"] = card_view(message["card"], self.phones)
-        return json.dumps(out, separators=(",", ":"))
 
     async def write(self, opening: list[str]) -> None:
         try:
@@ -134,7 +125,7 @@ class _Push:
             return False
         try:
             async with asyncio.timeout(self.interval):
-                seq, message = await self.subscription.queue.get()
+                _, text = await self.subscription.queue.get()
         except TimeoutError:
             # the session check also marks it used: an open agent page is an active agent
             if self.sessions.get(self.session.token) is not self.session:
@@ -142,9 +133,9 @@ class _Push:
                 return False
             agent = self.subscription.agent
             ping = {"type": "ping", "now": self.clock().timestamp()}
-            await self._send(self.encode(self.hub.last_seq(agent), ping))
+            await self._send(encode(self.hub.last_seq(agent), ping))
             return True
-        await self._send(self.encode(seq, message))
+        await self._send(text)
         return True
 
     async def _send(self, text: str) -> None:

@@ -7,6 +7,7 @@ events of cti/events.py fed to a real PopService, as the CTI service would.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -136,6 +137,13 @@ async def seed(store: CustomerStore) -> Seeded:
 
 def new_pop(store: CustomerStore | None) -> PopService:
     return PopService(PopBook(), Hub(), store, clock=now)
+
+
+def buffered(hub: Hub, agent: str, since: int = 0) -> list[dict[str, Any]]:
+    """The agent's buffered messages after ``since``, decoded as a browser would."""
+    items = hub.since(agent, since)
+    assert items is not None, f"messages after {since} are no longer buffered"
+    return [json.loads(text) for _, text in items]
 
 
 def new_store(engine: AsyncEngine) -> CustomerStore:

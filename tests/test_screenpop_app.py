@@ -36,6 +36,7 @@ from tests.screenpop_support import (
     WEI,
     Calls,
     Seeded,
+    buffered,
     build_app,
     client_for,
     dispositions,
@@ -341,9 +342,8 @@ async def test_outcome_is_answered_only_after_the_commit(world: World) -> None:
         ("outcome", world.seeded.wei, "wants a refund"),
         ("followup", world.seeded.wei, "wants a refund"),
     ]
-    missed = world.pop.hub.since("Alice", since)
-    assert missed is not None
-    assert [(m["card"]["state"], m["card"]["closed_reason"]) for _, m in missed] == [
+    missed = buffered(world.pop.hub, "Alice", since)
+    assert [(m["card"]["state"], m["card"]["closed_reason"]) for m in missed] == [
         ("closed", "outcome saved")
     ]
     assert world.pop.book.cards_for("Alice") == []

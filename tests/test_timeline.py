@@ -25,6 +25,7 @@ from cti.events import (
 from screenpop.cards import PopBook
 from screenpop.hub import Hub
 from screenpop.pipeline import PopService
+from tests.screenpop_support import buffered
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -164,14 +165,15 @@ async def test_pipeline_pops_first_then_enriches_then_logs_the_call(store: Custo
     pop.publish(
         AgentRinging("p", "c1", 2.0, "alice", "Alice", "x", "support", "13800138000", "张伟")
     )
-    first = hub.since("alice", 0)
-    assert first is not None and first[0][1]["card"]["state"] == "ringing"
+    first = buffered(hub, "alice")
+    assert first[0]["card"]["state"] == "ringing"
     for _ in range(200):
-        messages = hub.since("alice", 0) or []
-        if any((m["card"]["lookup"] or {}).get("status") == "found" for _, m in messages):
+        if any(
+            (m["card"]["lookup"] or {}).get("status") == "found" for m in buffered(hub, "alice")
+        ):
             break
         await asyncio.sleep(0.01)
-    enriched = [m["card"] for _, m in hub.since("alice", 0) or [] if m["card"]["lookup"]]
+    enriched = [m["card"] for m in buffered(hub, "alice") if m["card"]["lookup"]]
     assert enriched[-1]["lookup"]["cards"][0]["name"] == "张伟"
     assert enriched[-1]["lookup"]["cards"][0]["tier"] == "vip"
     pop.publish(CallAnswered("p", "c1", 3.0, "alice", "support", 1.0, 1.0))
