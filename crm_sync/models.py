@@ -3,6 +3,8 @@
 A customer is a person (consumer, or a contact of a company account) or a company. Every
 channel writes to one timeline (``interactions``): calls, web orders, tickets, e-mails, notes,
 call outcomes and follow-ups. Phone numbers are stored in E.164 and indexed for the pop.
+What the IVR needs sits beside it: a customer's PIN (hashed) and account balance, and the
+post-call survey's answers (``call_scores``).
 Schema changes go through Alembic (``crm_sync/migrations``); these classes are the truth the
 migrations are checked against.
 """
@@ -54,6 +56,9 @@ class Customer(Base):
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    pin_hash: Mapped[str | None] = mapped_column(String(128))  # scrypt$n$r$p$salt$hash
+    balance: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
+    currency: Mapped[str | None] = mapped_column(String(3))  # ISO 4217, of the balance
 
     phones: Mapped[list[Phone]] = relationship(
         back_populates="customer", cascade="all, delete-orphan", lazy="raise"
@@ -92,3 +97,24 @@ class Interaction(Base):
     call_id: Mapped[str | None] = mapped_column(String(80), index=True)
     agent: Mapped[str | None] = mapped_column(String(64))
     external_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+
+
+class CallScore(Base):
+    """One answer of a post-call survey: a call's score for one question."""
+
+    __tablename__ = "call_scores"
+    __table_args__ = (
+        UniqueConstraint("pbx", "call_id", "question", name="uq_call_scores_call_question"),
+        Index("ix_call_scores_agent_time", "agent", "created_at"),  # the wallboard's query
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pbx: Mapped[str] = mapped_column(String(64))
+    call_id: Mapped[str] = mapped_column(String(80))
+    agent: Mapped[str | None] = mapped_column(String(64))
+    customer_id: Mapped[int | None] = mapped_column(
+        ForeignKey("customers.id", ondelete="SET NULL"), index=True
+    )
+    question: Mapped[str] = mapped_column(String(32))
+    score: Mapped[int]
+    created_at: Mapped[datetime]

@@ -5,7 +5,9 @@ Chinese and Latin names (accents, apostrophes, quotes, one deliberately hostile 
 name), numbers in the PBX simulator's spellings, value tiers (about 5 % VIP), lifecycle
 stages, owners among the demo agents, languages, tags, and a timeline per customer: web
 orders with amounts, tickets (some open), e-mails, notes, past calls with their outcomes
-(some within the last 24 hours, for the repeat-caller flag) and open follow-ups.
+(some within the last 24 hours, for the repeat-caller flag) and open follow-ups. For the IVR,
+most customers have an account balance (in CNY for Chinese speakers, EUR or USD otherwise)
+and every person has the PIN ``1234``.
 
 Why the demo pops known customers: the simulator draws caller numbers from its own seeded
 random stream (``cti.simulator.traffic.random_caller``), interleaved with everything else the
@@ -37,7 +39,7 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from crm_sync.customers import (
@@ -54,6 +56,7 @@ from crm_sync.phones import PhoneNormalizer
 from cti.simulator.scenarios import UNKNOWN
 from cti.simulator.server import AmiServer
 from cti.simulator.traffic import run_traffic
+from ivr.store import hash_pin
 
 PREFIX = "demo-"
 KNOWN_CALLER_SHARE = 0.8
@@ -65,6 +68,11 @@ LANGUAGE_WEIGHTS = (45, 20, 12, 12, 11)
 LANGUAGES_BY_CODE: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {"+86": ("zh",), "+49": ("de",), "+44": ("en", "fr"), "+1": ("en", "es")}
 )
+CURRENCIES: Mapping[str, str] = MappingProxyType(
+    {"zh": "CNY", "en": "USD", "es": "EUR", "de": "EUR", "fr": "EUR"}
+)
+BALANCE_SHARE = 0.85
+DEMO_PIN = "1234"
 
 SURNAMES_ZH = tuple("王李张刘陈杨黄赵吴周徐孙马朱胡郭何林高罗")  # one character each
 GIVEN_ZH = (
@@ -189,6 +197,8 @@ class SeedReport:
     companies: int
     contacts: int  # persons belonging to a company
     phones: int
+    balances: int  # customers with an account balance
+    pins: int  # persons with the demo PIN
     interactions: tuple[tuple[str, int], ...]  # (kind, count), by kind
     replaced: int  # earlier demo customers removed first
     simulated_calls: int
@@ -204,6 +214,7 @@ class SeedReport:
                 f"customers: {self.customers} ({self.persons} consumers, {self.companies} "
                 f"companies with {self.contacts} contacts), {self.phones} phone numbers",
                 f"timeline: {sum(n for _, n in self.interactions)} entries ({kinds})",
+                f"IVR: {self.balances} account balances; {self.pins} persons with PIN {DEMO_PIN}",
                 f"simulator: {self.matched_calls} of its first {self.simulated_calls} calls "
                 f"({share:.0%}) come from a seeded customer",
                 f"replaced {self.replaced} earlier demo customers; took {self.seconds:.2f} s",
@@ -280,12 +291,29 @@ async def seed_demo(
     taken = _give_numbers(rng, plan, calls, phones)
     records = [_customer(rng, p, phones, taken) for p in plan]
     timelines = [_timeline(rng, p, r, now, seed) for p, r in zip(plan, records, strict=True)]
+    balances = [_balance(rng, p) for p in plan]  # drawn last: the data above stays as it was
+    # One hash (one salt) for every demo person: scrypt per row would take seconds, and the
+    # demo PIN is public anyway.
+    pin_hash = await asyncio.to_thread(hash_pin, DEMO_PIN)
     async with AsyncSession(engine) as session, session.begin():
         replaced = await _remove_demo(session)
         ids = await _save(session, records, now)
         rows = [interaction_values(ids[i], entry) for i, t in enumerate(timelines) for entry in t]
         if rows:  # one executemany: the timeline is most of the data
             await session.execute(insert(Base.metadata.tables[Interaction.__tablename__]), rows)
+        if ids:  # the IVR's columns, which save_customers does not know: one executemany
+            table = Base.metadata.tables[Customer.__tablename__]
+            by_id = update(table).where(table.c.id == bindparam("_id"))
+            accounts = [
+                {
+                    "_id": id_,
+                    "balance": balance,
+                    "currency": currency,
+                    "pin_hash": pin_hash if p.kind == "person" else None,
+                }
+                for p, id_, (balance, currency) in zip(plan, ids, balances, strict=True)
+            ]
+            await session.execute(by_id, accounts)
     seeded = {n for r in records for n in r.phones}
     matched = sum(1 for n in calls if n is not None and phones.to_e164(n) in seeded)
     kinds: dict[str, int] = {}
@@ -297,6 +325,8 @@ async def seed_demo(
         companies=sum(1 for p in plan if p.kind == "company"),
         contacts=sum(1 for p in plan if p.company is not None),
         phones=sum(len(r.phones) for r in records),
+        balances=sum(1 for balance, _ in balances if balance is not None),
+        pins=sum(1 for p in plan if p.kind == "person"),
         interactions=tuple(sorted(kinds.items())),
         replaced=replaced,
         simulated_calls=len(calls),
@@ -321,6 +351,14 @@ def _plan(rng: random.Random, count: int) -> list[_Planned]:
         else:
             plan.append(_Planned(len(plan), "person", language, None))
     return plan
+
+
+def _balance(rng: random.Random, p: _Planned) -> tuple[Decimal | None, str | None]:
+    """Most customers' account balance (a few in debt) and its currency, by language."""
+    if rng.random() >= BALANCE_SHARE:
+        return None, None
+    low, high = (-500_000, 5_000_000) if p.kind == "company" else (-20_000, 200_000)
+    return Decimal(rng.randint(low, high)).scaleb(-2), CURRENCIES[p.language]
 
 
 def _give_numbers(

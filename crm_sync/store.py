@@ -14,6 +14,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Literal
 
 from asyncpg import PostgresError
@@ -65,6 +66,16 @@ class CustomerCard:
     open_items: tuple[TimelineEntry, ...]
     recent: tuple[TimelineEntry, ...]
     repeat_caller: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """A customer's account figures as stored (the IVR decides what it can say)."""
+
+    balance: Decimal | None
+    currency: str | None
+    last_order_status: str | None
+    open_tickets: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +150,19 @@ class CustomerStore:
             raise StoreUnavailable(str(exc)) from exc
         cards = _cards_from(rows, self.recent)
         return cards[0] if cards else None
+
+    async def figures(self, customer_id: int) -> Figures | None:
+        """What the IVR can tell a caller about their account; None for an unknown customer.
+        Raises StoreUnavailable when the database does not answer."""
+        try:
+            row = await self._rows.figures(customer_id)
+        except _DRIVER_ERRORS as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        if row is None:
+            return None
+        balance, currency, last_order, open_tickets = row
+        amount = None if balance is None else Decimal(str(balance))
+        return Figures(amount, currency, last_order, int(open_tickets))
 
     async def _cards(self, e164: str, now: datetime) -> tuple[CustomerCard, ...]:
         rows = await self._rows.by_phone(e164, now - REPEAT_WINDOW, self.recent, MAX_MATCHES)
