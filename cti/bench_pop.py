@@ -1,18 +1,18 @@
 """``cti bench`` pop figures: AMI event leaving the simulator → card arriving at the agent.
 
-Everything runs in **one process, on one event loop** (so on one core; SQLite reads run on
-aiosqlite's thread), talking over real loopback sockets:
+Two processes, talking over real loopback sockets, as in production:
 
-* the PBX: a :class:`~cti.simulator.AmiServer` with N agents (``agent0001`` … at extensions
-  ``20001`` …), all static members of one ``rrmemory`` queue ``support``, so each call rings
-  exactly one agent and consecutive calls go round the agents;
-* the product as ``cti serve`` assembles it (:mod:`cti.stack`): :class:`~cti.service.CtiService`
-  following the simulator over AMI, :class:`~screenpop.pipeline.PopService` with a SQLite
-  :class:`~crm_sync.store.CustomerStore` (a migrated file with ``customers`` seeded customers;
-  nine callers in ten are among them, so lookups and timeline writes run as in production),
-  and the aiohttp agent page (:func:`~screenpop.app.create_app`) on a TCP port;
-* N agents, each an ``aiohttp.ClientSession`` of its own (own cookies) that logs in through
-  the real ``/login`` form (CSRF double-submit) and keeps the ``/ws`` push open.
+* **the product**: ``python -m cti serve`` with a TOML configuration written as a user
+  would (one ``[pbx.bench]``, N ``[[agents]]``, ``[web]`` with an accounts file), its own
+  SQLite store (a migrated file with ``customers`` seeded customers; nine callers in ten are
+  among them, so lookups and timeline writes run as in production); it is not told it is
+  being measured;
+* **the harness** (this process, one event loop): the PBX, a
+  :class:`~cti.simulator.AmiServer` with N agents (``agent0001`` … at extensions ``20001``
+  …), all static members of one ``rrmemory`` queue ``support``, so each call rings exactly one
+  agent and consecutive calls go round the agents; and N agents, each an
+  ``aiohttp.ClientSession`` of its own (own cookies) that logs in through the real ``/login``
+  form (CSRF double-submit) and keeps the ``/ws`` push open.
 
 Calls are the simulator's ``answered`` scenario (IVR 0.5 s, 0.5 s in the queue, 1 s ringing,
 2 s talk), started at a fixed rate; each call's events are emitted at their offsets from the
@@ -20,66 +20,56 @@ call's planned start. A call's clock starts when the simulator emits the ``Agent
 frame (``time.monotonic()`` on entry to :meth:`AmiServer.emit`, before it is encoded and
 handed to the socket writer) and stops when the agent's client has the first ``card``
 message of that call in state ``ringing`` (``time.monotonic()`` as soon as aiohttp's
-``receive`` hands the frame over, before JSON decoding). Both ends read the same clock. In
-between: simulator writer task, TCP, panoramisk and our decoder, the call model, the pop
-book, the hub, the socket's writer task with its JSON encoding, TCP, aiohttp's client frame
-parser. The simulator, the product and the N clients compete for the same core.
+``receive`` hands the frame over, before JSON decoding). Both ends are in the harness and
+read the same clock. In between: simulator writer task, TCP, the product (panoramisk and our
+decoder, the call model, the lookup, the pop book, the hub, the socket's writer), TCP,
+aiohttp's client frame parser in the harness. The machine's two cores are shared by the two
+processes.
 
-Because the simulator shares the event loop, a stall of the whole process (a full garbage
-collection takes 0.1-0.4 s here at 1,000 agents) also holds back the simulator: events due
-during the stall are emitted after it, so "from emit" only sees stalls that begin while a
-card is under way. A real PBX keeps sending, and its events wait in the socket. So a second
-latency is kept, **from schedule**: from the moment the ``AgentCalled`` was due by the call
-plan (when a real PBX would have sent it) to the same arrival. Without stalls the two differ
-by the timer's lateness (epoll waits in whole milliseconds: about 0.4 ms on the median).
-
-The clients' objects share the process's heap with the product's, so full collections walk
-both (the product alone, without simulator and store, was measured at about 175 ms per full
-collection with 1,000 agents connected from another process, 75 ms with none).
+A second latency is kept, **from schedule**: from the moment the ``AgentCalled`` was due by
+the call plan (when a real PBX would have sent it) to the same arrival; it adds the harness's
+timer lateness (epoll waits in whole milliseconds) and any stall of the harness.
+The harness does not collect garbage while measuring (see
+:func:`~cti.bench_harness.harness_without_collections`), so its stalls are not counted
+against the product; the product collects as it always does.
 
 Calls of the first ``warmup`` seconds are not counted. Accounts use a cheap scrypt cost
 (n=2**10) so that logging in 1,000 agents takes seconds; login is not what is measured.
-The service's tasks are started as :meth:`CtiService.run` starts them, but as tasks of our
-own (see :func:`_follow`). A lost AMI session would show as ``ami reconnects``.
+A lost AMI session would show as ``ami reconnects``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import random
 import re
-import resource
-import statistics
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from crm_sync.benchdata import load_sqlite, number
-from crm_sync.db import create_engine
 from crm_sync.migrate import upgrade
-from crm_sync.phones import PhoneNormalizer
-from crm_sync.store import CustomerStore
 from cti.bench import Figure
-from cti.service import CtiService
-from cti.settings import AgentSettings, PbxSettings, Settings
+from cti.bench_harness import (
+    end_product,
+    free_port,
+    harness_without_collections,
+    raise_fd_limit,
+    spread,
+    start_product,
+    until,
+)
+from cti.settings import AgentSettings
 from cti.simulator import AmiServer
 from cti.simulator.scenarios import Agent, QueueSpec, TimedEvent, Timings, answered
-from screenpop.app import create_app
-from screenpop.auth import Account, Accounts, hash_password
-from screenpop.cards import PopBook
-from screenpop.dispositions import Dispositions
-from screenpop.hub import Hub
-from screenpop.pipeline import PopService
+from screenpop.auth import hash_password
 
 POP_AGENTS = (100, 1000)
 POP_SECONDS = 25.0  # measured seconds of calls per agent count
@@ -111,9 +101,6 @@ class PopFigure(Figure):
     with_customer: int = 0
     setup_seconds: float = 0.0
     ami_reconnects: int = 0
-    # from the first measured AgentCalled due to the last card
-    gc_full: int = 0  # full (generation 2) collections in that time
-    gc_max_ms: float = 0.0  # the longest collection of any generation in that time
     unit: str = "pops/s"
 
     def line(self) -> str:
@@ -143,31 +130,6 @@ class _Run:
     messages: int = 0
 
 
-class _GcWatch:
-    """Collections of the garbage collector (they stop the whole process) and how long."""
-
-    def __init__(self) -> None:
-        self.pauses: list[tuple[float, int, float]] = []  # (start, generation, seconds)
-        self._started = 0.0
-
-    def __enter__(self) -> _GcWatch:
-        gc.callbacks.append(self._callback)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        gc.callbacks.remove(self._callback)
-
-    def _callback(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._started = time.monotonic()
-        else:
-            took = time.monotonic() - self._started
-            self.pauses.append((self._started, info["generation"], took))
-
-    def since(self, moment: float) -> list[tuple[float, int, float]]:
-        return [p for p in self.pauses if p[0] >= moment]
-
-
 class _StampingServer(AmiServer):
     """The simulator, noting when each ``AgentCalled`` leaves it (keyed by call and agent)."""
 
@@ -183,27 +145,10 @@ class _StampingServer(AmiServer):
         super().emit(event)
 
 
-def raise_fd_limit(needed: int) -> int:
-    """Raise the soft open-file limit to ``needed`` if the hard limit allows; the new soft
-    limit. Raises RuntimeError when the hard limit is too low."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        if hard != resource.RLIM_INFINITY and hard < needed:
-            raise RuntimeError(f"need {needed} open files, the hard limit is {hard} (ulimit -Hn)")
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-        soft = needed
-    return soft
-
-
 def _agents(count: int) -> tuple[list[Agent], list[AgentSettings]]:
     sim = [Agent(str(20_000 + i), f"agent{i:04d}", (QUEUE,)) for i in range(1, count + 1)]
     settings = [AgentSettings(id=a.name, name=a.name, members=(a.name, a.interface)) for a in sim]
     return sim, settings
-
-
-def _accounts(agents: Sequence[AgentSettings]) -> Accounts:
-    shared = hash_password(PASSWORD, n=2**10)
-    return Accounts(Account(a.id, a.name, a.id, "agent", shared) for a in agents)
 
 
 class _AgentClient:
@@ -292,33 +237,36 @@ async def _play(server: AmiServer, events: Sequence[TimedEvent], start: float) -
         server.emit(event)
 
 
-async def _until(check: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-def _follow(service: CtiService) -> list[asyncio.Task[None]]:
-    """What :meth:`CtiService.run` starts (per PBX: the AMI client and the model's consumer),
-    as tasks of our own: on Python 3.11 ``PbxFollower.consume``'s ``asyncio.wait_for`` can
-    swallow a cancellation that coincides with a queue item, and then ``run``'s TaskGroup
-    never finishes; a task of our own can be cancelled again."""
-    return [
-        asyncio.create_task(coro)
-        for follower in service.followers
-        for coro in (follower.client.run(), follower.consume())
-    ]
-
-
-async def _stop(tasks: Sequence[asyncio.Task[None]]) -> None:
-    """Cancel until done (see :func:`_follow`), then collect the results."""
-    while pending := [t for t in tasks if not t.done()]:
-        for task in pending:
-            task.cancel()
-        await asyncio.wait(pending, timeout=0.5)
-    await asyncio.gather(*tasks, return_exceptions=True)
+def _settings_file(
+    folder: Path, server: AmiServer, agents: Sequence[AgentSettings], port: int
+) -> Path:
+    """The ``cti serve`` configuration of the product under test: TOML, as a user writes it."""
+    shared = hash_password(PASSWORD, n=2**10)
+    accounts = folder / "accounts.toml"
+    accounts.write_text(
+        "".join(
+            f'[[accounts]]\nlogin = "{a.id}"\nname = "{a.name}"\nagent_id = "{a.id}"\n'
+            f'role = "agent"\npassword_hash = "{shared}"\n\n'
+            for a in agents
+        ),
+        encoding="utf-8",
+    )
+    members = "".join(
+        f'[[agents]]\nid = "{a.id}"\nname = "{a.name}"\nmembers = {json.dumps(list(a.members))}\n\n'
+        for a in agents
+    )
+    config = folder / "cti.toml"
+    config.write_text(
+        'log_level = "WARNING"\n\n'
+        f'[store]\ndatabase_url = "sqlite:///{folder}/pop.sqlite3"\ndefault_region = "CN"\n\n'
+        f'[pbx.bench]\nhost = "127.0.0.1"\nport = {server.port}\n'
+        f'secret = "{server.secret}"\nping_interval = 60.0\n\n'
+        f"{members}"
+        f'[web]\nhost = "127.0.0.1"\nport = {port}\naccounts_file = "{accounts}"\n'
+        f'dispositions_file = "{DISPOSITIONS}"\n',
+        encoding="utf-8",
+    )
+    return config
 
 
 async def measure_pop(
@@ -329,17 +277,12 @@ async def measure_pop(
     warmup: float = WARMUP,
     customers: int = CUSTOMERS,
     seed: int = 1,
-    gc_freeze: bool = False,
 ) -> PopFigure:
     """One figure: ``agents`` logged-in clients, calls at ``rate``/s for ``warmup`` +
-    ``seconds`` seconds; latencies of the calls started in the last ``seconds``.
-
-    ``gc_freeze``: once everything is connected, move every object alive to the collector's
-    permanent generation (``gc.freeze()``), as a service could at the end of its start-up;
-    full collections then walk only what was made since. Not what the product does today."""
+    ``seconds`` seconds; latencies of the calls started in the last ``seconds``."""
     if agents < 1 or rate <= 0 or seconds <= 0:
         raise ValueError("measure_pop needs at least one agent, a positive rate and duration")
-    raise_fd_limit(4 * agents + 256)
+    raise_fd_limit(2 * agents + 256)
     setup_started = time.perf_counter()
     loop = asyncio.get_running_loop()
     run = _Run()
@@ -354,33 +297,19 @@ async def measure_pop(
     )
     plays: set[asyncio.Task[None]] = set()
     clients: list[_AgentClient] = []
-    with tempfile.TemporaryDirectory(prefix="cti-bench-pop-") as folder:
-        url = f"sqlite:///{folder}/pop.sqlite3"
-        await asyncio.to_thread(upgrade, url)
-        await asyncio.to_thread(load_sqlite, f"{folder}/pop.sqlite3", customers)
-        engine = create_engine(url)
-        store = CustomerStore(engine, PhoneNormalizer("CN"))
-        pop = PopService(PopBook(), Hub(), store, clock=lambda: datetime.now(UTC))
+    process: asyncio.subprocess.Process | None = None
+    with tempfile.TemporaryDirectory(prefix="cti-bench-pop-") as name:
+        folder = Path(name)
+        await asyncio.to_thread(upgrade, f"sqlite:///{folder}/pop.sqlite3")
+        await asyncio.to_thread(load_sqlite, str(folder / "pop.sqlite3"), customers)
         await server.start()
-        pbx = PbxSettings(name="bench", port=server.port, secret=server.secret, ping_interval=60)
-        service = CtiService(Settings(pbxs=(pbx,), agents=tuple(agent_settings)), [pop])
-        app = create_app(
-            pop=pop,
-            accounts=_accounts(agent_settings),
-            dispositions=Dispositions.load(DISPOSITIONS),
-            store=store,
-            now=lambda: datetime.now(UTC),
-        )
-        runner = web.AppRunner(app, access_log=None)
-        following: list[asyncio.Task[None]] = []
         stack = contextlib.ExitStack()
         try:
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            host, port = runner.addresses[0][:2]
-            following = _follow(service)
-            clients = [_AgentClient(f"http://{host}:{port}", s.id) for s in agent_settings]
+            port = free_port()
+            config = _settings_file(folder, server, agent_settings, port)
+            url = f"http://127.0.0.1:{port}"
+            process = await start_product(config, port, folder / "serve.log")
+            clients = [_AgentClient(url, s.id) for s in agent_settings]
             gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
             async def connect(client: _AgentClient) -> None:
@@ -390,7 +319,7 @@ async def measure_pop(
             async with asyncio.TaskGroup() as group:  # one failure cancels the others
                 for client in clients:
                     group.create_task(connect(client))
-            await _until(lambda: server.clients >= 1, 10.0, "the product to log in to the PBX")
+            await until(lambda: server.clients >= 1, 10.0, "the product to log in to the PBX")
             rng = random.Random(seed)
             # a probe call proves the whole path (and the AMI resync) is up before timing
             probe = answered(
@@ -398,17 +327,13 @@ async def measure_pop(
             )
             probe_key, _ = _ring(probe, ids)
             plays.add(asyncio.create_task(_play(server, probe, loop.time())))
-            await _until(lambda: probe_key in run.arrived, 10.0, "the first card")
+            await until(lambda: probe_key in run.arrived, 10.0, "the first card")
             setup_seconds = time.perf_counter() - setup_started
-            if gc_freeze:
-                gc.collect()
-                gc.freeze()
-                stack.callback(gc.unfreeze)
+            stack.enter_context(harness_without_collections())
 
             total = round((warmup + seconds) * rate)
             counted_from = round(warmup * rate)
             wanted: list[Key] = []
-            watch = stack.enter_context(_GcWatch())
             begin = loop.time()
             for serial in range(total):
                 await asyncio.sleep(max(0.0, begin + serial / rate - loop.time()))
@@ -430,31 +355,25 @@ async def measure_pop(
                 plays.add(task)
                 task.add_done_callback(plays.discard)
             with contextlib.suppress(RuntimeError):
-                await _until(lambda: all(k in run.arrived for k in wanted), GRACE, "the last cards")
-            measured = (min((run.due[k] for k in wanted), default=0.0), time.monotonic())
+                await until(lambda: all(k in run.arrived for k in wanted), GRACE, "the last cards")
             logins = server.logins
-            stack.close()
         finally:
+            stack.close()
             for task in plays:
                 task.cancel()
             await asyncio.gather(*plays, return_exceptions=True)
             await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
-            await service.close()
-            await _stop(following)
-            await runner.cleanup()
-            await pop.close()
-            await engine.dispose()
+            if process is not None:
+                await end_product(process)
             await server.stop()
-            stack.close()
 
-    pauses = [p for p in watch.since(measured[0]) if p[0] <= measured[1]]
     done = [k for k in wanted if k in run.arrived and k in run.sent]
     if not done:
         raise RuntimeError("no card arrived in the measured window")
-    p50, p99, worst = _spread([run.arrived[k] - run.sent[k] for k in done])
-    s50, s99, s_worst = _spread([run.arrived[k] - run.due[k] for k in done])
+    p50, p99, worst = spread([run.arrived[k] - run.sent[k] for k in done])
+    s50, s99, s_worst = spread([run.arrived[k] - run.due[k] for k in done])
     return PopFigure(
-        f"pop {agents:,} agents" + (" gc.freeze" if gc_freeze else ""),
+        f"pop {agents:,} agents",
         len(done),
         seconds,
         p50,
@@ -468,38 +387,28 @@ async def measure_pop(
         with_customer=sum(1 for k in wanted if k in run.with_customer),
         setup_seconds=setup_seconds,
         ami_reconnects=logins - 1,
-        gc_full=sum(1 for p in pauses if p[1] == 2),
-        gc_max_ms=max((p[2] for p in pauses), default=0.0) * 1000,
     )
-
-
-def _spread(seconds: list[float]) -> tuple[float, float, float]:
-    """p50, p99 (as in :mod:`cti.bench`) and max, in milliseconds."""
-    ms = sorted(x * 1000 for x in seconds)
-    return statistics.median(ms), ms[min(len(ms) - 1, int(len(ms) * 0.99))], ms[-1]
 
 
 def run_pop(
     agent_counts: Sequence[int] = POP_AGENTS,
     seconds: float = POP_SECONDS,
     rate: float = POP_RATE,
-    gc_freeze: bool = False,
 ) -> list[Figure]:
     """Pop latency with each number of connected agents; print and return the figures."""
     figures: list[Figure] = []
     print(
         f"pop: AgentCalled emitted by the simulator -> ringing card at the agent's WebSocket; "
         f"answered calls at {rate:g}/s for {seconds:g}s (after {WARMUP:g}s warm-up), one "
-        f"rrmemory queue, SQLite store with {CUSTOMERS:,} customers; one process"
-        + ("; gc.freeze() after start-up" if gc_freeze else "")
+        f"rrmemory queue, SQLite store with {CUSTOMERS:,} customers; the product runs as "
+        f"`cti serve` in a process of its own"
     )
     for count in agent_counts:
-        figure = asyncio.run(measure_pop(count, seconds=seconds, rate=rate, gc_freeze=gc_freeze))
+        figure = asyncio.run(measure_pop(count, seconds=seconds, rate=rate))
         print(
             f"  {count:,} agents logged in and connected in {figure.setup_seconds:.1f}s; "
             f"{figure.with_customer}/{figure.events + figure.missing} first cards already "
-            f"carried the customer lookup; {figure.gc_full} full garbage collections while "
-            f"measuring, longest collection {figure.gc_max_ms:.0f} ms"
+            f"carried the customer lookup"
         )
         print(figure.line())
         figures.append(figure)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import logging
 import os
@@ -54,12 +55,17 @@ def _bench(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"cti bench: --agents {args.agents!r}: not numbers like 100,1000", file=sys.stderr)
         return 2
-    run(args.copies)
+    if args.copies > 0:
+        run(args.copies)
     agents = [count for count in agents if count > 0]
     if agents and args.pop_seconds > 0:
         from cti.bench_pop import run_pop
 
-        run_pop(agents, args.pop_seconds, args.pop_rate, gc_freeze=args.pop_gc_freeze)
+        run_pop(agents, args.pop_seconds, args.pop_rate)
+    if args.ivr_sessions > 0 and args.ivr_seconds > 0:
+        from cti.bench_ivr import run_ivr
+
+        run_ivr(args.ivr_sessions, args.ivr_seconds)
     if args.customers:
         from cti.bench import run_lookups
 
@@ -80,6 +86,7 @@ def _demo(args: argparse.Namespace) -> int:
             speed=args.speed,
             duration=args.duration,
             web_port=args.web_port,
+            agi_port=args.agi_port,
             database_url=args.url
             or os.environ.get("DATABASE_URL")
             or settings_mod.DEMO_DATABASE_URL,
@@ -100,21 +107,26 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from cti.console import ConsoleSink
-    from cti.stack import run_stack
+    from cti.stack import Ready, run_stack
+    from ivr.menus import MenuError, load_menus
     from screenpop.auth import Accounts, AccountsError
 
     try:
         settings = settings_mod.load(args.config)
         accounts = Accounts.load(settings.web.accounts_file) if settings.web.accounts_file else None
-    except (settings_mod.SettingsError, AccountsError) as exc:
+        if settings.ivr.menus_dir:
+            load_menus(settings.ivr.menus_dir)  # a broken menu stops us here, not mid-call
+    except (settings_mod.SettingsError, AccountsError, MenuError) as exc:
         print(f"cti serve: {exc}", file=sys.stderr)
         return 2
     _logging(settings.log_level)
 
-    def ready(url: str | None) -> None:
-        where = f"agent page on {url}" if url else "no agent page ([web] accounts_file not set)"
+    def ready(at: Ready) -> None:
+        page = at.agent_page
+        where = f"agent page on {page}" if page else "no agent page ([web] accounts_file not set)"
+        ivr = f"IVR on agi://{at.agi[0]}:{at.agi[1]}/" if at.agi else "no IVR ([ivr] menus_dir)"
         logging.getLogger("cti").info(
-            "cti serve: following %d PBX(s); %s", len(settings.pbxs), where
+            "cti serve: following %d PBX(s); %s; %s", len(settings.pbxs), where, ivr
         )
 
     return _run_service(
@@ -123,13 +135,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> int:
-    """Run until Ctrl-C; a PBX that refuses us for good ends the process with its reason."""
+    """Run until Ctrl-C; a PBX that refuses us for good, or a port we cannot listen on, ends
+    the process with its reason."""
     refused: list[BaseException] = []
     try:
         asyncio.run(main())
     except* KeyboardInterrupt:
         pass
     except* (AmiAuthError, AmiProtocolError) as group:
+        refused.extend(group.exceptions)
+    except* OSError as group:  # a port to listen on is taken
         refused.extend(group.exceptions)
     for exc in refused:
         print(f"cti: {exc}", file=sys.stderr)
@@ -205,6 +220,40 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     if store is None or not _upgrade("db upgrade", store.database_url):
         return 2
     print(f"database at {_shown(store.database_url)} is up to date")
+    return 0
+
+
+def _db_set_pin(args: argparse.Namespace) -> int:
+    """The PIN comes from the terminal (asked twice) or one line of stdin, never from the
+    command line: arguments show in ``ps``."""
+    from crm_sync.store import CustomerStore, StoreUnavailable
+    from ivr.store import IvrStore
+
+    store = _store(args)
+    if store is None or not _upgrade("db set-pin", store.database_url):
+        return 2
+    if sys.stdin.isatty():
+        pin = getpass.getpass("PIN: ")
+        if getpass.getpass("PIN again: ") != pin:
+            print("cti db set-pin: the two PINs differ", file=sys.stderr)
+            return 2
+    else:
+        pin = sys.stdin.readline().strip()
+
+    async def set_pin(engine: AsyncEngine, phones: PhoneNormalizer) -> bool:
+        customers = CustomerStore(engine, phones)
+        ivr = IvrStore(engine, customers, phones, clock=lambda: datetime.now(UTC))
+        await ivr.set_pin(args.customer_id, pin)
+        return True
+
+    try:
+        done = _with_store("db set-pin", store, set_pin)
+    except (ValueError, StoreUnavailable) as exc:
+        print(f"cti db set-pin: {exc}", file=sys.stderr)
+        return 2
+    if done is None:
+        return 2
+    print(f"PIN set for customer {args.customer_id}")
     return 0
 
 
@@ -327,12 +376,20 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "demo":
             cmd.add_argument("--web-port", type=int, default=8080, help="agent page port (0: any)")
             cmd.add_argument(
+                "--agi-port", type=int, default=4573, help="the IVR's FastAGI port (0: any)"
+            )
+            cmd.add_argument(
                 "--url",
                 help=f"database (default $DATABASE_URL or {settings_mod.DEMO_DATABASE_URL})",
             )
 
     bench = sub.add_parser("bench", help="AMI throughput, screen-pop latency and lookup benchmark")
-    bench.add_argument("--copies", type=int, default=60, help="copies of the captures to replay")
+    bench.add_argument(
+        "--copies",
+        type=int,
+        default=60,
+        help="copies of the captures to replay (0: skip the AMI figures)",
+    )
     bench.add_argument(
         "--customers",
         type=int,
@@ -356,9 +413,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--pop-rate", type=float, default=20.0, help="calls per second for the pop figures"
     )
     bench.add_argument(
-        "--pop-gc-freeze",
-        action="store_true",
-        help="pop figures with gc.freeze() after start-up (a what-if, not the product's set-up)",
+        "--ivr-sessions",
+        type=int,
+        default=500,
+        help="concurrent FastAGI sessions for the IVR figure (default 500; 0: skip)",
+    )
+    bench.add_argument(
+        "--ivr-seconds",
+        type=float,
+        default=30.0,
+        help="measured seconds of the IVR figure (default 30; 0: skip)",
     )
     bench.set_defaults(func=_bench)
 
@@ -373,6 +437,13 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub.add_parser(
         "upgrade", parents=[store], help="create or migrate the schema to the latest version"
     ).set_defaults(func=_db_upgrade)
+    set_pin = db_sub.add_parser(
+        "set-pin",
+        parents=[store],
+        help="set a customer's IVR PIN, read from the terminal or stdin (4-8 digits)",
+    )
+    set_pin.add_argument("customer_id", type=int, help="the customer's number (store id)")
+    set_pin.set_defaults(func=_db_set_pin)
 
     seed = sub.add_parser(
         "seed-demo", parents=[store], help="replace the demo customers (upgrades the schema)"

@@ -1,8 +1,10 @@
 """``cti demo`` and ``cti simulate``: the built-in PBX simulator, with or without the product.
 
 The demo runs the simulator and the whole product in one process, but they still talk real
-AMI over a loopback socket: what the demo shows is what a real Asterisk would get. Demo
-customers are seeded with the numbers the simulated callers dial, so most calls pop a card.
+AMI and real FastAGI over loopback sockets: what the demo shows is what a real Asterisk would
+get. Demo customers are seeded with the numbers the simulated callers dial, so most calls pop
+a card; every call goes through the IVR first (config/ivr), so cards show what the caller
+told it, and calls an agent hangs up take the survey.
 """
 
 from __future__ import annotations
@@ -13,25 +15,31 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import select
+
 from crm_sync.db import create_engine
 from crm_sync.migrate import upgrade
+from crm_sync.models import Customer
 from crm_sync.phones import PhoneNormalizer
 from crm_sync.seed import seed_demo
 from cti.console import ConsoleSink
 from cti.settings import (
     DEMO_DATABASE_URL,
     AgentSettings,
+    IvrSettings,
     PbxSettings,
     Settings,
     StoreSettings,
     WebSettings,
 )
 from cti.simulator import AmiServer, run_traffic
+from cti.simulator.ivr_callers import DEMO_PIN, IvrCallers
 from cti.simulator.scenarios import AGENTS
-from cti.stack import run_stack
+from cti.stack import Ready, run_stack
 from screenpop.auth import Accounts
 
-DISPOSITIONS = Path(__file__).resolve().parent.parent / "config" / "dispositions.toml"
+CONFIG = Path(__file__).resolve().parent.parent / "config"
+DISPOSITIONS = CONFIG / "dispositions.toml"
 
 DEMO_USER = "cti"
 DEMO_SECRET = "cti-secret"  # the simulator's own account, on 127.0.0.1 only
@@ -80,8 +88,11 @@ async def simulate(
 DEMO_PASSWORD = "demo"
 
 
-def demo_settings(server_port: int, web_port: int, database_url: str) -> Settings:
-    """One simulated PBX, its five agents as accounts, a SQLite store, the agent page."""
+def demo_settings(
+    server_port: int, web_port: int, database_url: str, agi_port: int = 4573
+) -> Settings:
+    """One simulated PBX, its five agents as accounts, a SQLite store, the agent page, the
+    IVR with the shipped menus."""
     pbx = PbxSettings(name="demo", port=server_port, username=DEMO_USER, secret=DEMO_SECRET)
     agents = tuple(
         AgentSettings(
@@ -94,11 +105,13 @@ def demo_settings(server_port: int, web_port: int, database_url: str) -> Setting
         agents=agents,
         store=StoreSettings(database_url=database_url, default_region="CN"),
         web=WebSettings(port=web_port, dispositions_file=str(DISPOSITIONS)),
+        ivr=IvrSettings(port=agi_port, menus_dir=str(CONFIG / "ivr")),
     )
 
 
-async def seed(database_url: str, *, seed: int, rate: float) -> str:
-    """Fresh demo customers whose numbers are the ones the simulated callers will dial."""
+async def seed(database_url: str, *, seed: int, rate: float) -> tuple[str, list[int]]:
+    """Fresh demo customers whose numbers are the ones the simulated callers will dial; what
+    was seeded, and customer numbers (ids) callers asked for one may type in the IVR."""
     await asyncio.to_thread(upgrade, database_url)
     engine = create_engine(database_url)
     try:
@@ -109,9 +122,12 @@ async def seed(database_url: str, *, seed: int, rate: float) -> str:
             phones=PhoneNormalizer("CN"),
             simulator_rate=rate,
         )
+        async with engine.connect() as connection:
+            people = select(Customer.id).where(Customer.kind == "person").order_by(Customer.id)
+            numbers = list((await connection.scalars(people.limit(200))).all())
     finally:
         await engine.dispose()
-    return report.describe()
+    return report.describe(), numbers
 
 
 async def demo(
@@ -122,22 +138,32 @@ async def demo(
     speed: float = 1.0,
     duration: float | None = None,
     web_port: int = 8080,
+    agi_port: int = 4573,
     database_url: str = DEMO_DATABASE_URL,
 ) -> None:
     """Simulator + the whole product; prints where to look, then every call event."""
     print("cti demo: seeding demo customers ...", flush=True)
-    print(await seed(database_url, seed=seed_value, rate=rate), flush=True)
+    described, numbers = await seed(database_url, seed=seed_value, rate=rate)
+    print(described, flush=True)
+    callers: IvrCallers | None = None
     async with _simulated_pbx(port=port, rate=rate, seed=seed_value, speed=speed) as server:
-        settings = demo_settings(server.port, web_port, database_url)
+        settings = demo_settings(server.port, web_port, database_url, agi_port)
         accounts = Accounts.for_agents(settings.agents, DEMO_PASSWORD)
 
-        def ready(url: str | None) -> None:
+        def ready(at: Ready) -> None:
+            nonlocal callers
+            if at.agi is not None:  # from now on the simulated calls go through the IVR
+                callers = IvrCallers(at.agi, seed=seed_value, accounts=numbers)
+                server.observers.append(callers)
             logins = ", ".join(a.id for a in settings.agents)
+            agi = f"agi://{at.agi[0]}:{at.agi[1]}/main" if at.agi else "off"
             print(
                 f"\ncti demo is running.\n"
-                f"  Agent page:  {url}   log in as one of {logins} (password: {DEMO_PASSWORD})\n"
+                f"  Agent page:  {at.agent_page}   log in as one of {logins} "
+                f"(password: {DEMO_PASSWORD})\n"
                 f"  Simulated Asterisk AMI: 127.0.0.1:{server.port} (user {DEMO_USER}, "
                 f"secret {DEMO_SECRET}), about {rate:g} calls/minute\n"
+                f"  IVR (FastAGI): {agi}; demo customers' PIN is {DEMO_PIN}\n"
                 "Call events follow below. Ctrl-C stops.\n",
                 flush=True,
             )
@@ -145,9 +171,15 @@ async def demo(
         runner = asyncio.create_task(
             run_stack(settings, accounts=accounts, sinks=[ConsoleSink()], on_ready=ready)
         )
+        until = asyncio.create_task(_until(asyncio.Event(), duration))
         try:
-            await _until(asyncio.Event(), duration)
+            await asyncio.wait({runner, until}, return_when=asyncio.FIRST_COMPLETED)
+            if runner.done():
+                runner.result()  # the product stopped by itself: say why (a port taken, ...)
         finally:
+            until.cancel()
+            if callers is not None:
+                await callers.close()
             runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await runner

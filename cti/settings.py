@@ -73,12 +73,22 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class IvrSettings:
+    """The FastAGI server of the IVR menus. Without ``menus_dir`` it is not started."""
+
+    host: str = "127.0.0.1"
+    port: int = 4573
+    menus_dir: str = ""  # a folder of menu files (config/ivr): <name>.toml serves agi://…/<name>
+
+
+@dataclass(frozen=True)
 class Settings:
     pbxs: tuple[PbxSettings, ...] = (PbxSettings(),)
     agents: tuple[AgentSettings, ...] = ()
     log_level: str = "INFO"
     store: StoreSettings = field(default_factory=StoreSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    ivr: IvrSettings = field(default_factory=IvrSettings)
 
 
 def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -101,6 +111,7 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
         log_level=env.get("CTI_LOG_LEVEL", raw.get("log_level", "INFO")),
         store=_store(raw.get("store", {}), env),
         web=_web(raw.get("web", {})),
+        ivr=_ivr(raw.get("ivr", {})),
     )
 
 
@@ -113,6 +124,17 @@ def _web(body: Mapping[str, Any]) -> WebSettings:
         return replace(web, port=int(web.port), secure_cookies=bool(web.secure_cookies))
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"[web]: {exc}") from exc
+
+
+def _ivr(body: Mapping[str, Any]) -> IvrSettings:
+    unknown = set(body) - {f.name for f in fields(IvrSettings)}
+    if unknown:
+        raise SettingsError(f"[ivr]: unknown keys {sorted(unknown)}")
+    try:
+        ivr = replace(IvrSettings(), **body)
+        return replace(ivr, port=int(ivr.port), menus_dir=str(ivr.menus_dir))
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"[ivr]: {exc}") from exc
 
 
 def _pbx(name: str, body: Mapping[str, Any], env: Mapping[str, str]) -> PbxSettings:

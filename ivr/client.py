@@ -178,15 +178,15 @@ async def run_agi(
     caller: CallerScript,
     *,
     connect_timeout: float = CONNECT_TIMEOUT,
-    audio: float = 0.0,
+    audio: Callable[[str], float] | None = None,
     waits: list[float] | None = None,
 ) -> AgiTranscript:
     """Run one FastAGI call against ``host:port`` until the server closes.
 
-    ``audio``: seconds each command that plays sound or waits for keys keeps the channel
-    busy before its reply, as a real prompt does (0: instant). ``waits``: if given, gets the
-    server's time for each of its steps: from our header block or reply leaving to its next
-    command arriving (``time.perf_counter``).
+    ``audio``: given a command that plays sound or waits for keys, the seconds it keeps the
+    channel busy before its reply, as a real prompt does (None: every command is instant).
+    ``waits``: if given, gets the server's time for each of its steps: from our header block
+    or reply leaving to its next command arriving (``time.perf_counter``).
 
     A refused or timed-out connection is not raised: it gives AGISTATUS=FAILURE, as in
     Asterisk, where the dialplan then goes on.
@@ -210,8 +210,8 @@ async def run_agi(
             if waits is not None:
                 waits.append(time.perf_counter() - sent)
             line = decode_line(raw.removesuffix(b"\n"))
-            if audio > 0 and line.upper().startswith(_AUDIO_VERBS):
-                await asyncio.sleep(audio)
+            if audio is not None and line.upper().startswith(_AUDIO_VERBS):
+                await asyncio.sleep(audio(line))
             writer.write(channel.handle(line))
     except ConnectionError:
         pass  # the server went away mid-conversation: for Asterisk the AGI simply ended

@@ -168,7 +168,7 @@ async def outcome(request: web.Request) -> web.StreamResponse:
     except (SQLAlchemyError, OSError) as exc:
         log.warning("outcome of %s/%s not saved: %s", pbx, call_id, exc)
         raise store_unavailable() from exc
-    pop.send(pop.book.outcome_saved(pbx, call_id, agent))
+    pop.outcome_saved(pbx, call_id, agent)
     return web.json_response({"saved": True, **dataclasses.asdict(saved)})
 
 

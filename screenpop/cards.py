@@ -10,7 +10,8 @@ update the same card. ``AgentRinging`` opens (or re-opens, for a new ring attemp
 end of an answered call (or the agent transferring it away) puts it in ``wrapup``, where the
 outcome form lives until the outcome is saved. A transfer target's card carries the history
 of the call so far, so the next agent never asks again. Customer data arrives separately
-(:meth:`PopBook.enrich`) because the pop never waits for the store.
+(:meth:`PopBook.enrich`) because the pop never waits for the store, and what the IVR learned
+(:meth:`PopBook.learned`) over its own connection, usually before the first ring.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from cti.events import (
 
 CardState = Literal["ringing", "answered", "wrapup", "closed"]
 MAX_CALLS = 20_000  # calls remembered for wrap-up; the oldest are forgotten first
+MAX_EARLY = 1_000  # IVR findings held for calls the book has not seen yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,7 @@ class Card:
     closed_reason: str | None
     history: tuple[tuple[float | None, str], ...]  # (when, what happened), oldest first
     lookup: Lookup | None
+    ivr: dict[str, Any] | None  # what the IVR learned: ivr.walk.Findings.to_json()
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready (datetimes as ISO 8601 strings)."""
@@ -80,9 +83,11 @@ class _Call:
     queue: str | None = None
     queued_at: float | None = None
     lookup: Lookup | None = None
+    ivr: dict[str, Any] | None = None
     history: list[tuple[float | None, str]] = field(default_factory=list)
     cards: dict[str, Card] = field(default_factory=dict)
     handled_by: list[str] = field(default_factory=list)
+    ended: bool = False
 
 
 class PopBook:
@@ -90,6 +95,11 @@ class PopBook:
 
     def __init__(self) -> None:
         self._calls: OrderedDict[tuple[str, str], _Call] = OrderedDict()
+        # calls settled (ended, every card closed): only the caller's number and who handled
+        # them (for an outcome saved again), strings the collector does not walk; a late
+        # duplicate event cannot bring such a call back
+        self._settled: OrderedDict[tuple[str, str], tuple[str, tuple[str, ...]]] = OrderedDict()
+        self._early: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
 
     # ---------------------------------------------------------------- queries
 
@@ -104,17 +114,28 @@ class PopBook:
     def handled_by(self, pbx: str, call_id: str) -> tuple[str, ...]:
         """Agents who had the customer on this call (who may record its outcome)."""
         call = self._calls.get((pbx, call_id))
-        return tuple(call.handled_by) if call else ()
+        if call is None:
+            return self._settled.get((pbx, call_id), ("", ()))[1]
+        return tuple(call.handled_by)
 
     def caller_number(self, pbx: str, call_id: str) -> str | None:
         call = self._calls.get((pbx, call_id))
-        return call.caller_number if call else None
+        if call is None:
+            settled = self._settled.get((pbx, call_id))
+            return settled[0] if settled else None
+        return call.caller_number
+
+    def knows(self, pbx: str, call_id: str) -> bool:
+        """False once the call is settled (or was never seen): its cards are gone."""
+        return (pbx, call_id) in self._calls
 
     # ---------------------------------------------------------------- changes
 
     def apply(self, event: DomainEvent) -> list[CardUpdate]:
         """The card changes one domain event causes (often none)."""
         key = (event.pbx, event.call_id)
+        if key in self._settled:
+            return []  # a late duplicate of a call that is over
         if isinstance(event, CallStarted):
             self._call(key).history.append(_line(event.at, "call started"))
             return []
@@ -162,6 +183,8 @@ class PopBook:
                 for agent, card in list(call.cards.items()):
                     if card.state == "answered":
                         updates += self._set(call, agent, "wrapup", reason="ended")
+                call.ended = True
+                self._settle(call)
                 return updates
         return []
 
@@ -173,22 +196,51 @@ class PopBook:
         call.lookup = lookup
         return self._touch_all(call)
 
+    def learned(self, pbx: str, call_id: str, findings: dict[str, Any]) -> list[CardUpdate]:
+        """The IVR reports what it learned about a call (often before any agent rings):
+        every open card of it shows it, and so will the cards still to come. A later menu of
+        the same call (the survey after the agent hung up) adds its scores to the first's."""
+        key = (pbx, call_id)
+        call = self._calls.get(key)
+        if call is None:
+            if key not in self._settled:  # the IVR was quicker than AMI: hold it a moment
+                _bounded(self._early, key, findings, MAX_EARLY)
+            return []
+        first = call.ivr
+        if first is not None and first.get("menu") != findings.get("menu"):
+            scores = {**first.get("scores", {}), **findings.get("scores", {})}
+            findings = {**first, "scores": scores}
+        call.ivr = findings
+        return self._touch_all(call)
+
     def outcome_saved(self, pbx: str, call_id: str, agent: str) -> list[CardUpdate]:
         """The agent's outcome is committed: the wrap-up card closes."""
         call = self._calls.get((pbx, call_id))
         if call is None or agent not in call.cards:
             return []
-        return self._set(call, agent, "closed", reason="outcome saved")
+        updates = self._set(call, agent, "closed", reason="outcome saved")
+        self._settle(call)
+        return updates
 
     # ---------------------------------------------------------------- internals
 
     def _call(self, key: tuple[str, str]) -> _Call:
         call = self._calls.get(key)
         if call is None:
-            call = self._calls[key] = _Call(*key)
+            call = self._calls[key] = _Call(*key, ivr=self._early.pop(key, None))
             while len(self._calls) > MAX_CALLS:
                 self._calls.popitem(last=False)
         return call
+
+    def _settle(self, call: _Call) -> None:
+        """An ended call with every card closed can change no more: forget all but its key.
+        (Kept, 20,000 calls with their cards and customer data would be millions of objects
+        that every full garbage collection walks, stalling every pop meanwhile.)"""
+        if call.ended and all(card.state == "closed" for card in call.cards.values()):
+            key = (call.pbx, call.call_id)
+            self._calls.pop(key, None)
+            settled = (call.caller_number, tuple(call.handled_by))
+            _bounded(self._settled, key, settled, MAX_CALLS)
 
     def _ring(self, call: _Call, event: AgentRinging) -> list[CardUpdate]:
         card = call.cards.get(event.agent)
@@ -240,6 +292,7 @@ class PopBook:
             closed_reason=None,
             history=(),
             lookup=None,
+            ivr=None,
         )
         card = replace(
             base,
@@ -251,6 +304,7 @@ class PopBook:
             queued_at=call.queued_at,
             history=tuple(call.history),
             lookup=call.lookup,
+            ivr=call.ivr,
             **changes,
         )
         call.cards[agent] = card
@@ -294,6 +348,14 @@ def card_view(card: Card, phones: PhoneNormalizer | None) -> dict[str, Any]:
         e164 = phones.to_e164(card.caller_number)
     display = phones.display(e164) if phones and e164 else card.caller_number
     return {**card.to_json(), "display_number": display}
+
+
+def _bounded(
+    memory: OrderedDict[tuple[str, str], Any], key: tuple[str, str], value: Any, size: int
+) -> None:
+    memory[key] = value
+    while len(memory) > size:
+        memory.popitem(last=False)
 
 
 def _jsonable(value: Any) -> Any:

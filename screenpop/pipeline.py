@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from crm_sync.store import CustomerStore, Lookup
+from crm_sync.store import CustomerStore, Lookup, StoreUnavailable
 from crm_sync.timeline import record_call
 from cti.events import AgentRinging, CallEnded, CallerIdentified, CallQueued, DomainEvent
 from screenpop.cards import CardUpdate, PopBook, card_view
@@ -64,6 +64,8 @@ class PopService:
         # outcome is posted), the oldest forgotten first
         self._numbers: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._lookups: OrderedDict[tuple[str, str], Lookup] = OrderedDict()
+        # the customer the IVR identified (account number + PIN): wins over the number's
+        self._by_ivr: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._lookups_running: set[asyncio.Task[None]] = set()
         self._writes: set[asyncio.Task[None]] = set()
         self.wrapup = wrapup
@@ -82,6 +84,18 @@ class PopService:
             lookup = self._lookups.get(key)
             if self.store is not None and lookup is not None and len(lookup.cards) == 1:
                 self._spawn(self._writes, self._record(self.store, lookup.cards[0].id, event))
+            self._forget_if_settled(key)
+
+    def outcome_saved(self, pbx: str, call_id: str, agent: str) -> None:
+        """The agent's outcome is committed: their wrap-up card closes."""
+        self.send(self.book.outcome_saved(pbx, call_id, agent))
+        self._forget_if_settled((pbx, call_id))
+
+    def _forget_if_settled(self, key: tuple[str, str]) -> None:
+        """Once the book has let go of a call, so do we (what the collector need not walk)."""
+        if not self.book.knows(*key):
+            for memory in (self._numbers, self._lookups, self._by_ivr):
+                memory.pop(key, None)
 
     def send(self, updates: list[CardUpdate]) -> None:
         phones = self.store.phones if self.store is not None else None
@@ -90,6 +104,21 @@ class PopService:
             self.hub.publish(update.agent, {"type": "card", "card": card})
             if self.wrapup is not None:
                 self._track_wrapup(update)
+
+    def ivr_learned(self, pbx: str, call_id: str, findings: dict[str, Any]) -> None:
+        """What the IVR learned about a call (``ivr.walk.Findings.to_json()``) shows on its
+        cards, so the agent never asks again. A customer it identified by account number
+        becomes the call's customer, whatever the caller's number matched (nobody, several,
+        someone else's phone)."""
+        self.send(self.book.learned(pbx, call_id, findings))
+        customer = findings.get("customer_id")
+        key = (pbx, call_id)
+        if self.store is None or not isinstance(customer, int) or key in self._by_ivr:
+            return
+        _remember(self._by_ivr, key, customer)
+        lookup = self._lookups.get(key)
+        if lookup is None or [card.id for card in lookup.cards] != [customer]:
+            self._spawn(self._lookups_running, self._identified(self.store, key, customer))
 
     def _track_wrapup(self, update: CardUpdate) -> None:
         """An agent is held from the first card entering wrap-up until the last one closes.
@@ -133,6 +162,21 @@ class PopService:
         lookup = await store.lookup(number, now=self.clock(), budget=self.budget)
         if self._numbers.get(key) != number:
             return  # the caller's number changed meanwhile; a newer lookup is running
+        if key in self._by_ivr:
+            return  # the IVR identified the caller: that customer's card is (being) shown
+        _remember(self._lookups, key, lookup)
+        self.send(self.book.enrich(key[0], key[1], lookup))
+
+    async def _identified(self, store: CustomerStore, key: tuple[str, str], customer: int) -> None:
+        try:
+            card = await store.card(customer, now=self.clock())
+        except StoreUnavailable as exc:
+            log.warning("card of customer %s (identified in the IVR) not read: %s", customer, exc)
+            return
+        if card is None:
+            return
+        number = self._numbers.get(key) or self.book.caller_number(*key) or ""
+        lookup = Lookup(number, store.phones.to_e164(number) if number else None, "found", (card,))
         _remember(self._lookups, key, lookup)
         self.send(self.book.enrich(key[0], key[1], lookup))
 

@@ -379,7 +379,7 @@ async def test_prompts_can_take_time_and_the_servers_steps_are_timed() -> None:
     try:
         loop = asyncio.get_running_loop()
         began = loop.time()
-        await run_agi("127.0.0.1", port, CALL, CallerScript(), audio=0.2, waits=waits)
+        await run_agi("127.0.0.1", port, CALL, CallerScript(), audio=lambda line: 0.2, waits=waits)
         took = loop.time() - began
     finally:
         server.close()

@@ -135,3 +135,51 @@ def test_merge_closes_the_consultation_cards() -> None:
         ("bob", "consult", "closed")
     ]
     assert book.cards_for("bob") == []
+
+
+def test_what_the_ivr_learned_shows_on_cards_before_and_after_the_ring() -> None:
+    book = PopBook()
+    findings = {"menu": "main", "identified_by": "account", "path": [["main", "2"]], "scores": {}}
+    assert book.learned("p", "c1", findings) == []  # nobody rings yet: nothing to show
+    (ring,) = book.apply(
+        AgentRinging("p", "c1", 2.0, "alice", "Alice", "PJSIP/1001", "q", "+86138", "张伟")
+    )
+    assert ring.card.ivr == findings
+    later = {**findings, "path": [["main", "2"], ["balance", "said"]]}
+    (update,) = book.learned("p", "c1", later)
+    assert update.card.ivr == later and update.card.version == ring.card.version + 1
+    assert update.card.to_json()["ivr"]["path"] == [["main", "2"], ["balance", "said"]]
+    assert book.learned("p", "other", later) == []
+    survey = {"menu": "survey", "identified_by": "none", "path": [], "scores": {"attitude": 4}}
+    (scored,) = book.learned("p", "c1", survey)
+    assert scored.card.ivr == {**later, "scores": {"attitude": 4}}  # the main menu's, scored
+
+
+def test_settled_calls_are_let_go_and_never_come_back() -> None:
+    book = PopBook()
+    events = replay_file(FIXTURES / "capture_10calls.txt").events
+    updates = [u for e in events for u in book.apply(e)]
+    last = {(u.card.call_id, u.agent): u.card for u in updates}
+    wrapup = {key for key, card in last.items() if card.state == "wrapup"}
+    assert wrapup, "the capture has answered calls"
+    calls = {u.card.call_id for u in updates}
+    owing = {call for call, _ in wrapup}
+    assert {c for c in calls if book.knows("astlab", c)} == owing  # the rest is let go
+    for call, agent in wrapup:
+        handled = book.handled_by("astlab", call)
+        book.outcome_saved("astlab", call, agent)
+    assert not any(book.knows("astlab", c) for c in calls)
+    # who handled it and the number stay, for an outcome saved again
+    assert book.handled_by("astlab", call) == handled and book.caller_number("astlab", call)
+    assert [u for e in events for u in book.apply(e)] == []  # a replay pops nothing
+    assert book.learned("astlab", call, {"menu": "survey", "scores": {"solved": 1}}) == []
+
+
+def test_ivr_findings_that_come_before_the_call_wait_for_it() -> None:
+    book = PopBook()
+    assert book.learned("p", "early", {"menu": "main", "path": [], "scores": {}}) == []
+    book.apply(CallStarted("p", "early", 1.0, "+86138", "", "s"))
+    (ring,) = book.apply(
+        AgentRinging("p", "early", 2.0, "alice", "Alice", "PJSIP/1001", "q", "+86138", "")
+    )
+    assert ring.card.ivr == {"menu": "main", "path": [], "scores": {}}

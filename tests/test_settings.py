@@ -20,11 +20,13 @@ def test_example_config_loads_and_env_overrides() -> None:
     directory = AgentDirectory(settings.agents)
     assert directory.resolve("Alice", "Local/1001@agents/n") == "alice"
     assert directory.agent_for_device("PJSIP/1002-0000000a") == "bob"
+    assert (settings.ivr.port, settings.ivr.menus_dir) == (4573, "config/ivr")
 
 
 def test_defaults_without_a_file() -> None:
     (pbx,) = load(None, env={}).pbxs
     assert (pbx.name, pbx.host, pbx.port) == ("default", "127.0.0.1", 5038)
+    assert load(None, env={}).ivr.menus_dir == ""  # no menus, no FastAGI server
 
 
 @pytest.mark.parametrize(
@@ -34,6 +36,8 @@ def test_defaults_without_a_file() -> None:
         ("[pbx.x]\nport = 'abc'\n", "[pbx.x]"),
         ("[[agents]]\nname = 'no id'\n", "without id"),
         ("not toml = = =", "cannot read config"),
+        ("[ivr]\nmenu_dir = 'typo'\n", "[ivr]: unknown keys ['menu_dir']"),
+        ("[ivr]\nport = 'x'\n", "[ivr]"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:

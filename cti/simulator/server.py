@@ -31,7 +31,7 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cti.codec import AmiDecoder, encode, unescape
@@ -422,6 +422,8 @@ class AmiServer:
         self.failed_logins = 0
         self.thawed = asyncio.Event()
         self.thawed.set()
+        # told of every event emitted, as Asterisk's other modules are (the demo's res_agi)
+        self.observers: list[Callable[[Mapping[str, str]], None]] = []
         self._agents = tuple(agents)
         self._queues = tuple(queues)
         self._port = port
@@ -509,6 +511,8 @@ class AmiServer:
         for client in list(self._clients):
             if client.logged_in and client.mask and classes <= client.mask:
                 client.send(data)
+        for observe in self.observers:
+            observe(stamped)
 
     def _own_pause_state(self, event: Message) -> None:
         """Pause state is the server's (QueuePause), whatever the scenario assumed."""
