@@ -119,7 +119,26 @@ async def test_agent_page_end_to_end(browser: Browser, site: Site) -> None:
     cards = page.locator("#cards .card:not(.closing)")
     await expect(page.locator("#empty")).to_be_visible()
 
-    # a known customer rings: number, name, company, badges, story, repeat flag, waiting time
+    # a known customer rings: number, name, company, badges, story, repeat flag, waiting time,
+    # and what they told the IVR first
+    path = [["identify", "caller_id"], ["main", "2"], ["balance", "said"], ["main", "3"]]
+    site.pop.ivr_learned(
+        PBX,
+        "c1",
+        {
+            "menu": "main",
+            "customer_id": site.seeded.wei,
+            "customer_name": "张伟",
+            "identified_by": "caller_id",
+            "language": "zh",
+            "path": [*path, ["support", "routed"]],
+            "callback": None,
+            "route": {"queue": "support", "priority": 10, "owner": "alice", "winback": False},
+            "scores": {},
+            "hung_up": False,
+            "ended_at_step": "support",
+        },
+    )
     site.calls.ring("c1", "Alice", "008613800138000")
     card = page.locator(f'[data-card-id="{PBX}/c1/Alice"]')
     await expect(card.locator(".who .name")).to_have_text("张伟")
@@ -134,6 +153,7 @@ async def test_agent_page_end_to_end(browser: Browser, site: Site) -> None:
     )
     await expect(card.locator(".queue")).to_have_text("queue support")
     await expect(card.locator(".waited")).to_contain_text("waiting")
+    await expect(card.locator(".ivr .ivr-path")).to_contain_text("balance: said")
     await expect(cards).to_have_count(1)
     shot = await page.screenshot()
     assert shot.startswith(b"\x89PNG")

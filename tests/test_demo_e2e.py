@@ -1,5 +1,6 @@
 """`cti demo` end to end, as a new user sees it: the simulated PBX speaks AMI to the service,
-callers are found in the seeded store, and an agent's card pops in a real Chromium."""
+its callers go through the IVR over FastAGI, are found in the seeded store, and an agent's
+card pops in a real Chromium with what they told the IVR."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from playwright.async_api import Browser, expect
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
     command = [
-        sys.executable, "-m", "cti", "demo", "--web-port", "0", "--rate", "60", "--speed", "4",
+        sys.executable, "-m", "cti", "demo", "--web-port", "0", "--agi-port", "0",
+        "--rate", "60", "--speed", "4",
         "--url", f"sqlite:///{tmp_path / 'demo.sqlite3'}",
     ]  # fmt: skip
     with subprocess.Popen(
@@ -67,5 +69,7 @@ async def test_a_simulated_call_pops_a_known_customer_in_the_browser(
     await expect(card.locator(".number")).not_to_be_empty()
     await expect(card.locator(".who .name")).not_to_be_empty()
     await expect(card.locator(".badge.state")).to_have_text(re.compile("ringing|answered|wrap-up"))
+    # the call went through the IVR first, and the card says what the caller did there
+    await expect(card.locator(".ivr .ivr-path")).to_contain_text("welcome: played")
     for p in pages:
         await p.close()

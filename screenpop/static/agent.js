@@ -194,7 +194,9 @@
     const card = entry.card;
     entry.root.className = `card state-${card.state}`;
     const info = el("div", "info");
-    info.append(header(card), customerPart(card, entry), historyPart(card));
+    info.append(header(card));
+    if (card.ivr) info.append(ivrPart(card.ivr));
+    info.append(customerPart(card, entry), historyPart(card));
     if (entry.info) entry.info.replaceWith(info);
     else entry.root.prepend(info);
     entry.info = info;
@@ -291,6 +293,33 @@
       list.append(li);
     }
     part.append(list);
+    return part;
+  }
+
+  const IDENTIFIED = { caller_id: "by caller ID", account: "by customer number", none: "not identified" };
+
+  // What the caller told the IVR, so the agent never asks again.
+  function ivrPart(ivr) {
+    const part = el("section", "ivr");
+    const head = el("p", "ivr-head");
+    head.append(el("strong", null, "IVR"), el("span", "identified", IDENTIFIED[ivr.identified_by] || ivr.identified_by));
+    if (ivr.customer_name) head.append(el("span", "ivr-customer", ivr.customer_name));
+    if (ivr.language) head.append(el("span", "ivr-language", `speaks ${ivr.language}`));
+    part.append(head);
+    const path = (ivr.path || []).map(([step, outcome]) => `${step}: ${outcome}`).join(" → ");
+    if (path) part.append(el("p", "ivr-path", path));
+    const flags = el("p", "ivr-flags");
+    if (ivr.callback) flags.append(badge("callback requested", "callback"));
+    const route = ivr.route;
+    if (route) {
+      flags.append(el("span", "ivr-route", `queue ${route.queue}, priority ${route.priority}`));
+      if (route.owner) flags.append(el("span", "ivr-owner", `owner first: ${route.owner}`));
+      if (route.winback) flags.append(badge("win-back", "winback"));
+    }
+    if (ivr.hung_up) flags.append(badge(`hung up in the IVR at ${ivr.ended_at_step}`, "hungup"));
+    const scores = Object.entries(ivr.scores || {});
+    if (scores.length) flags.append(el("span", "ivr-scores", `survey: ${scores.map(([q, v]) => `${q} ${v}`).join(", ")}`));
+    if (flags.childNodes.length) part.append(flags);
     return part;
   }
 
