@@ -40,6 +40,8 @@ from crm_sync.models import (
 from crm_sync.phones import PhoneNormalizer
 
 INTERACTION_STATUSES = ("open", "closed")
+# an order's own states; the IVR says the last one (sound ivr/order-<status>)
+ORDER_STATUSES = ("processing", "shipped", "delivered", "cancelled", "returned")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
 _LANGUAGE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
@@ -136,7 +138,8 @@ def validate_interaction(raw: InteractionIn) -> InteractionIn:
         raise CustomerError("customer_external_id", "give the customer's external id or id")
     status = _text(raw.status, "status", 16)
     if status is not None:
-        status = _code(status, "status", INTERACTION_STATUSES, default=None)
+        allowed = INTERACTION_STATUSES + (ORDER_STATUSES if raw.kind == "order" else ())
+        status = _code(status, "status", allowed, default=None)
     return replace(
         raw,
         customer_external_id=_text(raw.customer_external_id, "customer_external_id", 64),

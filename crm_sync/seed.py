@@ -495,14 +495,10 @@ def _timeline(
             cents = Decimal(rng.randint(low, high)).scaleb(-2)
             order = f"WO-{rng.randint(100_000, 999_999)}"
             items = f"{rng.randint(1, 6)} item(s), paid online"
+            ago = rng.uniform(early, late)
+            state = "processing" if ago < 2 else "shipped" if ago < 7 else "delivered"
             out.append(
-                entry(
-                    "order",
-                    rng.uniform(early, late),
-                    f"Web order {order}",
-                    body=items,
-                    amount=cents,
-                )
+                entry("order", ago, f"Web order {order}", body=items, amount=cents, status=state)
             )
     for _ in range(rng.choices((0, 1, 2), (50, 35, 15))[0]):
         ago = rng.uniform(0, late + 30)

@@ -340,6 +340,7 @@ async def test_interaction_fields_are_normalised(engine: AsyncEngine) -> None:
         ({"occurred_at": datetime(2026, 1, 1)}, "occurred_at", "needs a time zone"),
         ({"due_at": datetime(2026, 1, 1)}, "due_at", "needs a time zone"),
         ({"status": "pending"}, "status", "'pending' is not one of open, closed"),
+        ({"status": "shipped"}, "status", "'shipped' is not one of open, closed"),  # a ticket
         ({"amount": Decimal("NaN")}, "amount", "out of range"),
         ({"amount": Decimal("1e12")}, "amount", "out of range"),
         ({"customer_external_id": None}, "customer_external_id", "give the customer"),
@@ -350,6 +351,11 @@ def test_bad_interaction_is_refused(fields: dict[str, Any], field: str, message:
     with pytest.raises(CustomerError, match=re.escape(message)) as caught:
         validate_interaction(entry(**fields))
     assert caught.value.field == field
+
+
+def test_an_order_has_states_of_its_own() -> None:
+    order = validate_interaction(entry(kind="order", status="Shipped"))
+    assert order.status == "shipped"
 
 
 async def test_interaction_for_an_unknown_customer_is_refused(engine: AsyncEngine) -> None:
