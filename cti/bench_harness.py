@@ -10,9 +10,13 @@ import resource
 import socket
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+
+from crm_sync.benchdata import load_sqlite
+from crm_sync.migrate import upgrade
 
 START_TIMEOUT = 60.0
 
@@ -98,3 +102,22 @@ def spread(seconds: list[float]) -> tuple[float, float, float]:
     """p50, p99 (as in :mod:`cti.bench`) and max, in milliseconds."""
     ms = sorted(x * 1000 for x in seconds)
     return statistics.median(ms), ms[min(len(ms) - 1, int(len(ms) * 0.99))], ms[-1]
+
+
+@contextlib.asynccontextmanager
+async def running_product(
+    prefix: str, customers: int, configure: Callable[[Path, int], Path]
+) -> AsyncIterator[int]:
+    """``cti serve`` on a fresh SQLite store of ``customers`` seeded customers
+    (``<folder>/store.sqlite3``), configured by ``configure(folder, port)`` to listen on
+    ``port``; yields that port, and stops the product on exit."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as name:
+        folder = Path(name)
+        await asyncio.to_thread(upgrade, f"sqlite:///{folder}/store.sqlite3")
+        await asyncio.to_thread(load_sqlite, str(folder / "store.sqlite3"), customers)
+        port = free_port()
+        process = await start_product(configure(folder, port), port, folder / "serve.log")
+        try:
+            yield port
+        finally:
+            await end_product(process)

@@ -25,21 +25,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crm_sync.benchdata import load_sqlite, number
-from crm_sync.migrate import upgrade
+from crm_sync.benchdata import number
 from cti.bench import Figure
 from cti.bench_harness import (
-    end_product,
-    free_port,
     harness_without_collections,
     raise_fd_limit,
+    running_product,
     spread,
-    start_product,
 )
 from cti.simulator import AmiServer
 from ivr.client import TIMEOUT, AgiCall, CallerScript, run_agi
@@ -89,7 +85,7 @@ def _settings_file(folder: Path, server: AmiServer, port: int) -> Path:
     config = folder / "cti.toml"
     config.write_text(
         'log_level = "WARNING"\n\n'
-        f'[store]\ndatabase_url = "sqlite:///{folder}/ivr.sqlite3"\ndefault_region = "CN"\n\n'
+        f'[store]\ndatabase_url = "sqlite:///{folder}/store.sqlite3"\ndefault_region = "CN"\n\n'
         f'[pbx.bench]\nhost = "127.0.0.1"\nport = {server.port}\n'
         f'secret = "{server.secret}"\nping_interval = 60.0\n\n'
         f'[ivr]\nhost = "127.0.0.1"\nport = {port}\nmenus_dir = "{MENUS}"\n',
@@ -146,41 +142,36 @@ async def measure_ivr(
     raise_fd_limit(2 * sessions + 256)
     run = _Run()
     server = AmiServer(system_name="bench", auth_delay=0.0)
-    process: asyncio.subprocess.Process | None = None
     slots: list[asyncio.Task[None]] = []
     opened: list[int] = []
-    with tempfile.TemporaryDirectory(prefix="cti-bench-ivr-") as name:
-        folder = Path(name)
-        await asyncio.to_thread(upgrade, f"sqlite:///{folder}/ivr.sqlite3")
-        await asyncio.to_thread(load_sqlite, str(folder / "ivr.sqlite3"), customers)
-        await server.start()
-        stack = contextlib.ExitStack()
-        try:
-            port = free_port()
-            config = _settings_file(folder, server, port)
-            process = await start_product(config, port, folder / "serve.log")
-            rng = random.Random(seed)
-            for _ in range(sessions):  # ramp up over the first second
-                slots.append(asyncio.create_task(_slot(run, port, rng, customers, audio)))
-                await asyncio.sleep(1.0 / sessions)
-            await asyncio.sleep(warmup)
-            stack.enter_context(harness_without_collections())
-            run.measuring = True
-            began = time.monotonic()
-            while time.monotonic() - began < seconds:
-                opened.append(run.open)
-                await asyncio.sleep(0.1)
-            run.measuring = False
-            measured = time.monotonic() - began
-        finally:
-            stack.close()
-            run.stop = True
-            for task in slots:
-                task.cancel()
-            await asyncio.gather(*slots, return_exceptions=True)
-            if process is not None:
-                await end_product(process)
-            await server.stop()
+    await server.start()
+    try:
+        async with running_product(
+            "cti-bench-ivr-", customers, lambda folder, port: _settings_file(folder, server, port)
+        ) as port:
+            stack = contextlib.ExitStack()
+            try:
+                rng = random.Random(seed)
+                for _ in range(sessions):  # ramp up over the first second
+                    slots.append(asyncio.create_task(_slot(run, port, rng, customers, audio)))
+                    await asyncio.sleep(1.0 / sessions)
+                await asyncio.sleep(warmup)
+                stack.enter_context(harness_without_collections())
+                run.measuring = True
+                began = time.monotonic()
+                while time.monotonic() - began < seconds:
+                    opened.append(run.open)
+                    await asyncio.sleep(0.1)
+                run.measuring = False
+                measured = time.monotonic() - began
+            finally:
+                stack.close()
+                run.stop = True
+                for task in slots:
+                    task.cancel()
+                await asyncio.gather(*slots, return_exceptions=True)
+    finally:
+        await server.stop()
     if not run.steps:
         raise RuntimeError("no IVR step was measured")
     p50, p99, worst = spread(run.steps)

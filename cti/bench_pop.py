@@ -45,7 +45,6 @@ import contextlib
 import json
 import random
 import re
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,16 +53,13 @@ from typing import Any
 
 import aiohttp
 
-from crm_sync.benchdata import load_sqlite, number
-from crm_sync.migrate import upgrade
+from crm_sync.benchdata import number
 from cti.bench import Figure
 from cti.bench_harness import (
-    end_product,
-    free_port,
     harness_without_collections,
     raise_fd_limit,
+    running_product,
     spread,
-    start_product,
     until,
 )
 from cti.settings import AgentSettings
@@ -258,7 +254,7 @@ def _settings_file(
     config = folder / "cti.toml"
     config.write_text(
         'log_level = "WARNING"\n\n'
-        f'[store]\ndatabase_url = "sqlite:///{folder}/pop.sqlite3"\ndefault_region = "CN"\n\n'
+        f'[store]\ndatabase_url = "sqlite:///{folder}/store.sqlite3"\ndefault_region = "CN"\n\n'
         f'[pbx.bench]\nhost = "127.0.0.1"\nport = {server.port}\n'
         f'secret = "{server.secret}"\nping_interval = 60.0\n\n'
         f"{members}"
@@ -297,76 +293,74 @@ async def measure_pop(
     )
     plays: set[asyncio.Task[None]] = set()
     clients: list[_AgentClient] = []
-    process: asyncio.subprocess.Process | None = None
-    with tempfile.TemporaryDirectory(prefix="cti-bench-pop-") as name:
-        folder = Path(name)
-        await asyncio.to_thread(upgrade, f"sqlite:///{folder}/pop.sqlite3")
-        await asyncio.to_thread(load_sqlite, str(folder / "pop.sqlite3"), customers)
-        await server.start()
-        stack = contextlib.ExitStack()
-        try:
-            port = free_port()
-            config = _settings_file(folder, server, agent_settings, port)
-            url = f"http://127.0.0.1:{port}"
-            process = await start_product(config, port, folder / "serve.log")
-            clients = [_AgentClient(url, s.id) for s in agent_settings]
-            gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    await server.start()
+    try:
+        async with running_product(
+            "cti-bench-pop-",
+            customers,
+            lambda folder, port: _settings_file(folder, server, agent_settings, port),
+        ) as port:
+            stack = contextlib.ExitStack()
+            try:
+                url = f"http://127.0.0.1:{port}"
+                clients = [_AgentClient(url, s.id) for s in agent_settings]
+                gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
-            async def connect(client: _AgentClient) -> None:
-                async with gate:
-                    await client.connect(run)
+                async def connect(client: _AgentClient) -> None:
+                    async with gate:
+                        await client.connect(run)
 
-            async with asyncio.TaskGroup() as group:  # one failure cancels the others
-                for client in clients:
-                    group.create_task(connect(client))
-            await until(lambda: server.clients >= 1, 10.0, "the product to log in to the PBX")
-            rng = random.Random(seed)
-            # a probe call proves the whole path (and the AMI resync) is up before timing
-            probe = answered(
-                server.pbx, rng, start=time.time(), number=_caller(rng, customers, 1), name=None
-            )
-            probe_key, _ = _ring(probe, ids)
-            plays.add(asyncio.create_task(_play(server, probe, loop.time())))
-            await until(lambda: probe_key in run.arrived, 10.0, "the first card")
-            setup_seconds = time.perf_counter() - setup_started
-            stack.enter_context(harness_without_collections())
-
-            total = round((warmup + seconds) * rate)
-            counted_from = round(warmup * rate)
-            wanted: list[Key] = []
-            begin = loop.time()
-            for serial in range(total):
-                await asyncio.sleep(max(0.0, begin + serial / rate - loop.time()))
-                events = answered(
-                    server.pbx,
-                    rng,
-                    start=time.time(),
-                    number=_caller(rng, customers, serial + 2),
-                    name=f"Caller {serial}",
-                    queue=QUEUE,
-                    timings=TIMINGS,
+                async with asyncio.TaskGroup() as group:  # one failure cancels the others
+                    for client in clients:
+                        group.create_task(connect(client))
+                await until(lambda: server.clients >= 1, 10.0, "the product to log in to the PBX")
+                rng = random.Random(seed)
+                # a probe call proves the whole path (and the AMI resync) is up before timing
+                probe = answered(
+                    server.pbx, rng, start=time.time(), number=_caller(rng, customers, 1), name=None
                 )
-                due = begin + serial / rate
-                key, offset = _ring(events, ids)
-                run.due[key] = due + offset
-                if serial >= counted_from:
-                    wanted.append(key)
-                task = asyncio.create_task(_play(server, events, due))
-                plays.add(task)
-                task.add_done_callback(plays.discard)
-            with contextlib.suppress(RuntimeError):
-                await until(lambda: all(k in run.arrived for k in wanted), GRACE, "the last cards")
-            logins = server.logins
-        finally:
-            stack.close()
-            for task in plays:
-                task.cancel()
-            await asyncio.gather(*plays, return_exceptions=True)
-            await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
-            if process is not None:
-                await end_product(process)
-            await server.stop()
+                probe_key, _ = _ring(probe, ids)
+                plays.add(asyncio.create_task(_play(server, probe, loop.time())))
+                await until(lambda: probe_key in run.arrived, 10.0, "the first card")
+                setup_seconds = time.perf_counter() - setup_started
+                stack.enter_context(harness_without_collections())
 
+                total = round((warmup + seconds) * rate)
+                counted_from = round(warmup * rate)
+                wanted: list[Key] = []
+                begin = loop.time()
+                for serial in range(total):
+                    await asyncio.sleep(max(0.0, begin + serial / rate - loop.time()))
+                    events = answered(
+                        server.pbx,
+                        rng,
+                        start=time.time(),
+                        number=_caller(rng, customers, serial + 2),
+                        name=f"Caller {serial}",
+                        queue=QUEUE,
+                        timings=TIMINGS,
+                    )
+                    due = begin + serial / rate
+                    key, offset = _ring(events, ids)
+                    run.due[key] = due + offset
+                    if serial >= counted_from:
+                        wanted.append(key)
+                    task = asyncio.create_task(_play(server, events, due))
+                    plays.add(task)
+                    task.add_done_callback(plays.discard)
+                with contextlib.suppress(RuntimeError):
+                    await until(
+                        lambda: all(k in run.arrived for k in wanted), GRACE, "the last cards"
+                    )
+                logins = server.logins
+            finally:
+                stack.close()
+                for task in plays:
+                    task.cancel()
+                await asyncio.gather(*plays, return_exceptions=True)
+                await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+    finally:
+        await server.stop()
     done = [k for k in wanted if k in run.arrived and k in run.sent]
     if not done:
         raise RuntimeError("no card arrived in the measured window")

@@ -11,16 +11,15 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from crm_sync.models import CallScore, Customer, Interaction, Phone
+from crm_sync.models import CallScore, Interaction
 from crm_sync.phones import PhoneNormalizer
 from crm_sync.store import CustomerStore, StoreUnavailable
 from ivr.client import TIMEOUT, AgiCall, AgiTranscript, CallerScript, run_agi
@@ -29,8 +28,8 @@ from ivr.runner import MenuHandler, MenuStore, pbx_from_query
 from ivr.server import AgiServer
 from ivr.store import IvrStore
 from ivr.walk import CustomerInfo, FigureValue
+from tests.test_ivr_store import NOW, add
 
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 MENUS = load_menus(Path(__file__).parent.parent / "config" / "ivr")
 KNOWN = "+8613800138000"  # Wei, regular, zh, balance 42.50 CNY, PIN 2468
 VIP_NUMBER = "+8613900139000"  # Acme, vip, lapsed, owner bob
@@ -115,11 +114,11 @@ class Slow:
 async def seed(engine: AsyncEngine) -> tuple[int, int]:
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     async with sessions.begin() as session:
-        wei = await _customer(
-            session, "张伟", KNOWN, language="zh", balance=Decimal("42.50"), currency="CNY"
+        wei = await add(
+            session, "张伟", [KNOWN], language="zh", balance=Decimal("42.50"), currency="CNY"
         )
-        acme = await _customer(
-            session, "Acme <b>Ltd</b>", VIP_NUMBER, kind="company", tier="vip",
+        acme = await add(
+            session, "Acme <b>Ltd</b>", [VIP_NUMBER], kind="company", tier="vip",
             lifecycle="lapsed", owner="bob",
         )  # fmt: skip
         session.add(
@@ -128,23 +127,6 @@ async def seed(engine: AsyncEngine) -> tuple[int, int]:
             )
         )
     return wei, acme
-
-
-async def _customer(session: AsyncSession, name: str, phone: str, **fields: Any) -> int:
-    customer = Customer(
-        kind=fields.pop("kind", "person"),
-        name=name,
-        tier=fields.pop("tier", "regular"),
-        lifecycle=fields.pop("lifecycle", "active"),
-        tags=[],
-        created_at=NOW,
-        updated_at=NOW,
-        **fields,
-    )
-    session.add(customer)
-    await session.flush()
-    session.add(Phone(customer_id=customer.id, e164=phone))
-    return customer.id
 
 
 async def serve(
