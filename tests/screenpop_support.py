@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from cti.events import (
     CallStarted,
     DomainEvent,
 )
+from ivr.walk import Findings, Route
 from screenpop.app import create_app
 from screenpop.auth import Account, Accounts, hash_password
 from screenpop.cards import PopBook
@@ -133,6 +134,28 @@ async def seed(store: CustomerStore) -> Seeded:
             ]
         )
     return Seeded(wei.id, acme.id, twin_a.id, twin_b.id, hostile.id)
+
+
+def ivr_findings(**changes: Any) -> dict[str, Any]:
+    """What the IVR reports to the pop (``Findings.to_json()``, the real shape): by default an
+    unidentified caller who pressed 0 instead of a customer number and was put through;
+    ``changes`` are Findings fields."""
+    unidentified = Findings(
+        menu="main",
+        customer_id=None,
+        customer_name=None,
+        tier=None,
+        lifecycle=None,
+        identified_by="none",
+        language="en",
+        path=(("welcome", "played"), ("identify", "skip"), ("agent", "routed")),
+        callback=None,
+        route=Route("support", 0, None, False),
+        scores={},
+        hung_up=False,
+        ended_at_step="agent",
+    )
+    return replace(unidentified, **changes).to_json()
 
 
 def new_pop(store: CustomerStore | None) -> PopService:

@@ -1,11 +1,11 @@
 """The agent page in a real Chromium (Playwright), against the real app, store and pop.
 
 One scenario, step by step, as an agent lives it: log in, a call rings and pops with the
-right customer (a hostile name stays text), the call is answered, a second tab shows the
-same single card, the outcome is saved ("saved" only after the commit) and lands in the
-timeline, a late stale message does not re-pop, and a page whose link dropped while a call
-rang catches up on reconnect. Chromium is Debian's; without it the test is skipped, except
-under CI.
+right customer and what the IVR learned (a hostile name stays text), the call is answered, a
+second tab shows the same single card, the outcome is saved ("saved" only after the commit)
+and lands in the timeline, a late stale message does not re-pop, and a page whose link
+dropped while a call rang catches up on reconnect. A second test goes through the card's IVR
+section. Chromium is Debian's; without it the tests are skipped, except under CI.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_sync.models import Customer, Interaction
 from cti.events import AgentRingStopped
+from ivr.walk import Route
 from screenpop.keys import SESSIONS
 from screenpop.pipeline import PopService
 from tests.screenpop_support import (
@@ -39,6 +40,7 @@ from tests.screenpop_support import (
     Calls,
     Seeded,
     build_app,
+    ivr_findings,
     new_pop,
     new_store,
     seed,
@@ -46,6 +48,14 @@ from tests.screenpop_support import (
 )
 
 SCREENSHOT = ROOT / "docs" / "agent-page.png"  # refreshed only with CTI_UPDATE_SCREENSHOT=1
+WEI_PATH = (
+    ("welcome", "skipped"),
+    ("identify", "caller_id"),
+    ("main", "2"),
+    ("balance", "said"),
+    ("main", "3"),
+    ("support", "routed"),
+)
 
 
 @dataclass
@@ -109,7 +119,7 @@ async def outcomes(engine: AsyncEngine, call_id: str) -> int:
 
 
 async def test_agent_page_end_to_end(browser: Browser, site: Site) -> None:
-    context = await browser.new_context(viewport={"width": 1100, "height": 470})
+    context = await browser.new_context(viewport={"width": 1100, "height": 560})
     dialogs: list[str] = []
     frames = Frames()
     page = await context.new_page()
@@ -121,23 +131,20 @@ async def test_agent_page_end_to_end(browser: Browser, site: Site) -> None:
 
     # a known customer rings: number, name, company, badges, story, repeat flag, waiting time,
     # and what they told the IVR first
-    path = [["identify", "caller_id"], ["main", "2"], ["balance", "said"], ["main", "3"]]
     site.pop.ivr_learned(
         PBX,
         "c1",
-        {
-            "menu": "main",
-            "customer_id": site.seeded.wei,
-            "customer_name": "张伟",
-            "identified_by": "caller_id",
-            "language": "zh",
-            "path": [*path, ["support", "routed"]],
-            "callback": None,
-            "route": {"queue": "support", "priority": 10, "owner": "alice", "winback": False},
-            "scores": {},
-            "hung_up": False,
-            "ended_at_step": "support",
-        },
+        ivr_findings(
+            customer_id=site.seeded.wei,
+            customer_name="张伟",
+            tier="vip",
+            lifecycle="active",
+            identified_by="caller_id",
+            language="zh",
+            path=WEI_PATH,
+            route=Route("support", 10, "alice", False),
+            ended_at_step="support",
+        ),
     )
     site.calls.ring("c1", "Alice", "008613800138000")
     card = page.locator(f'[data-card-id="{PBX}/c1/Alice"]')
@@ -153,7 +160,10 @@ async def test_agent_page_end_to_end(browser: Browser, site: Site) -> None:
     )
     await expect(card.locator(".queue")).to_have_text("queue support")
     await expect(card.locator(".waited")).to_contain_text("waiting")
-    await expect(card.locator(".ivr .ivr-path")).to_contain_text("balance: said")
+    await expect(card.locator(".ivr .ivr-path")).to_have_text(
+        "welcome: skipped → identify: caller_id → main: 2 → balance: said → main: 3"
+        " → support: routed"
+    )
     await expect(cards).to_have_count(1)
     shot = await page.screenshot()
     assert shot.startswith(b"\x89PNG")
@@ -266,3 +276,103 @@ async def test_agent_page_end_to_end(browser: Browser, site: Site) -> None:
 
     assert dialogs == [], "no script from customer data ran"
     await context.close()
+
+
+async def test_the_card_shows_what_the_caller_told_the_ivr(browser: Browser, site: Site) -> None:
+    page = await browser.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: dialogs.append(d.message))
+    await log_in(page, site, "alice")
+
+    # learned before the ring (an unknown number, then customer number and PIN): on the first card
+    site.pop.ivr_learned(
+        PBX,
+        "c1",
+        ivr_findings(
+            customer_id=site.seeded.hostile,
+            customer_name=HOSTILE,
+            tier="vip",
+            lifecycle="lost",
+            identified_by="account",
+            path=(
+                ("welcome", "played"),
+                ("identify", "caller-id-unknown"),
+                ("identify", "account"),
+                ("main", "0"),
+                ("agent", "routed"),
+            ),
+            route=Route("support", 10, "bob", True),
+        ),
+    )
+    site.calls.ring("c1", "Alice", NOBODY)
+    card = page.locator(f'[data-card-id="{PBX}/c1/Alice"]')
+    ivr = card.locator(".ivr")
+    await expect(card.locator(".badge.state")).to_have_text("ringing")
+    await expect(ivr.locator(".identified")).to_have_text("by customer number")
+    await expect(ivr.locator(".ivr-customer")).to_have_text(HOSTILE)  # as text, not markup
+    await expect(ivr.locator(".ivr-customer *")).to_have_count(0)
+    await expect(ivr.locator(".ivr-language")).to_have_text("language en")
+    await expect(ivr.locator(".ivr-path")).to_have_text(
+        "welcome: played → identify: caller-id-unknown → identify: account → main: 0"
+        " → agent: routed"
+    )
+    await expect(ivr.locator(".ivr-route")).to_have_text("queue support, priority 10")
+    await expect(ivr.locator(".ivr-owner")).to_have_text("owner first: bob")
+    await expect(ivr.locator(".badge.winback")).to_have_text("win-back")
+    await expect(ivr.locator(".badge.callback")).to_have_count(0)
+    await expect(ivr.locator(".badge.hungup")).to_have_count(0)
+    # the IVR named the customer: the card shows that customer, though the number is unknown
+    await expect(card.locator(".who .name")).to_have_text(HOSTILE)
+    await expect(page.locator("#cards script, #cards img")).to_have_count(0)
+
+    # a card without findings has no IVR section; a later version of it gets one
+    other = page.locator(f'[data-card-id="{PBX}/c2/Alice"]')
+    site.calls.ring("c2", "Alice", WEI)
+    await expect(other.locator(".who .name")).to_have_text("张伟")
+    await expect(other.locator(".ivr")).to_have_count(0)
+    site.pop.ivr_learned(
+        PBX,
+        "c2",
+        ivr_findings(
+            customer_id=site.seeded.wei,
+            customer_name="张伟",
+            identified_by="caller_id",
+            language="zh",
+            path=(
+                ("identify", "caller_id"),
+                ("main", "9"),
+                ("callback", "created"),
+                ("callback", "hung-up"),
+            ),
+            callback="ivr-callback:1234",
+            route=None,
+            hung_up=True,
+            ended_at_step="callback",
+        ),
+    )
+    second = other.locator(".ivr")
+    await expect(second.locator(".identified")).to_have_text("by caller ID")
+    await expect(second.locator(".ivr-customer")).to_have_text("张伟")
+    await expect(second.locator(".ivr-path")).to_have_text(
+        "identify: caller_id → main: 9 → callback: created → callback: hung-up"
+    )
+    await expect(second.locator(".badge.callback")).to_have_text("callback requested")
+    await expect(second.locator(".badge.hungup")).to_have_text("hung up in the IVR at callback")
+    await expect(second.locator(".ivr-route, .badge.winback")).to_have_count(0)
+
+    # the survey after the call: the wrap-up card adds its scores to what the main menu learned
+    site.calls.answer("c1", "Alice")
+    site.calls.end("c1", "Alice", NOBODY)
+    await expect(card.locator(".badge.state")).to_have_text("wrap-up")
+    await expect(ivr.locator(".ivr-scores")).to_have_count(0)
+    survey = (("attitude", "4"), ("solved", "yes"), ("thanks", "hangup"))
+    scores = {"attitude": 4, "solved": 1}
+    site.pop.ivr_learned(
+        PBX, "c1", ivr_findings(menu="survey", path=survey, scores=scores, route=None)
+    )
+    await expect(ivr.locator(".ivr-scores")).to_have_text("survey: attitude 4, solved 1")
+    await expect(ivr.locator(".identified")).to_have_text("by customer number")  # kept
+    await expect(ivr.locator(".badge.winback")).to_have_text("win-back")
+
+    assert dialogs == [], "no script from the IVR's findings ran"
+    await page.close()

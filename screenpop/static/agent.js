@@ -298,16 +298,36 @@
 
   const IDENTIFIED = { caller_id: "by caller ID", account: "by customer number", none: "not identified" };
 
-  // What the caller told the IVR, so the agent never asks again.
+  // What the caller already told the IVR (ivr.walk.Findings), so the agent never asks again.
   function ivrPart(ivr) {
     const part = el("section", "ivr");
+    part.append(ivrHead(ivr));
+    const path = ivr.path || [];
+    if (path.length) part.append(ivrPath(path));
+    const flags = ivrFlags(ivr);
+    if (flags.childNodes.length) part.append(flags);
+    return part;
+  }
+
+  function ivrHead(ivr) {
     const head = el("p", "ivr-head");
     head.append(el("strong", null, "IVR"), el("span", "identified", IDENTIFIED[ivr.identified_by] || ivr.identified_by));
     if (ivr.customer_name) head.append(el("span", "ivr-customer", ivr.customer_name));
-    if (ivr.language) head.append(el("span", "ivr-language", `speaks ${ivr.language}`));
-    part.append(head);
-    const path = (ivr.path || []).map(([step, outcome]) => `${step}: ${outcome}`).join(" → ");
-    if (path) part.append(el("p", "ivr-path", path));
+    if (ivr.language) head.append(el("span", "ivr-language", `language ${ivr.language}`));
+    return head;
+  }
+
+  function ivrPath(path) {
+    // one step per span that never breaks inside, so the line wraps only between steps
+    const line = el("p", "ivr-path");
+    path.forEach(([step, outcome], i) => {
+      if (i) line.append(document.createTextNode(" → "));
+      line.append(el("span", "step", `${step}: ${outcome}`));
+    });
+    return line;
+  }
+
+  function ivrFlags(ivr) {
     const flags = el("p", "ivr-flags");
     if (ivr.callback) flags.append(badge("callback requested", "callback"));
     const route = ivr.route;
@@ -317,10 +337,9 @@
       if (route.winback) flags.append(badge("win-back", "winback"));
     }
     if (ivr.hung_up) flags.append(badge(`hung up in the IVR at ${ivr.ended_at_step}`, "hungup"));
-    const scores = Object.entries(ivr.scores || {});
-    if (scores.length) flags.append(el("span", "ivr-scores", `survey: ${scores.map(([q, v]) => `${q} ${v}`).join(", ")}`));
-    if (flags.childNodes.length) part.append(flags);
-    return part;
+    const scores = Object.entries(ivr.scores || {}).map(([question, score]) => `${question} ${score}`);
+    if (scores.length) flags.append(el("span", "ivr-scores", `survey: ${scores.join(", ")}`));
+    return flags;
   }
 
   function historyPart(card) {
