@@ -155,7 +155,7 @@ class _Call:
         self.pbx = pbx
         self.call_id = call_id
         self.walk = walk
-        self.reported: Findings | None = None
+        self.reported: tuple[object, ...] = ()  # what was last reported, in brief
 
     async def run(self) -> None:
         action: Action = self.walk.start()
@@ -177,8 +177,19 @@ class _Call:
                 log.warning("survey scores of call %s not saved: %s", self.call_id, exc)
 
     def report(self, findings: Findings) -> None:
-        if findings != self.reported:
-            self.reported = findings
+        # a brief of atoms, not the findings themselves: nothing per session for the
+        # collector to walk between steps (the path only grows)
+        brief = (
+            len(findings.path),
+            findings.customer_id,
+            findings.language,
+            findings.callback,
+            findings.route is not None,
+            len(findings.scores),
+            findings.hung_up,
+        )
+        if brief != self.reported:
+            self.reported = brief
             self.handler.sink.ivr_learned(self.pbx, self.call_id, findings.to_json())
 
     async def execute(self, action: Action) -> Result:
