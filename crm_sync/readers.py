@@ -1,11 +1,18 @@
-"""The hot read paths in plain SQL on the raw drivers: a card in three statements and one
-hop; the IVR's figures in one.
+"""The hot read paths in plain SQL on the raw drivers: a card in three statements; the IVR's
+figures in one.
 
 Measured on the benchmark machine (100k customers): the SQL itself takes ~6 µs in SQLite, but
 each statement through SQLAlchemy async + aiosqlite costs ~0.65 ms (pool checkout and a thread
-hop per call), so a card took 4 to 9 ms. Here SQLite runs all three statements in one call on a
-dedicated reader thread with the stdlib driver, and PostgreSQL runs them on an asyncpg pool
-with prepared statements. The ORM keeps the schema and every write.
+hop per call), so a card took 4 to 9 ms. Here SQLite runs all three statements in one call with
+the stdlib driver, and PostgreSQL runs them on an asyncpg pool with prepared statements. The
+ORM keeps the schema and every write.
+
+A SQLite read first runs on the event loop itself, under a budget of ``INLINE_BUDGET``
+(checked by SQLite's progress handler) and without waiting on locks; only a read that runs
+over, meets a lock or fails goes to the reader thread. The reads are 20 to 130 µs from the page
+cache, and the hop cost more than that: with 500 IVR sessions, a thread hop per figure let the
+reader and the loop take turns at the GIL (up to the 5 ms switch interval per turn), and step
+p99 was 7 to 16 ms; on the loop, 3.7 to 8.4 ms (docs/benchmarks.md).
 
 Datetimes: SQLite stores SQLAlchemy's aware datetimes as naive UTC text; they are read back as
 UTC. Writers must store UTC (crm_sync writes ``datetime.now(UTC)``-based values).
@@ -16,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -26,6 +34,9 @@ from sqlalchemy.engine import URL
 
 Row = tuple[Any, ...]
 T = TypeVar("T")
+
+INLINE_BUDGET = 0.002  # seconds a SQLite read may hold the event loop before the thread takes it
+_PROGRESS_STEPS = 1000  # SQLite VM instructions between two looks at the clock
 
 _CUSTOMER_COLUMNS = """
     c.id, c.kind, c.name, co.name, c.tier, c.lifecycle, c.language, c.owner, c.email, c.tags,
@@ -62,45 +73,71 @@ Rows = tuple[list[Row], list[Row], list[Row]]
 
 
 class SqliteRows:
-    """Reads with the stdlib driver on one dedicated thread (one hop per card, not three)."""
+    """Reads with the stdlib driver: on the event loop when SQLite can answer at once, else
+    on one dedicated thread (one hop per card, not three)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, inline_budget: float = INLINE_BUDGET) -> None:
         self._path = path
+        self._inline_budget = inline_budget
         self._executor: ThreadPoolExecutor | None = None
-        self._db: sqlite3.Connection | None = None
+        self._db: sqlite3.Connection | None = None  # the reader thread's
+        self._loop_db: sqlite3.Connection | None = None  # the event loop's
+        self._deadline = 0.0
+        self.handed_over = 0  # reads the loop gave to the thread (slow, locked or failed)
+
+    def _open(self, busy_timeout_ms: int, *, any_thread: bool) -> sqlite3.Connection:
+        db = sqlite3.connect(self._path, check_same_thread=not any_thread)
+        db.execute("PRAGMA query_only=ON")
+        db.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        return db
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
-            self._db = sqlite3.connect(self._path, check_same_thread=False)
-            self._db.execute("PRAGMA query_only=ON")
-            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db = self._open(5000, any_thread=True)
         return self._db
+
+    def _loop_connection(self) -> sqlite3.Connection:
+        if self._loop_db is None:
+            self._loop_db = self._open(0, any_thread=False)  # a lock is the thread's to wait on
+            self._loop_db.set_progress_handler(self._overdue, _PROGRESS_STEPS)
+        return self._loop_db
+
+    def _overdue(self) -> bool:
+        """SQLite's progress handler: true interrupts the statement."""
+        return time.perf_counter() > self._deadline
 
     async def by_phone(self, e164: str, since: datetime, recent: int, limit: int) -> Rows:
         where = "c.id IN (SELECT customer_id FROM phones WHERE e164 = ?) ORDER BY c.id LIMIT ?"
-        return await self._run(where, (e164, limit), since, recent)
+        return await self._run(self._read, where, (e164, limit), since, recent)
 
     async def by_id(self, customer_id: int, since: datetime, recent: int) -> Rows:
-        return await self._run("c.id = ?", (customer_id,), since, recent)
+        return await self._run(self._read, "c.id = ?", (customer_id,), since, recent)
 
     async def figures(self, customer_id: int) -> Row | None:
-        return await self._in_thread(self._figures, customer_id)
+        return await self._run(self._figures, customer_id)
 
-    def _figures(self, customer_id: int) -> Row | None:
-        cursor = self._connection().execute(_FIGURES_SQL.format(id="?"), (customer_id,))
+    def _figures(self, db: sqlite3.Connection, customer_id: int) -> Row | None:
+        cursor = db.execute(_FIGURES_SQL.format(id="?"), (customer_id,))
         row: Row | None = cursor.fetchone()
         return row
 
-    async def _run(self, where: str, args: Row, since: datetime, recent: int) -> Rows:
-        return await self._in_thread(self._read, where, args, since, recent)
-
-    async def _in_thread(self, work: Callable[..., T], *args: Any) -> T:
+    async def _run(self, work: Callable[..., T], *args: Any) -> T:
+        """``work(connection, *args)`` on the loop if it is done within the budget and meets
+        no lock; otherwise again, from the start, on the reader thread."""
+        try:
+            self._deadline = time.perf_counter() + self._inline_budget
+            return work(self._loop_connection(), *args)
+        except sqlite3.OperationalError:  # interrupted, locked, or a real fault the thread repeats
+            self.handed_over += 1
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="cti-sqlite-reader")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, lambda: work(self._connection(), *args)
+        )
 
-    def _read(self, where: str, args: Row, since: datetime, recent: int) -> Rows:
-        db = self._connection()
+    def _read(
+        self, db: sqlite3.Connection, where: str, args: Row, since: datetime, recent: int
+    ) -> Rows:
         stamp = since.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
         sql = "SELECT" + _CUSTOMER_COLUMNS.format(since="?") + " WHERE " + where
         customers = [_sqlite_customer(r) for r in db.execute(sql, (stamp, *args))]
@@ -118,7 +155,10 @@ class SqliteRows:
         return customers, phones, timeline
 
     async def close(self) -> None:
-        """Close the connection and stop the thread (a later read opens them again)."""
+        """Close the connections and stop the thread (a later read opens them again)."""
+        loop_db, self._loop_db = self._loop_db, None
+        if loop_db is not None:
+            loop_db.close()
         executor, self._executor = self._executor, None
         if executor is None:
             return

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from crm_sync.db import create_engine
 from crm_sync.models import Customer, Interaction, Phone
 from crm_sync.phones import PhoneNormalizer
+from crm_sync.readers import SqliteRows
 from crm_sync.store import CustomerStore, StoreUnavailable
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -179,6 +182,84 @@ async def test_slow_store_answers_within_budget(store: CustomerStore, db_url: st
     assert (result.status, result.cards, result.e164) == ("timeout", (), "+8613800138000")
     assert waited < 0.4
     assert (await store.lookup("13800138000", now=NOW)).status == "found"  # and it recovers
+
+
+@contextmanager
+def sqlite_write_lock(db_url: str) -> Iterator[None]:
+    """Hold SQLite's exclusive lock the only way WAL lets one connection stop readers: in
+    exclusive locking mode, taken while no other connection has the file open."""
+    blocker = sqlite3.connect(make_url(db_url).database or "", isolation_level=None)
+    try:
+        blocker.execute("PRAGMA locking_mode=EXCLUSIVE")
+        blocker.execute("BEGIN EXCLUSIVE")
+        yield
+        blocker.execute("ROLLBACK")
+    finally:
+        blocker.close()
+
+
+def sqlite_rows(store: CustomerStore) -> SqliteRows:
+    rows = store._rows
+    assert isinstance(rows, SqliteRows)
+    return rows
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_sqlite_reads_run_on_the_loop_without_a_thread(store: CustomerStore) -> None:
+    result = await store.lookup("13800138000", now=NOW)
+    figures = await store.figures(result.cards[0].id)
+    assert result.status == "found" and figures is not None
+    assert (sqlite_rows(store).handed_over, sqlite_rows(store)._executor) == (0, None)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_sqlite_read_over_its_budget_is_redone_on_the_thread(
+    store: CustomerStore,
+) -> None:
+    """A customer with a long history: the timeline runs for thousands of SQLite steps."""
+    async with store.sessions() as session, session.begin():
+        (wei,) = (await store.lookup("13800138000", now=NOW)).cards
+        session.add_all(
+            Interaction(
+                customer_id=wei.id, kind="email", occurred_at=NOW - timedelta(minutes=n), title=""
+            )
+            for n in range(1, 500)
+        )
+    on_loop = await store.lookup("13800138000", now=NOW)
+    rows = sqlite_rows(store)
+    assert rows.handed_over == 0
+    rows._inline_budget = 0.0  # overdue at SQLite's first look at the clock
+    on_thread = await store.lookup("13800138000", now=NOW)
+    assert rows.handed_over == 1 and rows._executor is not None
+    assert on_thread.cards == on_loop.cards and on_thread.status == "found"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_locked_sqlite_never_stalls_the_loop(
+    store: CustomerStore, engine: AsyncEngine, db_url: str
+) -> None:
+    """While the lookup waits for the lock on the reader thread, the loop goes on ticking."""
+    await engine.dispose()
+    await store.close()
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    ticking = asyncio.create_task(ticker())
+    with sqlite_write_lock(db_url):
+        results = await asyncio.gather(
+            *(store.lookup("13800138000", now=NOW, budget=0.3) for _ in range(5))
+        )
+    ticking.cancel()
+    assert [r.status for r in results] == ["timeout"] * 5
+    assert len(gaps) > 20 and max(gaps) < 0.05
+    assert (await store.lookup("13800138000", now=NOW)).status == "found"
 
 
 async def test_unreachable_store_is_an_error_result_not_an_exception() -> None:
