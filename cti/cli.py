@@ -66,6 +66,10 @@ def _bench(args: argparse.Namespace) -> int:
         from cti.bench_ivr import run_ivr
 
         run_ivr(args.ivr_sessions, args.ivr_seconds)
+    if args.wallboard:
+        from cti.bench_board import run_board
+
+        run_board()
     if args.customers:
         from cti.bench import run_lookups
 
@@ -423,6 +427,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         help="measured seconds of the IVR figure (default 30; 0: skip)",
+    )
+    bench.add_argument(
+        "--no-wallboard",
+        dest="wallboard",
+        action="store_false",
+        help="skip the wallboard recompute figure (200 queues, 2,000 agents)",
     )
     bench.set_defaults(func=_bench)
 

@@ -159,3 +159,56 @@ DomainEvent = (
     | CallMerged
     | CallEnded
 )
+
+
+@dataclass(frozen=True, slots=True)
+class MemberUpdated:
+    """A queue member's state as Asterisk last told it (QueueMember*, or QueueStatus at resync).
+
+    ``status`` is Asterisk's device state (0 unknown, 1 not in use, 2 in use, 3 busy, 4
+    invalid, 5 unavailable, 6 ringing, 7 ring+in use, 8 on hold); ``wrapup`` the queue's
+    wrap-up time in seconds for this member."""
+
+    pbx: str
+    at: float | None
+    queue: str
+    agent: str
+    member_name: str
+    interface: str
+    status: int
+    paused: bool
+    reason: str
+    in_call: bool
+    wrapup: float
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRemoved:
+    pbx: str
+    at: float | None
+    queue: str
+    agent: str
+    interface: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDefined:
+    """A queue Asterisk has (QueueParams at resync): shown even before its first call.
+    ``service_level`` is queues.conf ``servicelevel`` in seconds (None when 0, i.e. unset)."""
+
+    pbx: str
+    at: float | None
+    queue: str
+    service_level: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedStatus:
+    """Our AMI link to a PBX went down, or is up again with state rebuilt."""
+
+    pbx: str
+    at: float | None
+    connected: bool
+
+
+StateEvent = MemberUpdated | MemberRemoved | QueueDefined | FeedStatus

@@ -2,7 +2,8 @@
 
 The AMI client only enqueues; one consumer task per PBX drains the queue into the model in
 arrival order, so the model needs no lock and a slow sink never stalls the socket reader.
-Domain events go to every sink (console, and in later issues the bus that feeds screen pops).
+Domain events go to every sink (console, the screen pop); queue member and link state
+(:mod:`cti.members`) goes to every state sink (the wallboard).
 The model has no clock: the consumer gives it one that follows the stream's own Timestamps,
 advanced by the monotonic time since the last event, so a skewed PBX clock cannot expire a
 call early.
@@ -19,7 +20,8 @@ from typing import Protocol
 from cti.agents import AgentDirectory
 from cti.ami import AmiClient, AmiEvent, Disconnected, Item, ResyncBegin, ResyncEnd
 from cti.calls import CallTracker, frame_filter
-from cti.events import DomainEvent
+from cti.events import DomainEvent, FeedStatus, StateEvent
+from cti.members import MemberTracker
 from cti.settings import PbxSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,12 @@ class EventSink(Protocol):
     """Receives every domain event; must not block (hand slow work to a task or queue)."""
 
     def publish(self, event: DomainEvent) -> None: ...
+
+
+class StateSink(Protocol):
+    """Receives queue member, queue and AMI link state; must not block either."""
+
+    def observe(self, event: StateEvent) -> None: ...
 
 
 class StreamClock:
@@ -53,12 +61,20 @@ class StreamClock:
 class PbxFollower:
     """One PBX: its client, its queue, its model, and the task that feeds the model."""
 
-    def __init__(self, settings: PbxSettings, agents: AgentDirectory, sinks: Sequence[EventSink]):
+    def __init__(
+        self,
+        settings: PbxSettings,
+        agents: AgentDirectory,
+        sinks: Sequence[EventSink],
+        state_sinks: Sequence[StateSink] = (),
+    ):
         self.settings = settings
         self.queue: asyncio.Queue[Item] = asyncio.Queue()
         self.client = AmiClient(settings, self.queue, frame_filter=frame_filter)
         self.tracker = CallTracker(settings.name, agents)
+        self.members = MemberTracker(settings.name, agents)
         self.sinks = sinks
+        self.state_sinks = state_sinks
         self.clock = StreamClock()
         self.events_in = 0
         self.closing = False
@@ -88,13 +104,19 @@ class PbxFollower:
         if isinstance(item, AmiEvent):
             self.events_in += 1
             self.clock.saw(_stamp(item.message.get("Timestamp")) or item.received_at)
-            return self.tracker.on_event(item.message, self.clock.now())
+            now = self.clock.now()
+            self._observe(self.members.on_event(item.message, now))
+            return self.tracker.on_event(item.message, now)
         if isinstance(item, ResyncBegin):
             log.info("PBX %s: logged in, rebuilding state from Asterisk", item.pbx)
             self.tracker.begin_resync()
+            self.members.begin_resync()
             return []
         if isinstance(item, ResyncEnd):
-            events = self.tracker.end_resync(self.clock.now() or item.at, item.complete)
+            at = self.clock.now() or item.at
+            events = self.tracker.end_resync(at, item.complete)
+            self._observe(self.members.end_resync(at, item.complete))
+            self._observe([FeedStatus(item.pbx, at, True)])
             log.info(
                 "PBX %s: state rebuilt (%d calls in progress%s)",
                 item.pbx,
@@ -104,7 +126,16 @@ class PbxFollower:
             return events
         if isinstance(item, Disconnected) and not self.closing:
             log.warning("PBX %s: disconnected (%s); resync follows", item.pbx, item.reason)
+            self._observe([FeedStatus(item.pbx, self.clock.now() or item.at, False)])
         return []
+
+    def _observe(self, events: list[StateEvent]) -> None:
+        for event in events:
+            for sink in self.state_sinks:
+                try:
+                    sink.observe(event)
+                except Exception:
+                    log.exception("state sink %r failed on %s", sink, type(event).__name__)
 
     def _emit(self, events: list[DomainEvent]) -> None:
         for event in events:
@@ -131,9 +162,14 @@ def _describe(item: Item) -> str:
 class CtiService:
     """Follows every configured PBX until cancelled or a PBX refuses us for good."""
 
-    def __init__(self, settings: Settings, sinks: Sequence[EventSink] = ()) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sinks: Sequence[EventSink] = (),
+        state_sinks: Sequence[StateSink] = (),
+    ) -> None:
         agents = AgentDirectory(settings.agents)
-        self.followers = [PbxFollower(pbx, agents, sinks) for pbx in settings.pbxs]
+        self.followers = [PbxFollower(pbx, agents, sinks, state_sinks) for pbx in settings.pbxs]
 
     async def run(self) -> None:
         """Run until cancelled. Raises AmiAuthError / AmiProtocolError from any PBX."""

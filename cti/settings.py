@@ -12,8 +12,10 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from crm_sync.db import DEFAULT_URL
 
@@ -81,6 +83,53 @@ class IvrSettings:
     menus_dir: str = ""  # a folder of menu files (config/ivr): <name>.toml serves agi://…/<name>
 
 
+def _local_zone() -> tzinfo:
+    """This machine's zone: "today" on the wallboard starts at the center's midnight."""
+    zone = datetime.now().astimezone().tzinfo
+    return zone if zone is not None else UTC
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRules:
+    """Per queue: the service-level threshold and the alert thresholds."""
+
+    service_level: float | None = None  # seconds; None: Asterisk's servicelevel, else 20 s
+    alert_longest_wait: float = 60.0  # seconds
+    alert_service_level: float = 80.0  # percent, over the last 15 minutes
+    alert_waiting: int | None = None  # callers waiting at once
+
+
+@dataclass(frozen=True, slots=True)
+class Weights:
+    """How an agent's score weighs its four parts (any scale: they are normalised)."""
+
+    availability: float = 0.1
+    customer_rating: float = 0.2
+    supervisor_rating: float = 0.3
+    resolution: float = 0.4
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "availability": self.availability,
+            "customer_rating": self.customer_rating,
+            "supervisor_rating": self.supervisor_rating,
+            "resolution": self.resolution,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BoardRules:
+    short_abandon: float = 5.0  # seconds: a caller gone quicker is not a failure
+    default: QueueRules = QueueRules()
+    queues: Mapping[str, QueueRules] = field(default_factory=dict)
+    weights: Weights = Weights()
+    wrapup_grace: float = 5.0
+    timezone: tzinfo = field(default_factory=_local_zone)
+
+    def for_queue(self, name: str) -> QueueRules:
+        return self.queues.get(name, self.default)
+
+
 @dataclass(frozen=True)
 class Settings:
     pbxs: tuple[PbxSettings, ...] = (PbxSettings(),)
@@ -89,6 +138,7 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     web: WebSettings = field(default_factory=WebSettings)
     ivr: IvrSettings = field(default_factory=IvrSettings)
+    wallboard: BoardRules = field(default_factory=BoardRules)
 
 
 def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -112,6 +162,7 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
         store=_store(raw.get("store", {}), env),
         web=_web(raw.get("web", {})),
         ivr=_ivr(raw.get("ivr", {})),
+        wallboard=_wallboard(raw.get("wallboard", {})),
     )
 
 
@@ -135,6 +186,44 @@ def _ivr(body: Mapping[str, Any]) -> IvrSettings:
         return replace(ivr, port=int(ivr.port), menus_dir=str(ivr.menus_dir))
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"[ivr]: {exc}") from exc
+
+
+def _wallboard(body: Mapping[str, Any]) -> BoardRules:
+    """``[wallboard]``: short_abandon, wrapup_grace, timezone, ``[wallboard.weights]`` and
+    ``[wallboard.queues.<name>]`` (``default`` for every queue not named)."""
+    unknown = set(body) - {"short_abandon", "wrapup_grace", "timezone", "weights", "queues"}
+    if unknown:
+        raise SettingsError(f"[wallboard]: unknown keys {sorted(unknown)}")
+    try:
+        zone = ZoneInfo(body["timezone"]) if "timezone" in body else _local_zone()
+    except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+        raise SettingsError(f"[wallboard]: timezone {body['timezone']!r} unknown") from exc
+    queues = {str(n): _queue_rules(str(n), q) for n, q in dict(body.get("queues", {})).items()}
+    try:
+        weights = Weights(**{k: float(v) for k, v in dict(body.get("weights", {})).items()})
+        rules = BoardRules(
+            short_abandon=float(body.get("short_abandon", 5.0)),
+            default=queues.pop("default", QueueRules()),
+            queues=queues,
+            weights=weights,
+            wrapup_grace=float(body.get("wrapup_grace", 5.0)),
+            timezone=zone,
+        )
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"[wallboard]: {exc}") from exc
+    if min(weights.as_dict().values()) < 0 or rules.short_abandon < 0:
+        raise SettingsError("[wallboard]: weights and short_abandon must not be negative")
+    return rules
+
+
+def _queue_rules(name: str, body: Mapping[str, Any]) -> QueueRules:
+    try:
+        values = {k: (None if v is None else float(v)) for k, v in dict(body).items()}
+        if values.get("alert_waiting") is not None:
+            values["alert_waiting"] = int(values["alert_waiting"])  # type: ignore[arg-type]
+        return QueueRules(**values)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"[wallboard.queues.{name}]: {exc}") from exc
 
 
 def _pbx(name: str, body: Mapping[str, Any], env: Mapping[str, str]) -> PbxSettings:

@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
 from crm_sync.db import create_engine
 from crm_sync.migrate import upgrade
 from crm_sync.phones import PhoneNormalizer
 from crm_sync.store import CustomerStore
+from crm_sync.work_figures import WorkFigures
+from cti.board import Board, Quality
 from cti.service import CtiService, EventSink
 from cti.settings import Settings
 from cti.wrapup import QueuePauseWrapup
@@ -35,6 +38,7 @@ from screenpop.hub import Hub
 from screenpop.pipeline import PopService
 
 log = logging.getLogger(__name__)
+WORK_EVERY = 30.0  # seconds between two reads of the store's figures for the wallboard
 
 
 def utc_now() -> datetime:
@@ -75,7 +79,9 @@ async def run_stack(
     phones = PhoneNormalizer(settings.store.default_region)
     store = CustomerStore(engine, phones)
     pop = PopService(PopBook(), Hub(), store, clock=utc_now, budget=settings.store.lookup_budget)
-    service = CtiService(settings, [*sinks, pop])
+    board = Board(settings.wallboard, settings.agents)
+    service = CtiService(settings, [*sinks, pop, board], [board])
+    refresher = asyncio.create_task(refresh_work(board, WorkFigures(engine)))
     clients = {f.settings.name: f.client for f in service.followers}
     wrapup = QueuePauseWrapup(clients, settings.agents)
     runner: web.AppRunner | None = None
@@ -108,6 +114,8 @@ async def run_stack(
         on_ready(Ready(url, address))
         await service.run()
     finally:
+        refresher.cancel()
+        await asyncio.gather(refresher, return_exceptions=True)
         if agi is not None:
             await agi.stop()
         await service.close()
@@ -116,6 +124,25 @@ async def run_stack(
         await pop.close()
         await wrapup.close()
         await engine.dispose()
+
+
+async def refresh_work(board: Board, figures: WorkFigures, every: float = WORK_EVERY) -> None:
+    """Feed the board what only the store knows (callbacks, CSAT, FCR), every ``every`` s;
+    a store that does not answer leaves the last figures up and is tried again."""
+    while True:
+        try:
+            board.set_callbacks(await figures.callbacks())
+            zone = board.rules.timezone
+            midnight = datetime.now(zone).replace(hour=0, minute=0, second=0, microsecond=0)
+            work = await figures.agents(midnight)
+            for agent in set(board.agent_ids()) | work.keys():
+                done = work.get(agent)
+                board.set_quality(
+                    agent, Quality(done.fcr, done.csat) if done is not None else Quality()
+                )
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("wallboard: store figures not refreshed: %s", exc)
+        await asyncio.sleep(every)
 
 
 def _agi_server(settings: Settings, store: IvrStore, pop: PopService) -> AgiServer:

@@ -29,6 +29,23 @@ def test_defaults_without_a_file() -> None:
     assert load(None, env={}).ivr.menus_dir == ""  # no menus, no FastAGI server
 
 
+def test_wallboard_rules(tmp_path: Path) -> None:
+    path = tmp_path / "cti.toml"
+    path.write_text(
+        "[wallboard]\nshort_abandon = 3\ntimezone = 'Asia/Shanghai'\n"
+        "[wallboard.weights]\navailability = 1\nresolution = 3\n"
+        "[wallboard.queues.default]\nalert_longest_wait = 90\n"
+        "[wallboard.queues.vip]\nservice_level = 10\nalert_waiting = 2\n"
+    )
+    rules = load(path, env={}).wallboard
+    assert (rules.short_abandon, str(rules.timezone)) == (3.0, "Asia/Shanghai")
+    assert (rules.weights.availability, rules.weights.resolution) == (1.0, 3.0)
+    assert rules.weights.customer_rating == 0.2  # the default where not given
+    assert rules.for_queue("sales").alert_longest_wait == 90.0
+    vip = rules.for_queue("vip")
+    assert (vip.service_level, vip.alert_waiting, vip.alert_longest_wait) == (10.0, 2, 60.0)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -38,6 +55,11 @@ def test_defaults_without_a_file() -> None:
         ("not toml = = =", "cannot read config"),
         ("[ivr]\nmenu_dir = 'typo'\n", "[ivr]: unknown keys ['menu_dir']"),
         ("[ivr]\nport = 'x'\n", "[ivr]"),
+        ("[wallboard]\nshort = 3\n", "[wallboard]: unknown keys ['short']"),
+        ("[wallboard]\ntimezone = 'Mars/Base'\n", "timezone 'Mars/Base' unknown"),
+        ("[wallboard.weights]\nluck = 1.0\n", "[wallboard]"),
+        ("[wallboard.weights]\nresolution = -1\n", "must not be negative"),
+        ("[wallboard.queues.q]\nservice_level = 'soon'\n", "[wallboard.queues.q]"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:

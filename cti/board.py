@@ -1,0 +1,828 @@
+"""The wallboard: queue and agent figures from the call model's events, in memory. Sans-IO.
+
+Theory of operation
+-------------------
+:class:`Board` is fed domain events (:meth:`Board.publish`) and member/queue/link state
+(:meth:`Board.observe`); it never asks Asterisk anything (monitoring tools that poll have made
+PBXs unresponsive), and it has no clock: every time comes from the events or from the ``now``
+given to :meth:`Board.snapshot`. Figure definitions are in docs/wallboard.md.
+
+A queue attempt counts once, in the minute it *left* the queue: answered, abandoned (short
+or not), or another exit. Each queue keeps per-minute counters for today; the 15-minute and
+one-hour windows are running sums that drop the minutes leaving them, so a snapshot costs
+the same whatever the traffic. "Today" starts at midnight in the board's time zone.
+
+Handle time is talk plus wrap-up. Wrap-up is the pause with the wrap-up reason that follows
+the call (the service's own outcome hold, :mod:`cti.wrapup`); when none starts within
+``wrapup_grace`` seconds it is the queue's ``wrapuptime``. A call's handle time is counted
+when its wrap-up ends.
+
+A lost AMI link is a gap: minutes while it was down have no trend point, and each window
+lists the gaps inside it, so a dip to zero is never drawn where there was no data. Live state
+(waiting callers, members) is rebuilt by the resync that follows a reconnect.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cti.events import (
+    AgentRinging,
+    AgentRingStopped,
+    CallAbandoned,
+    CallAnswered,
+    CallEnded,
+    CallerIdentified,
+    CallMerged,
+    CallQueued,
+    CallStarted,
+    CallTransferred,
+    DomainEvent,
+    FeedStatus,
+    MemberRemoved,
+    MemberUpdated,
+    QueueDefined,
+    StateEvent,
+)
+from cti.settings import AgentSettings, BoardRules
+from cti.wrapup import REASON as WRAPUP_REASON
+
+Gap = tuple[float, float | None]  # the AMI link was down from .. to (None: still down)
+# counters per minute: indexes into a list of floats (plain lists add fastest)
+OFFERED, ANSWERED, IN_SL, ABANDONED, SHORT, OTHER, HOLD, HANDLED, HANDLE = range(9)
+_WIDTH = 9
+_UNAVAILABLE = frozenset({4, 5})  # device invalid / unavailable: not logged in (QueueSummary)
+_TREND_MINUTES = 60
+_WINDOWS = (("15m", "last 15 min", 15), ("1h", "last hour", 60))
+ROW_REFRESH = 10.0  # seconds an unchanged agent's row (and score) may be reused
+_SL_ALERT_MIN_CALLS = 5  # a service level over fewer calls is noise, not an alert
+_PLACES = ("logged_in", "available", "on_call", "ringing", "wrap_up", "paused")
+_WORKING = frozenset({"on_call", "ringing", "wrap_up", "available"})
+
+
+@dataclass(frozen=True, slots=True)
+class Quality:
+    """What the store knows of an agent's work (read by an I/O edge, not by the board)."""
+
+    fcr: float | None = None  # 0..1
+    csat: float | None = None  # 1..5
+    rating: float | None = None  # 1..5
+
+
+class _Counts:
+    """Per-minute counters of one queue for today, and running sums over the windows."""
+
+    __slots__ = ("day", "minutes", "starts", "today", "windows")
+
+    def __init__(self) -> None:
+        self.minutes: dict[int, list[float]] = {}
+        self.today = [0.0] * _WIDTH
+        self.windows = {key: [0.0] * _WIDTH for key, _, _ in _WINDOWS}
+        self.starts = {key: 0 for key, _, _ in _WINDOWS}  # first minute in each window
+        self.day = -1
+
+    def add(self, minute: int, index: int, value: float = 1.0) -> None:
+        row = self.minutes.get(minute)
+        if row is None:
+            row = self.minutes[minute] = [0.0] * _WIDTH
+        row[index] += value
+        if minute >= self.day:
+            self.today[index] += value
+        for key in self.windows:
+            if minute >= self.starts[key]:
+                self.windows[key][index] += value
+
+    def advance(self, minute: int, day_start: int) -> None:
+        """Move the windows so they end at ``minute``; a new day starts afresh."""
+        if day_start != self.day:
+            self.day = day_start
+            self.minutes = {m: r for m, r in self.minutes.items() if m >= day_start - 60}
+            self.today = [0.0] * _WIDTH
+            for m, row in self.minutes.items():
+                if m >= day_start:
+                    _add_into(self.today, row)
+        for key, _, span in _WINDOWS:
+            start, total = self.starts[key], self.windows[key]
+            first = minute - span + 1
+            if first - start > span:  # long idle: recount instead of dropping minute by minute
+                self.windows[key] = total = [0.0] * _WIDTH
+                for m, row in self.minutes.items():
+                    if first <= m:
+                        _add_into(total, row)
+            else:
+                for m in range(start, first):
+                    leaving = self.minutes.get(m)
+                    if leaving is not None:
+                        _sub_from(total, leaving)
+            self.starts[key] = max(start, first)
+
+
+@dataclass(slots=True)
+class _Queue:
+    pbx: str
+    name: str
+    asterisk_sl: float | None = None
+    waiting: dict[str, float] = field(default_factory=dict)  # call id -> joined at
+    counts: _Counts = field(default_factory=_Counts)
+    trend: deque[tuple[int, int | None, float | None]] = field(
+        default_factory=lambda: deque(maxlen=_TREND_MINUTES)
+    )
+    peak: int = 0  # most callers waiting at once in the current minute
+    callbacks: int = 0
+    alerts: dict[str, float] = field(default_factory=dict)  # kind -> since
+    members: dict[str, _Agent] = field(default_factory=dict)  # agent id -> agent
+    trend_view: list[dict[str, Any]] = field(default_factory=list)  # redone once a minute
+    view: dict[str, Any] | None = None  # the last view; None once anything changed
+    view_until: float = math.inf  # when the clock alone changes its level or alerts
+
+
+@dataclass(slots=True)
+class _Wrap:
+    """A call the agent finished whose wrap-up has not ended yet."""
+
+    queue: tuple[str, str] | None
+    ended_at: float
+    talk: float
+    paused_at: float | None = None
+    wrapup: float = 0.0  # the queue's wrapuptime for this member
+
+
+@dataclass(slots=True, eq=False)  # compared and hashed by identity (kept in sets)
+class _Agent:
+    pbx: str
+    id: str
+    name: str
+    members: dict[str, MemberUpdated] = field(default_factory=dict)  # queue -> last state
+    call: tuple[str, str | None, str, float] | None = None  # call id, queue, caller, since
+    ringing: dict[str, float] = field(default_factory=dict)
+    wrap: _Wrap | None = None
+    state: str = "logged_out"
+    since: float = 0.0
+    handled: int = 0
+    handle_n: int = 0
+    handle_sum: float = 0.0
+    working: float = 0.0  # seconds today logged in and not paused (wrap-up is work)
+    paused: float = 0.0
+    day: int = -1
+    quality: Quality = Quality()
+    row: dict[str, Any] | None = None  # the last view of it, rebuilt when it changes
+    row_at: float = 0.0
+
+
+@dataclass(slots=True)
+class _Call:
+    caller: str
+    queue: str | None = None  # the queue it waits in now
+    answered: tuple[str, str | None, float] | None = None  # agent, queue, at
+
+
+class Board:
+    """Live queues and agents of every PBX the service follows."""
+
+    def __init__(
+        self, rules: BoardRules | None = None, agents: Sequence[AgentSettings] = ()
+    ) -> None:
+        self.rules = rules or BoardRules()
+        self.version = 0
+        self._names = {a.id: a.name or a.id for a in agents}
+        self._queues: dict[tuple[str, str], _Queue] = {}
+        self._agents: dict[tuple[str, str], _Agent] = {}
+        self._calls: dict[tuple[str, str], _Call] = {}
+        self._engaged: dict[tuple[str, str], set[_Agent]] = {}  # call -> agents ringing or on it
+        self._wrapping: set[_Agent] = set()  # agents whose wrap-up may end by the clock alone
+        self._agent_order: list[_Agent] = []  # by id, then PBX
+        self._rev = 0  # numbers each queue view and agent row built: a push sends new ones
+        self._feeds: dict[str, tuple[bool, float]] = {}
+        self._gaps: dict[str, list[Gap]] = {}
+        self._now = 0.0
+        self._minute = -1
+        self._day_for = (-1, -1)  # (minute, the minute its day began)
+
+    # ---------------------------------------------------------------- input
+
+    def publish(self, event: DomainEvent) -> None:
+        """EventSink: a call event."""
+        self.version += 1
+        at = self._clock(event.at)
+        key = (event.pbx, event.call_id)
+        if isinstance(event, CallStarted | CallerIdentified):
+            self._call(key).caller = event.caller_number
+        elif isinstance(event, CallQueued):
+            self._on_queued(key, event, at)
+        elif isinstance(event, AgentRinging):
+            agent = self._agent(event.pbx, event.agent)
+            agent.ringing[event.call_id] = at
+            self._engaged.setdefault(key, set()).add(agent)
+            self._restate(agent, at)
+        elif isinstance(event, AgentRingStopped):
+            agent = self._agent(event.pbx, event.agent)
+            agent.ringing.pop(event.call_id, None)
+            self._restate(agent, at)
+        elif isinstance(event, CallAnswered):
+            self._on_answered(key, event, at)
+        elif isinstance(event, CallAbandoned):
+            self._on_abandoned(key, event, at)
+        elif isinstance(event, CallTransferred):
+            self._on_transferred(key, event, at)
+        elif isinstance(event, CallMerged):
+            self._calls.pop((event.pbx, event.absorbed_call_id), None)
+        elif isinstance(event, CallEnded):
+            self._on_ended(key, event, at)
+
+    def observe(self, event: StateEvent) -> None:
+        """StateSink: queue members, queues, the AMI link."""
+        self.version += 1
+        at = self._clock(event.at)
+        if isinstance(event, MemberUpdated):
+            self._on_member(event, at)
+        elif isinstance(event, MemberRemoved):
+            agent = self._agent(event.pbx, event.agent)
+            agent.members.pop(event.queue, None)
+            self._queue(event.pbx, event.queue).members.pop(agent.id, None)
+            self._restate(agent, at)
+        elif isinstance(event, QueueDefined):
+            self._queue(event.pbx, event.queue).asterisk_sl = event.service_level
+        elif isinstance(event, FeedStatus):
+            self._on_feed(event, at)
+
+    def set_callbacks(self, pending: Mapping[str, int]) -> None:
+        """Callbacks pending per queue name (follow-ups owned by ``queue:<name>``)."""
+        self.version += 1
+        for queue in self._queues.values():
+            if queue.callbacks != pending.get(queue.name, 0):
+                queue.callbacks, queue.view = pending.get(queue.name, 0), None
+
+    def set_quality(self, agent_id: str, quality: Quality) -> None:
+        """FCR, survey score and supervisor rating of an agent, on every PBX."""
+        self.version += 1
+        for agent in self._agents.values():
+            if agent.id == agent_id and agent.quality != quality:
+                agent.quality = quality
+                agent.row = None
+
+    def agent_ids(self) -> list[str]:
+        return sorted({a.id for a in self._agents.values()} | set(self._names))
+
+    # ---------------------------------------------------------------- output
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """Everything the wallboard shows, JSON-ready (schema in docs/wallboard.md)."""
+        now = self._clock(now)
+        for agent in list(self._wrapping):
+            self._settle_wrap(agent, now)
+            self._restate(agent, now)
+        windows = self._window_marks(now)
+        queues = [self._queue_view(q, now, windows) for q in self._sorted_queues()]
+        total = self._total_view(queues, now, windows)
+        alerts = [
+            {"pbx": q["pbx"], "queue": q["name"], **alert} for q in queues for alert in q["alerts"]
+        ]
+        alerts.sort(key=lambda a: a["since"])
+        return {
+            "at": now,
+            "windows": [
+                {"key": key, "label": label, "since": since} for key, label, since in windows
+            ],
+            "queues": queues,
+            "total": total,
+            "agents": [self._agent_row(a, now) for a in self._sorted_agents()],
+            "alerts": alerts,
+            "feed": [
+                {"pbx": pbx, "connected": up, "since": since}
+                for pbx, (up, since) in sorted(self._feeds.items())
+            ],
+            "settings": {
+                "short_abandon": self.rules.short_abandon,
+                "weights": self.rules.weights.as_dict(),
+            },
+        }
+
+    # ---------------------------------------------------------------- calls
+
+    def _on_queued(self, key: tuple[str, str], event: CallQueued, at: float) -> None:
+        call = self._call(key)
+        call.caller = event.caller_number or call.caller
+        queue = self._queue(event.pbx, event.queue)
+        if call.queue is not None and call.queue != event.queue:
+            self._queue(event.pbx, call.queue).waiting.pop(event.call_id, None)
+        call.queue = event.queue
+        queue.waiting.setdefault(event.call_id, at)
+        queue.peak = max(queue.peak, len(queue.waiting))
+
+    def _on_answered(self, key: tuple[str, str], event: CallAnswered, at: float) -> None:
+        call = self._call(key)
+        if event.queue is not None:
+            queue = self._queue(event.pbx, event.queue)
+            joined = queue.waiting.pop(event.call_id, None)
+            hold = event.hold_seconds
+            if hold is None:
+                hold = at - joined if joined is not None else 0.0
+            minute = _minute(at)
+            queue.counts.add(minute, OFFERED)
+            queue.counts.add(minute, ANSWERED)
+            queue.counts.add(minute, HOLD, hold)
+            if hold <= self._sl_threshold(queue):
+                queue.counts.add(minute, IN_SL)
+        call.queue = None
+        call.answered = (event.agent, event.queue, at)
+        agent = self._agent(event.pbx, event.agent)
+        self._settle_wrap(agent, at, interrupted=True)
+        agent.ringing.pop(event.call_id, None)
+        agent.call = (event.call_id, event.queue, call.caller, at)
+        self._engaged.setdefault(key, set()).add(agent)
+        self._restate(agent, at)
+
+    def _on_abandoned(self, key: tuple[str, str], event: CallAbandoned, at: float) -> None:
+        queue = self._queue(event.pbx, event.queue)
+        joined = queue.waiting.pop(event.call_id, None)
+        hold = event.hold_seconds
+        if hold is None:
+            hold = at - joined if joined is not None else 0.0
+        minute = _minute(at)
+        queue.counts.add(minute, OFFERED)
+        if event.reason != "abandoned":
+            queue.counts.add(minute, OTHER)
+        elif hold < self.rules.short_abandon:
+            queue.counts.add(minute, SHORT)
+        else:
+            queue.counts.add(minute, ABANDONED)
+        call = self._calls.get(key)
+        if call is not None and call.queue == event.queue:
+            call.queue = None
+
+    def _on_transferred(self, key: tuple[str, str], event: CallTransferred, at: float) -> None:
+        """The transferring agent is done with the call (their wrap-up starts now)."""
+        left = event.transfer.from_agent
+        if left is None:
+            return
+        agent = self._agents.get((event.pbx, left))
+        if agent is not None and agent.call is not None and agent.call[0] == event.call_id:
+            self._finish_call(agent, at)
+
+    def _on_ended(self, key: tuple[str, str], event: CallEnded, at: float) -> None:
+        call = self._calls.pop(key, None)
+        if call is not None and call.queue is not None:  # ended unseen while it waited
+            self._queue(event.pbx, call.queue).waiting.pop(event.call_id, None)
+        for agent in self._engaged.pop(key, ()):
+            if agent.ringing.pop(event.call_id, None) is not None:
+                self._restate(agent, at)
+            if agent.call is not None and agent.call[0] == event.call_id:
+                record = event.record
+                alone = record.handled_by == (agent.id,) and record.talk_seconds is not None
+                self._finish_call(agent, at, record.talk_seconds if alone else None)
+
+    def _finish_call(self, agent: _Agent, at: float, talk: float | None = None) -> None:
+        """``talk``: Asterisk's own TalkTime when the agent had the call alone."""
+        assert agent.call is not None
+        _, queue, _, since = agent.call
+        agent.call = None
+        agent.handled += 1
+        member = agent.members.get(queue) if queue is not None else None
+        agent.wrap = _Wrap(
+            (agent.pbx, queue) if queue is not None else None,
+            at,
+            talk if talk is not None else max(0.0, at - since),
+            wrapup=member.wrapup if member is not None else 0.0,
+        )
+        if _wrapup_paused(agent):
+            agent.wrap.paused_at = at
+        self._wrapping.add(agent)
+        self._restate(agent, at)
+
+    # ---------------------------------------------------------------- members and feed
+
+    def _on_member(self, event: MemberUpdated, at: float) -> None:
+        agent = self._agent(event.pbx, event.agent)
+        before = _wrapup_paused(agent)
+        agent.members[event.queue] = event
+        self._queue(event.pbx, event.queue).members[agent.id] = agent
+        after = _wrapup_paused(agent)
+        wrap = agent.wrap
+        if wrap is not None:
+            if after and not before and wrap.paused_at is None:
+                wrap.paused_at = at
+            elif before and not after and wrap.paused_at is not None:
+                self._end_wrap(agent, at, at - wrap.ended_at)
+        self._restate(agent, at)
+
+    def _on_feed(self, event: FeedStatus, at: float) -> None:
+        was = self._feeds.get(event.pbx)
+        if was is not None and was[0] == event.connected:
+            return
+        self._feeds[event.pbx] = (event.connected, at)
+        for queue in self._queues.values():
+            if queue.pbx == event.pbx:
+                queue.view = None
+        gaps = self._gaps.setdefault(event.pbx, [])
+        if not event.connected:
+            gaps.append((at, None))
+        elif gaps and gaps[-1][1] is None:
+            gaps[-1] = (gaps[-1][0], at)
+
+    # ---------------------------------------------------------------- wrap-up and states
+
+    def _settle_wrap(self, agent: _Agent, now: float, *, interrupted: bool = False) -> None:
+        """End a wrap-up that no pause is holding once the queue's wrapuptime (and the grace
+        for a wrap-up pause to begin) has passed; or at once when the agent takes a call."""
+        wrap = agent.wrap
+        if wrap is None:
+            return
+        elapsed = max(0.0, now - wrap.ended_at)
+        if wrap.paused_at is not None:
+            if interrupted:
+                self._end_wrap(agent, now, elapsed)
+        elif interrupted:
+            self._end_wrap(agent, now, min(elapsed, wrap.wrapup))
+        elif elapsed >= max(self.rules.wrapup_grace, wrap.wrapup):
+            self._end_wrap(agent, now, wrap.wrapup)
+
+    def _end_wrap(self, agent: _Agent, at: float, wrapup: float) -> None:
+        wrap = agent.wrap
+        assert wrap is not None
+        agent.wrap = None
+        self._wrapping.discard(agent)
+        handle = wrap.talk + wrapup
+        agent.handle_n += 1
+        agent.handle_sum += handle
+        if wrap.queue is not None:
+            counts = self._queue(*wrap.queue).counts
+            counts.add(_minute(at), HANDLED)
+            counts.add(_minute(at), HANDLE, handle)
+
+    def _restate(self, agent: _Agent, at: float) -> None:
+        """Called after every change to an agent: its state; its row and queues redrawn."""
+        agent.row = None
+        for name in agent.members:
+            queue = self._queues.get((agent.pbx, name))
+            if queue is not None:
+                queue.view = None
+        day = self._day_start(at)
+        if agent.day != day:  # a new day: today's figures start from nothing
+            if agent.day >= 0:
+                agent.handled = agent.handle_n = 0
+                agent.handle_sum = agent.working = agent.paused = 0.0
+                agent.since = max(agent.since, day * 60.0)
+            agent.day = day
+        state = self._state_of(agent, at)
+        if state == agent.state:
+            return
+        spent = max(0.0, at - agent.since)
+        if agent.state in _WORKING:
+            agent.working += spent
+        elif agent.state == "paused":
+            agent.paused += spent
+        agent.state, agent.since = state, at
+
+    def _state_of(self, agent: _Agent, now: float) -> str:
+        if agent.call is not None:
+            return "on_call"
+        if agent.ringing:
+            return "ringing"
+        members = agent.members.values()
+        wrap = agent.wrap
+        if _wrapup_paused(agent) or (
+            wrap is not None
+            and now - wrap.ended_at < max(wrap.wrapup, self.rules.wrapup_grace)
+            and members
+        ):
+            return "wrap_up"
+        logged_in = [m for m in members if m.status not in _UNAVAILABLE]
+        if not logged_in:
+            return "logged_out"
+        if all(m.paused for m in logged_in):
+            return "paused"
+        return "available"
+
+    # ---------------------------------------------------------------- views
+
+    def _window_marks(self, now: float) -> list[tuple[str, str, float]]:
+        minute = _minute(now)
+        day = self._day_start(now)
+        if minute != self._minute:
+            self._roll(minute, day)
+        marks = [(key, label, (minute - span + 1) * 60.0) for key, label, span in _WINDOWS]
+        return [*marks, ("today", "today", day * 60.0)]
+
+    def _roll(self, minute: int, day: int) -> None:
+        """A new minute: a trend point for the one that ended, windows moved on."""
+        for queue in self._queues.values():
+            if self._minute >= 0:
+                gap = self._gap_in(queue.pbx, self._minute * 60.0, (self._minute + 1) * 60.0)
+                if gap:
+                    queue.trend.append((self._minute, None, None))
+                else:
+                    sl = _service_level(queue.counts.windows["15m"])
+                    queue.trend.append((self._minute, queue.peak, _round(sl)))
+                queue.trend_view = [
+                    {"at": m * 60.0, "waiting": w, "service_level": sl} for m, w, sl in queue.trend
+                ]
+            queue.peak = len(queue.waiting)
+            queue.counts.advance(minute, day)
+            queue.view = None
+        self._minute = minute
+
+    def _queue_view(
+        self, queue: _Queue, now: float, windows: list[tuple[str, str, float]]
+    ) -> dict[str, Any]:
+        """The queue's last view while nothing changed it, with its longest wait brought up to
+        ``now``; redone after a change, or when the wait crosses a threshold."""
+        view = queue.view
+        if view is None or now >= queue.view_until:
+            view = queue.view = self._build_queue_view(queue, now, windows)
+            self._rev += 1
+            view["rev"] = self._rev
+        if queue.waiting:
+            view = {**view, "longest_wait": now - min(queue.waiting.values())}
+        return view
+
+    def _build_queue_view(
+        self, queue: _Queue, now: float, windows: list[tuple[str, str, float]]
+    ) -> dict[str, Any]:
+        threshold = self._sl_threshold(queue)
+        rows = {**queue.counts.windows, "today": queue.counts.today}
+        figures = {
+            key: _figures(rows[key], threshold, self._gaps_between(queue.pbx, since, now))
+            for key, _, since in windows
+        }
+        longest = now - min(queue.waiting.values()) if queue.waiting else None
+        agents = dict.fromkeys(_PLACES, 0)
+        reasons: dict[str, int] = {}
+        for agent in queue.members.values():
+            member = agent.members[queue.name]
+            if member.status in _UNAVAILABLE:
+                continue
+            agents["logged_in"] += 1
+            state = agent.state
+            if state in ("available", "paused"):
+                state = "paused" if member.paused else "available"
+            agents[state] = agents.get(state, 0) + 1
+            if state == "paused":
+                reason = member.reason or "no reason given"
+                reasons[reason] = reasons.get(reason, 0) + 1
+        view: dict[str, Any] = {
+            "pbx": queue.pbx,
+            "name": queue.name,
+            "waiting": len(queue.waiting),
+            "longest_wait": longest,
+            "oldest_since": min(queue.waiting.values()) if queue.waiting else None,
+            "agents": agents,
+            "paused_reasons": reasons,
+            "callbacks": queue.callbacks,
+            "figures": figures,
+            "trend": queue.trend_view,
+        }
+        self._alerts(queue, view, now)
+        return view
+
+    def _alerts(self, queue: _Queue, view: dict[str, Any], now: float) -> None:
+        rules = self.rules.for_queue(queue.name)
+        longest = view["longest_wait"]
+        recent = view["figures"]["15m"]
+        sl = recent["service_level"]
+        counted = recent["offered"] - recent["short_abandoned"]
+        found: dict[str, tuple[str, float]] = {}
+        if longest is not None and longest > rules.alert_longest_wait:
+            since = min(queue.waiting.values()) + rules.alert_longest_wait
+            text = f"A caller has waited over {rules.alert_longest_wait:g} s"  # the tile: how long
+            found["longest_wait"] = (text, since)
+        if sl is not None and counted >= _SL_ALERT_MIN_CALLS and sl < rules.alert_service_level:
+            text = f"Service level {sl:.0f}% in 15 min, under {rules.alert_service_level:g}%"
+            found["service_level"] = (text, now)
+        if rules.alert_waiting is not None and view["waiting"] >= rules.alert_waiting:
+            text = f"{view['waiting']} callers waiting, limit {rules.alert_waiting}"
+            found["waiting"] = (text, now)
+        for kind in list(queue.alerts):
+            if kind not in found:
+                del queue.alerts[kind]
+        for kind, (_, since) in found.items():
+            queue.alerts.setdefault(kind, since)
+        view["alerts"] = [
+            {"kind": kind, "text": text, "since": queue.alerts[kind]}
+            for kind, (text, _) in found.items()
+        ]
+        warn = (longest is not None and longest > rules.alert_longest_wait / 2) or (
+            sl is not None and counted >= _SL_ALERT_MIN_CALLS and sl < rules.alert_service_level + 5
+        )
+        view["level"] = "alert" if found else "warn" if warn else "ok"
+        queue.view_until = math.inf
+        if queue.waiting:
+            oldest = min(queue.waiting.values())
+            limit = rules.alert_longest_wait
+            crossings = (oldest + limit / 2 + 0.001, oldest + limit + 0.001)  # just past each
+            queue.view_until = min((t for t in crossings if t > now), default=math.inf)
+
+    def _total_view(
+        self, queues: list[dict[str, Any]], now: float, windows: list[tuple[str, str, float]]
+    ) -> dict[str, Any]:
+        totals: dict[str, list[float]] = {key: [0.0] * _WIDTH for key, _, _ in windows}
+        for queue in self._queues.values():
+            rows = {**queue.counts.windows, "today": queue.counts.today}
+            for key in totals:
+                _add_into(totals[key], rows[key])
+        figures = {}
+        for key, _, since in windows:
+            gaps = sorted(
+                (g for pbx in self._gaps for g in self._gaps_between(pbx, since, now)),
+                key=lambda g: g[0],
+            )
+            figures[key] = _figures(totals[key], None, gaps)
+        waits = [q["longest_wait"] for q in queues if q["longest_wait"] is not None]
+        agents = {name: sum(q["agents"][name] for q in queues) for name in _PLACES}
+        reasons: dict[str, int] = {}
+        for q in queues:
+            for reason, n in q["paused_reasons"].items():
+                reasons[reason] = reasons.get(reason, 0) + n
+        levels = {q["level"] for q in queues}
+        return {
+            "pbx": "",
+            "name": "all queues",
+            "waiting": sum(q["waiting"] for q in queues),
+            "longest_wait": max(waits) if waits else None,
+            "agents": agents,  # member places: an agent in two queues counts twice
+            "paused_reasons": reasons,
+            "callbacks": sum(q["callbacks"] for q in queues),
+            "figures": figures,
+            "trend": [],
+            "level": "alert" if "alert" in levels else "warn" if "warn" in levels else "ok",
+            "alerts": [],
+        }
+
+    def _agent_row(self, agent: _Agent, now: float) -> dict[str, Any]:
+        """The agent's row, rebuilt when the agent changed, else every ``ROW_REFRESH`` s
+        (only the availability part of the score moves with the clock alone)."""
+        if agent.row is None or now - agent.row_at >= ROW_REFRESH:
+            agent.row, agent.row_at = self._agent_view(agent, now), now
+            self._rev += 1
+            agent.row["rev"] = self._rev
+        return agent.row
+
+    def _agent_view(self, agent: _Agent, now: float) -> dict[str, Any]:
+        call = None
+        if agent.call is not None:
+            call_id, queue, caller, since = agent.call
+            call = {
+                "pbx": agent.pbx,
+                "call_id": call_id,
+                "queue": queue,
+                "caller": caller,
+                "since": since,
+            }
+        paused = [m.reason for m in agent.members.values() if m.paused and m.reason]
+        quality = agent.quality
+        return {
+            "id": agent.id,
+            "name": agent.name,
+            "pbx": agent.pbx,
+            "state": agent.state,
+            "since": agent.since,
+            "reason": paused[0] if agent.state in ("paused", "wrap_up") and paused else None,
+            "queues": sorted(agent.members),
+            "call": call,
+            "handled_today": agent.handled,
+            "aht_today": agent.handle_sum / agent.handle_n if agent.handle_n else None,
+            "fcr": quality.fcr,
+            "csat": quality.csat,
+            "supervisor_rating": quality.rating,
+            "score": self._score(agent, now),
+        }
+
+    def _score(self, agent: _Agent, now: float) -> float | None:
+        """Weighted mean of the parts that are known, each on 0..100."""
+        spent = max(0.0, now - agent.since)
+        working = agent.working + (spent if agent.state in _WORKING else 0.0)
+        paused = agent.paused + (spent if agent.state == "paused" else 0.0)
+        q = agent.quality
+        weights = self.rules.weights
+        parts = [
+            (weights.availability, _share(working, working + paused)),
+            (weights.customer_rating, None if q.csat is None else (q.csat - 1) / 4 * 100),
+            (weights.supervisor_rating, None if q.rating is None else (q.rating - 1) / 4 * 100),
+            (weights.resolution, None if q.fcr is None else q.fcr * 100),
+        ]
+        known = [(w, v) for w, v in parts if v is not None and w > 0]
+        total = sum(w for w, _ in known)
+        if not known or total <= 0:
+            return None
+        return round(sum(w * v for w, v in known) / total, 1)
+
+    # ---------------------------------------------------------------- helpers
+
+    def _clock(self, at: float | None) -> float:
+        """Time only moves forward (PBX stamps and the caller's ``now`` may differ a little)."""
+        if at is not None and at > self._now:
+            self._now = at
+        return self._now
+
+    def _day_start(self, at: float) -> int:
+        """The minute today began, in the board's time zone (worked out once a minute)."""
+        minute = _minute(at)
+        if minute != self._day_for[0]:
+            local = datetime.fromtimestamp(minute * 60.0, self.rules.timezone)
+            midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+            self._day_for = (minute, math.floor(midnight.timestamp() / 60))
+        return self._day_for[1]
+
+    def _sl_threshold(self, queue: _Queue) -> float:
+        configured = self.rules.for_queue(queue.name).service_level
+        if configured is not None:
+            return configured
+        return queue.asterisk_sl if queue.asterisk_sl is not None else 20.0
+
+    def _gaps_between(self, pbx: str, since: float, now: float) -> list[Gap]:
+        return [
+            (start, end)
+            for start, end in self._gaps.get(pbx, [])
+            if start < now and (end is None or end > since)
+        ]
+
+    def _gap_in(self, pbx: str, start: float, end: float) -> bool:
+        return bool(self._gaps_between(pbx, start, end))
+
+    def _queue(self, pbx: str, name: str) -> _Queue:
+        """The queue, to be changed: its view is redone at the next snapshot."""
+        queue = self._queues.get((pbx, name))
+        if queue is not None:
+            queue.view = None
+        else:
+            queue = self._queues[(pbx, name)] = _Queue(pbx, name)
+            if self._minute >= 0:
+                queue.counts.advance(self._minute, self._day_start(self._minute * 60.0))
+        return queue
+
+    def _agent(self, pbx: str, agent_id: str) -> _Agent:
+        agent = self._agents.get((pbx, agent_id))
+        if agent is None:
+            name = self._names.get(agent_id, agent_id)
+            agent = self._agents[(pbx, agent_id)] = _Agent(pbx, agent_id, name, since=self._now)
+        return agent
+
+    def _call(self, key: tuple[str, str]) -> _Call:
+        call = self._calls.get(key)
+        if call is None:
+            call = self._calls[key] = _Call("")
+        return call
+
+    def _sorted_queues(self) -> Iterable[_Queue]:
+        return (self._queues[k] for k in sorted(self._queues))
+
+    def _sorted_agents(self) -> list[_Agent]:
+        if len(self._agent_order) != len(self._agents):
+            order = sorted(self._agents, key=lambda k: (k[1], k[0]))
+            self._agent_order = [self._agents[k] for k in order]
+        return self._agent_order
+
+
+def _wrapup_paused(agent: _Agent) -> bool:
+    return any(m.paused and m.reason == WRAPUP_REASON for m in agent.members.values())
+
+
+def _minute(at: float) -> int:
+    return math.floor(at / 60)
+
+
+def _add_into(total: list[float], row: list[float]) -> None:
+    for i in range(_WIDTH):
+        total[i] += row[i]
+
+
+def _sub_from(total: list[float], row: list[float]) -> None:
+    for i in range(_WIDTH):
+        total[i] -= row[i]
+
+
+def _share(part: float, whole: float) -> float | None:
+    return part / whole * 100 if whole > 0 else None
+
+
+def _service_level(row: list[float]) -> float | None:
+    return _share(row[IN_SL], row[OFFERED] - row[SHORT])
+
+
+def _figures(row: list[float], threshold: float | None, gaps: list[Gap]) -> dict[str, Any]:
+    counted = row[OFFERED] - row[SHORT]
+    figures: dict[str, Any] = {
+        "offered": round(row[OFFERED]),
+        "answered": round(row[ANSWERED]),
+        "answered_in_sl": round(row[IN_SL]),
+        "abandoned": round(row[ABANDONED]),
+        "short_abandoned": round(row[SHORT]),
+        "other_exits": round(row[OTHER]),
+        "service_level": _share(row[IN_SL], counted),
+        "abandon_rate": _share(row[ABANDONED], counted),
+        "asa": row[HOLD] / row[ANSWERED] if row[ANSWERED] else None,
+        "aht": row[HANDLE] / row[HANDLED] if row[HANDLED] else None,
+        "handled": round(row[HANDLED]),
+        "gaps": gaps,
+    }
+    if threshold is not None:
+        figures["sl_threshold"] = threshold
+    return figures
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
