@@ -36,13 +36,22 @@ from cti.simulator import AmiServer, run_traffic
 from cti.simulator.ivr_callers import DEMO_PIN, IvrCallers
 from cti.simulator.scenarios import AGENTS
 from cti.stack import Ready, run_stack
-from screenpop.auth import Accounts
+from screenpop.auth import Account, Accounts, hash_password
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 DISPOSITIONS = CONFIG / "dispositions.toml"
 
 DEMO_USER = "cti"
 DEMO_SECRET = "cti-secret"  # the simulator's own account, on 127.0.0.1 only
+
+
+def demo_accounts(settings: Settings) -> Accounts:
+    """Every simulated agent, and one supervisor, all with the demo password."""
+    agents = Accounts.for_agents(settings.agents, DEMO_PASSWORD)
+    supervisor = Account(
+        DEMO_SUPERVISOR, "Demo supervisor", "", "supervisor", hash_password(DEMO_PASSWORD)
+    )
+    return Accounts([*agents, supervisor])
 
 
 async def _until(stop: asyncio.Event, duration: float | None) -> None:
@@ -86,6 +95,7 @@ async def simulate(
 
 
 DEMO_PASSWORD = "demo"
+DEMO_SUPERVISOR = "supervisor"  # its wallboard moves with the simulated traffic
 
 
 def demo_settings(
@@ -148,7 +158,7 @@ async def demo(
     callers: IvrCallers | None = None
     async with _simulated_pbx(port=port, rate=rate, seed=seed_value, speed=speed) as server:
         settings = demo_settings(server.port, web_port, database_url, agi_port)
-        accounts = Accounts.for_agents(settings.agents, DEMO_PASSWORD)
+        accounts = demo_accounts(settings)
 
         def ready(at: Ready) -> None:
             nonlocal callers
@@ -160,6 +170,8 @@ async def demo(
             print(
                 f"\ncti demo is running.\n"
                 f"  Agent page:  {at.agent_page}   log in as one of {logins} "
+                f"(password: {DEMO_PASSWORD})\n"
+                f"  Wallboard:   {at.agent_page}wallboard   log in as {DEMO_SUPERVISOR} "
                 f"(password: {DEMO_PASSWORD})\n"
                 f"  Simulated Asterisk AMI: 127.0.0.1:{server.port} (user {DEMO_USER}, "
                 f"secret {DEMO_SECRET}), about {rate:g} calls/minute\n"

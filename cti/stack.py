@@ -103,6 +103,7 @@ async def run_stack(
                 store=store,
                 now=utc_now,
                 secure_cookies=settings.web.secure_cookies,
+                board=board,
             )
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()

@@ -1,7 +1,8 @@
 """The screen-pop web application: ``create_app`` assembles it from objects built elsewhere.
 
 Routes (details in docs/api.md): pages ``/login``, ``/logout``, ``/``, ``/customers/{id}``;
-JSON ``/api/...``; the live push ``/ws``; static files ``/static/``. Middlewares, outermost
+JSON ``/api/...``; the live push ``/ws``; the supervisors' wallboard (``/wallboard``, its API
+and socket: screenpop/wallboard.py); static files ``/static/``. Middlewares, outermost
 first: errors (one place turns failures into responses), then sessions (every route but the
 login page and static files needs a session; every unsafe method needs the session's CSRF
 token). Security headers are added to every response, errors and WebSockets included.
@@ -21,12 +22,13 @@ from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Handler
 
 from crm_sync.store import CustomerStore
-from screenpop import api, views, ws
+from screenpop import api, views, wallboard, ws
 from screenpop.auth import Accounts, LoginLimiter, SessionStore
 from screenpop.dispositions import Dispositions
 from screenpop.errors import ApiError, error_middleware, wants_json
 from screenpop.keys import (
     ACCOUNTS,
+    BOARD,
     CLOCK,
     DISPOSITIONS,
     EPOCH,
@@ -67,6 +69,7 @@ def create_app(
     now: Callable[[], datetime],
     secure_cookies: bool = False,
     ping_interval: float = 15.0,
+    board: wallboard.BoardView | None = None,
 ) -> web.Application:
     """The aiohttp application. ``pop`` and ``store`` belong to the caller (it closes them);
     ``now`` is the clock for outcomes and customer cards; ``secure_cookies`` for HTTPS."""
@@ -80,6 +83,7 @@ def create_app(
     app[LOGIN_LIMITER] = LoginLimiter()
     app[SECURE_COOKIES] = secure_cookies
     app[PING_INTERVAL] = ping_interval
+    app[BOARD] = board
     app[EPOCH] = secrets.token_hex(8)
     aiohttp_jinja2.setup(
         app,
@@ -92,6 +96,7 @@ def create_app(
     app.on_shutdown.append(_close_sockets)
     views.add_routes(app)
     api.add_routes(app)
+    wallboard.add_routes(app)
     app.router.add_get("/ws", ws.websocket, name="ws")
     app.router.add_static("/static/", STATIC, name="static")
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -11,6 +12,9 @@ from crm_sync.store import CustomerStore
 from screenpop.auth import Accounts, LoginLimiter, Session, SessionStore
 from screenpop.dispositions import Dispositions
 from screenpop.pipeline import PopService
+
+if TYPE_CHECKING:
+    from screenpop.wallboard import BoardView  # which imports this module
 
 POP = web.AppKey("pop", PopService)
 ACCOUNTS = web.AppKey("accounts", Accounts)
@@ -21,6 +25,7 @@ SESSIONS = web.AppKey("sessions", SessionStore)
 LOGIN_LIMITER = web.AppKey("login_limiter", LoginLimiter)
 SECURE_COOKIES = web.AppKey("secure_cookies", bool)
 PING_INTERVAL = web.AppKey("ping_interval", float)
+BOARD: web.AppKey[BoardView | None] = web.AppKey("board")
 # changes at every start: a browser holding sequence numbers of an earlier run gets a snapshot
 EPOCH = web.AppKey("epoch", str)
 
