@@ -4,7 +4,8 @@ A customer is a person (consumer, or a contact of a company account) or a compan
 channel writes to one timeline (``interactions``): calls, web orders, tickets, e-mails, notes,
 call outcomes and follow-ups. Phone numbers are stored in E.164 and indexed for the pop.
 What the IVR needs sits beside it: a customer's PIN (hashed) and account balance, and the
-post-call survey's answers (``call_scores``).
+post-call survey's answers (``call_scores``). The supervisors' controls (pause, queue log-in,
+listen) leave one row each in ``audit_log``.
 Schema changes go through Alembic (``crm_sync/migrations``); these classes are the truth the
 migrations are checked against.
 """
@@ -118,3 +119,21 @@ class CallScore(Base):
     question: Mapped[str] = mapped_column(String(32))
     score: Mapped[int]
     created_at: Mapped[datetime]
+
+
+class AuditEntry(Base):
+    """One supervisor or agent control: who asked what of which PBX, and how it ended."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at"),)  # the listing: newest first
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime]  # UTC
+    login: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(16))  # pause, unpause, queue_add, …, listen
+    agent: Mapped[str] = mapped_column(String(64))
+    queue: Mapped[str | None] = mapped_column(String(64))
+    pbx: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(String(200))  # the reason, the mode, the penalty
+    result: Mapped[str] = mapped_column(String(300))  # ok | denied: … | refused: … | failed: …

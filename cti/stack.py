@@ -23,6 +23,7 @@ from crm_sync.phones import PhoneNormalizer
 from crm_sync.store import CustomerStore
 from crm_sync.work_figures import WorkFigures
 from cti.board import Board, Quality
+from cti.controls import MemberControls
 from cti.service import CtiService, EventSink
 from cti.settings import Settings
 from cti.wrapup import QueuePauseWrapup
@@ -104,6 +105,7 @@ async def run_stack(
                 now=utc_now,
                 secure_cookies=settings.web.secure_cookies,
                 board=board,
+                controls=MemberControls(clients, settings.agents),
             )
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()

@@ -2,7 +2,8 @@
 
 Routes (details in docs/api.md): pages ``/login``, ``/logout``, ``/``, ``/customers/{id}``;
 JSON ``/api/...``; the live push ``/ws``; the supervisors' wallboard (``/wallboard``, its API
-and socket: screenpop/wallboard.py); static files ``/static/``. Middlewares, outermost
+and socket: screenpop/wallboard.py); supervisor controls (pause, queue members, listen, the
+audit log: screenpop/controls_api.py); static files ``/static/``. Middlewares, outermost
 first: errors (one place turns failures into responses), then sessions (every route but the
 login page and static files needs a session; every unsafe method needs the session's CSRF
 token). Security headers are added to every response, errors and WebSockets included.
@@ -22,7 +23,8 @@ from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Handler
 
 from crm_sync.store import CustomerStore
-from screenpop import api, views, wallboard, ws
+from cti.controls import MemberControls
+from screenpop import api, controls_api, views, wallboard, ws
 from screenpop.auth import Accounts, LoginLimiter, SessionStore
 from screenpop.dispositions import Dispositions
 from screenpop.errors import ApiError, error_middleware, wants_json
@@ -30,6 +32,7 @@ from screenpop.keys import (
     ACCOUNTS,
     BOARD,
     CLOCK,
+    CONTROLS,
     DISPOSITIONS,
     EPOCH,
     LOGIN_LIMITER,
@@ -70,6 +73,7 @@ def create_app(
     secure_cookies: bool = False,
     ping_interval: float = 15.0,
     board: wallboard.BoardView | None = None,
+    controls: MemberControls | None = None,
 ) -> web.Application:
     """The aiohttp application. ``pop`` and ``store`` belong to the caller (it closes them);
     ``now`` is the clock for outcomes and customer cards; ``secure_cookies`` for HTTPS."""
@@ -84,6 +88,7 @@ def create_app(
     app[SECURE_COOKIES] = secure_cookies
     app[PING_INTERVAL] = ping_interval
     app[BOARD] = board
+    app[CONTROLS] = controls
     app[EPOCH] = secrets.token_hex(8)
     aiohttp_jinja2.setup(
         app,
@@ -97,6 +102,7 @@ def create_app(
     views.add_routes(app)
     api.add_routes(app)
     wallboard.add_routes(app)
+    controls_api.add_routes(app)
     app.router.add_get("/ws", ws.websocket, name="ws")
     app.router.add_static("/static/", STATIC, name="static")
     return app

@@ -16,6 +16,7 @@ import base64
 import getpass
 import hashlib
 import hmac
+import re
 import secrets
 import time
 import tomllib
@@ -35,6 +36,7 @@ SCRYPT_N = 2**14  # ~50 ms and 16 MiB per check on a current server
 SCRYPT_R = 8
 SCRYPT_P = 1
 _MAX_N = 2**20  # refuse hashes that would make one login check eat the machine
+_DEVICE = re.compile(r"[A-Za-z][A-Za-z0-9_]*/[^\s,\x00-\x1f\x7f]{1,60}")  # Tech/resource
 
 
 class AccountsError(ValueError):
@@ -43,13 +45,15 @@ class AccountsError(ValueError):
 
 @dataclass(frozen=True)
 class Account:
-    """One person who logs in. ``agent_id`` is the agent id the call model uses for them."""
+    """One person who logs in. ``agent_id`` is the agent id the call model uses for them;
+    ``device`` their own phone (``PJSIP/2001``), the one a supervisor listens to calls on."""
 
     login: str
     name: str
     agent_id: str
     role: Role
     password_hash: str = field(repr=False)
+    device: str = ""
 
     def public(self) -> dict[str, str]:
         """What the API may show about the account (never the hash)."""
@@ -92,8 +96,8 @@ class Accounts:
 
     @classmethod
     def load(cls, path: str | Path) -> Accounts:
-        """Read ``[[accounts]]`` tables (login, name, agent_id, role, password_hash) from a TOML
-        file. Raises AccountsError."""
+        """Read ``[[accounts]]`` tables (login, name, agent_id, role, password_hash, device)
+        from a TOML file. Raises AccountsError."""
         try:
             raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -270,11 +274,13 @@ def _check(account: Account) -> None:
         raise AccountsError(f"login {account.login!r}: role must be one of {ROLES}")
     if account.role == "agent" and not account.agent_id:
         raise AccountsError(f"login {account.login!r}: an agent account needs an agent_id")
+    if account.device and not _DEVICE.fullmatch(account.device):
+        raise AccountsError(f"login {account.login!r}: device must be like PJSIP/2001")
     _parse_hash(account.password_hash)
 
 
 def _account(index: int, body: Mapping[str, Any]) -> Account:
-    keys = {"login", "name", "agent_id", "role", "password_hash"}
+    keys = {"login", "name", "agent_id", "role", "password_hash", "device"}
     unknown, missing = set(body) - keys, {"login", "role", "password_hash"} - set(body)
     if unknown or missing:
         raise AccountsError(
@@ -289,6 +295,7 @@ def _account(index: int, body: Mapping[str, Any]) -> Account:
         agent_id=values["agent_id"],
         role=cast(Role, values["role"]),  # checked by Accounts
         password_hash=values["password_hash"],
+        device=values["device"],
     )
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from crm_sync.store import CustomerStore
+from cti.controls import MemberControls
 from screenpop.auth import Accounts, LoginLimiter, Session, SessionStore
 from screenpop.dispositions import Dispositions
 from screenpop.pipeline import PopService
@@ -26,6 +27,7 @@ LOGIN_LIMITER = web.AppKey("login_limiter", LoginLimiter)
 SECURE_COOKIES = web.AppKey("secure_cookies", bool)
 PING_INTERVAL = web.AppKey("ping_interval", float)
 BOARD: web.AppKey[BoardView | None] = web.AppKey("board")
+CONTROLS = web.AppKey[MemberControls | None]("controls")  # None: no PBX to control
 # changes at every start: a browser holding sequence numbers of an earlier run gets a snapshot
 EPOCH = web.AppKey("epoch", str)
 

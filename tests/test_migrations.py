@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from crm_sync.migrate import current_revision, head_revision, upgrade
+from crm_sync.migrate import alembic_config, current_revision, head_revision, upgrade
 from crm_sync.models import Base
 
 
@@ -24,3 +26,21 @@ async def test_migrated_schema_matches_the_models(engine: AsyncEngine, db_url: s
 async def test_upgrade_twice_is_a_no_op(engine: AsyncEngine, db_url: str) -> None:
     await asyncio.to_thread(upgrade, db_url)
     assert await current_revision(engine) == head_revision(db_url)
+
+
+async def test_audit_log_revision_down_and_up(engine: AsyncEngine, db_url: str) -> None:
+    """0003 adds only ``audit_log``: down to 0002 drops it and keeps the rest, up brings it
+    back (on a live database, as ``cti db upgrade`` would)."""
+
+    async def tables() -> set[str]:
+        async with engine.connect() as conn:
+            return set(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
+
+    assert "audit_log" in await tables()
+    await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0002")
+    assert await current_revision(engine) == "0002"
+    assert {"customers", "call_scores"} <= await tables()
+    assert "audit_log" not in await tables()
+    await asyncio.to_thread(upgrade, db_url)
+    assert "audit_log" in await tables()
+    assert await current_revision(engine) == "0003"

@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import logging
 import random
+import re
 import socket
 import struct
 import time
@@ -444,7 +445,10 @@ class AmiServer:
             "queuepause": _queue_pause,
             "queueadd": _queue_add,
             "queueremove": _queue_remove,
+            "originate": _originate,
         }
+        # devices whose phone never answers an Originate (OriginateResponse Failure, Reason 3)
+        self.silent_devices: set[str] = set()
 
     def _new_pbx(self) -> Pbx:
         return Pbx(
@@ -872,3 +876,58 @@ async def _queue_remove(client: _Client, action: Message) -> None:
         return
     client.respond(action, "Success", Message="Removed interface from queue")
     server.emit({"Event": "QueueMemberRemoved", "Privilege": "agent,all", **member})
+
+
+_CALLER_ID = re.compile(r'\s*"?([^"<]*?)"?\s*<([^>]*)>\s*')  # "Name" <number>
+
+
+async def _originate(client: _Client, action: Message) -> None:
+    """manager.c action_originate: checked, then (Async) "successfully queued" and, once the
+    phone answered, ``OriginateResponse``; without Async only the final answer. Every
+    simulated phone answers at once unless it is in ``silent_devices``."""
+    server = client.server
+    channel = _one_line(action.get("channel", ""))
+    timeout = action.get("timeout", "").strip()
+    app, exten = _one_line(action.get("application", "")), _one_line(action.get("exten", ""))
+    if not channel:
+        client.respond(action, "Error", Message="Channel not specified")
+        return
+    if timeout and not timeout.isdigit():
+        client.respond(action, "Error", Message="Invalid timeout")
+        return
+    if "/" not in channel:
+        client.respond(action, "Error", Message="Invalid channel")
+        return
+    if not app and not (exten and action.get("context") and action.get("priority")):
+        message = "Originate with 'Exten' requires 'Context' and 'Priority'"
+        client.respond(action, "Error", Message=message)
+        return
+    answered = channel not in server.silent_devices
+    if not _truthy(action.get("async", "")):
+        if answered:
+            client.respond(action, "Success", Message="Originate successfully queued")
+        else:
+            client.respond(action, "Error", Message="Originate failed")
+        return
+    client.respond(action, "Success", Message="Originate successfully queued")
+    now = time.time()
+    local = channel.lower().startswith("local/")
+    seq = f"{server.pbx.local_seq()};1" if local else server.pbx.pjsip_seq()
+    caller = _CALLER_ID.fullmatch(action.get("callerid", ""))
+    server.emit(
+        {
+            "Event": "OriginateResponse",
+            "Privilege": "call,all",
+            **_action_id(action),
+            "Response": "Success" if answered else "Failure",
+            "Channel": f"{channel}-{seq}" if answered else channel,
+            "Context": _one_line(action.get("context", "")),
+            "Exten": exten,
+            "Application": app,
+            "Data": _one_line(action.get("data", "")),
+            "Reason": "4" if answered else "3",  # AST_CONTROL_ANSWER / AST_CONTROL_RINGING
+            "Uniqueid": server.pbx.uniqueid(now)[0] if answered else "<null>",
+            "CallerIDNum": _one_line(caller.group(2)) if caller else "<unknown>",
+            "CallerIDName": _one_line(caller.group(1)) if caller else "<unknown>",
+        }
+    )

@@ -1,4 +1,4 @@
-// The agent page: live cards over a WebSocket, and the outcome form.
+// The agent page: live cards over a WebSocket, the outcome form, and the agent's own pause.
 //
 // Cards are whole states with a version: a card is shown, updated or closed only by a version
 // newer than the one already seen, so a duplicate or late message never pops a card twice.
@@ -496,6 +496,68 @@
     return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
+  // ------------------------------------------------------------------ pause / unpause
+
+  // The agent's own pause in Asterisk's queues: the server sends QueuePause and audits it.
+  function setUpPause() {
+    const form = document.getElementById("pause-control");
+    const { reason, other } = form.elements;
+    reason.addEventListener("change", () => {
+      other.hidden = reason.value !== "other";
+      if (!other.hidden) other.focus();
+    });
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const text = reason.value === "other" ? other.value.trim() : reason.value;
+      if (!text) {
+        pauseStatus(form, "error", "Give a reason.");
+        return;
+      }
+      setPaused(form, true, text);
+    });
+    form.querySelector(".unpause").addEventListener("click", () => setPaused(form, false, ""));
+  }
+
+  async function setPaused(form, paused, reason) {
+    const buttons = form.querySelectorAll("button");
+    for (const button of buttons) button.disabled = true;
+    pauseStatus(form, "pending", paused ? "Pausing…" : "Unpausing…");
+    let res = null;
+    try {
+      res = await fetch(`/api/agents/${encodeURIComponent(config.agent_id)}/pause`, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": config.csrf },
+        body: JSON.stringify({ paused, reason }),
+      });
+    } catch (e) {
+      res = null;
+    }
+    for (const button of buttons) button.disabled = false;
+    if (res !== null && res.ok) {
+      pauseStatus(form, "ok", paused ? `Paused: ${reason}` : "Available");
+      return;
+    }
+    if (res !== null && res.status === 401) {
+      location.assign("/login?next=%2F");
+      return;
+    }
+    let message = res === null ? "No connection." : `Failed (${res.status}).`;
+    try {
+      const data = await res.json();
+      if (data.message) message = data.message;
+    } catch (e) {
+      // keep the generic message
+    }
+    pauseStatus(form, "error", message);
+  }
+
+  function pauseStatus(form, state, text) {
+    const status = form.querySelector(".pause-status");
+    status.className = `pause-status ${state}`;
+    status.textContent = text;
+  }
+
   // ------------------------------------------------------------------ time
 
   function serverNow() {
@@ -528,6 +590,7 @@
     if (!document.hidden) reconnectNow();
   });
   window.addEventListener("online", reconnectNow);
+  setUpPause();
   refreshPage();
   connect();
 })();

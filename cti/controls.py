@@ -1,0 +1,243 @@
+"""Queue member controls through AMI: pause, log in to / out of a queue, listen to a call.
+
+Theory of operation
+-------------------
+An agent's member interfaces are the entries with a ``/`` in its ``[[agents]]`` members
+(``Local/1001@agents/n``, ``PJSIP/1001``). Which of them a queue knows is Asterisk's business,
+so ``QueuePause`` and ``QueueRemove`` go to every one of them: the control succeeded when
+Asterisk accepted it for at least one, it was *refused* when Asterisk refused it for all
+(``Interface not found``), and it *failed* when Asterisk could not be asked (not connected,
+no answer within the timeout). ``QueueAdd`` adds one interface, the first configured, with
+the device state of the first non-Local one.
+
+Listening is an ``Originate`` of the supervisor's own phone into ``ChanSpy``. Asterisk answers
+an async Originate at once ("successfully queued") and sends ``OriginateResponse`` only once
+the supervisor's phone answered or gave up, so :meth:`MemberControls.listen` waits for both:
+the phone rings for ``ring_timeout`` and the action's timeout is that plus ``timeout``. ChanSpy
+spies on the first channel whose name starts with its prefix; channel names are the device
+followed by ``-`` and a sequence number (``PJSIP/1001-0000002a``), so the prefix ends with
+``-`` and ``PJSIP/1001`` never spies on ``PJSIP/10010``.
+
+Every text that becomes an AMI header is checked here too (printable, at most 64
+characters), whatever the caller checked: a CR or LF would start a header of its own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from cti.ami import AmiClient, AmiError
+from cti.settings import AgentSettings
+
+ACTION_TIMEOUT = 5.0  # seconds Asterisk has to answer a control
+RING_TIMEOUT = 20.0  # seconds the supervisor's phone rings before a listen gives up
+MAX_TEXT = 64
+SPY_OPTIONS = {"listen": "qE", "whisper": "qEw", "barge": "qEB"}  # q: no beep, E: end with the call
+_LOCAL = re.compile(r"(local/[^/]+)(/[a-z]*)?", re.IGNORECASE)  # Local/1001@agents[/n]
+_ORIGINATE_REASONS = {  # OriginateResponse Reason: the control frame that ended the dialling
+    "0": "the phone could not be called",
+    "1": "the phone hung up",
+    "3": "the phone did not answer",
+    "5": "the phone is busy",
+    "8": "the network is congested",
+}
+
+Failure = Literal["invalid", "refused", "failed"]
+Mode = Literal["listen", "whisper", "barge"]
+
+
+class ControlError(Exception):
+    """A control that was not done. ``kind``: ``invalid`` (bad input, nothing sent),
+    ``refused`` (Asterisk said no), ``failed`` (Asterisk could not be asked)."""
+
+    def __init__(self, message: str, kind: Failure = "refused", field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.field = field
+
+    @classmethod
+    def invalid(cls, field: str, expected: str) -> ControlError:
+        return cls(f"{field}: {expected}", "invalid", field)
+
+
+def check_text(name: str, value: str, *, required: bool = True) -> str:
+    """``value`` stripped, if it may go into an AMI header. Raises ControlError (invalid)."""
+    text = value.strip()
+    if not text and required:
+        raise ControlError.invalid(name, "required")
+    if len(text) > MAX_TEXT or not text.isprintable():
+        raise ControlError.invalid(name, f"at most {MAX_TEXT} printable characters, no line breaks")
+    return text
+
+
+def spy_prefix(interfaces: Sequence[str]) -> str | None:
+    """ChanSpy's channel prefix for these interfaces: the first device that is not a Local
+    channel, else the Local channel without its options; None without interfaces."""
+    device = next((i for i in interfaces if not i.lower().startswith("local/")), None)
+    if device is None and interfaces:
+        local = _LOCAL.fullmatch(interfaces[0])
+        device = local.group(1) if local else interfaces[0]
+    return None if device is None else f"{device}-"
+
+
+class MemberControls:
+    """The controls a supervisor (or an agent, on themselves) may use, for configured agents
+    on configured PBXs. Every method returns once Asterisk did it, else raises ControlError."""
+
+    def __init__(
+        self,
+        clients: Mapping[str, AmiClient],
+        agents: Sequence[AgentSettings],
+        *,
+        timeout: float = ACTION_TIMEOUT,
+        ring_timeout: float = RING_TIMEOUT,
+    ) -> None:
+        self._clients = clients
+        self._agents = {a.id: a for a in agents}
+        self.timeout = timeout
+        self.ring_timeout = ring_timeout
+
+    def pbx_for(self, requested: str | None) -> str:
+        """The PBX named, or the only one. Raises ControlError (invalid)."""
+        if requested:
+            if requested not in self._clients:
+                raise ControlError.invalid("pbx", f"no PBX named {requested!r}")
+            return requested
+        if len(self._clients) == 1:
+            return next(iter(self._clients))
+        raise ControlError.invalid("pbx", "several PBXs are configured, name one")
+
+    def interfaces(self, agent: str) -> tuple[str, ...]:
+        """The configured member interfaces of ``agent`` (none for an unknown agent)."""
+        settings = self._agents.get(agent)
+        return tuple(m for m in settings.members if "/" in m) if settings is not None else ()
+
+    async def pause(
+        self, pbx: str, agent: str, paused: bool, reason: str, queue: str | None = None
+    ) -> None:
+        """Pause (or unpause) the agent in ``queue``, or in all its queues."""
+        client = self._client(pbx)
+        interfaces = self._interfaces(agent)
+        reason = check_text("reason", reason, required=paused)
+        queue = check_text("queue", queue) if queue is not None else None
+        actions = []
+        for interface in interfaces:
+            action = {"Action": "QueuePause", "Interface": interface}
+            action["Paused"] = "true" if paused else "false"
+            if reason:
+                action["Reason"] = reason
+            if queue:
+                action["Queue"] = queue
+            actions.append(action)
+        await _to_any(client, actions, self.timeout)
+
+    async def add(self, pbx: str, agent: str, queue: str, penalty: int | None = None) -> None:
+        """Log the agent in to ``queue`` (a dynamic member, under its first interface)."""
+        client = self._client(pbx)
+        interfaces = self._interfaces(agent)
+        action = {
+            "Action": "QueueAdd",
+            "Queue": check_text("queue", queue),
+            "Interface": interfaces[0],
+            "MemberName": self._member_name(agent),
+            "StateInterface": next(
+                (i for i in interfaces if not i.lower().startswith("local/")), interfaces[0]
+            ),
+        }
+        if penalty is not None:
+            if not 0 <= penalty < 2**31:
+                raise ControlError.invalid("penalty", "a whole number from 0")
+            action["Penalty"] = str(penalty)
+        await _to_any(client, [action], self.timeout)
+
+    async def remove(self, pbx: str, agent: str, queue: str) -> None:
+        """Log the agent out of ``queue`` (whichever of its interfaces is the member)."""
+        client = self._client(pbx)
+        queue = check_text("queue", queue)
+        actions = [
+            {"Action": "QueueRemove", "Queue": queue, "Interface": interface}
+            for interface in self._interfaces(agent)
+        ]
+        await _to_any(client, actions, self.timeout)
+
+    async def listen(self, pbx: str, agent: str, device: str, mode: Mode) -> None:
+        """Ring ``device`` (the supervisor's phone) and, once answered, spy on the agent."""
+        client = self._client(pbx)
+        prefix = spy_prefix(self._interfaces(agent))
+        options = SPY_OPTIONS.get(mode)
+        if options is None:
+            raise ControlError.invalid("mode", f"one of {', '.join(SPY_OPTIONS)}")
+        if "/" not in device:
+            raise ControlError("this account has no phone to listen on", "refused")
+        shown = re.sub(r'["<>]', "", agent)
+        action = {
+            "Action": "Originate",
+            "Channel": check_text("device", device),
+            "Application": "ChanSpy",
+            "Data": f"{prefix},{options}",
+            "CallerID": f'"Listen {shown}" <{shown}>',
+            "Timeout": str(int(self.ring_timeout * 1000)),
+            "Async": "true",
+        }
+        replies = await _send(client, action, self.ring_timeout + self.timeout)
+        first = replies[0]
+        if first.get("Response") != "Success":
+            raise ControlError(first.get("Message", "") or "Originate refused")
+        outcome = next((r for r in replies[1:] if r.get("Event") == "OriginateResponse"), None)
+        if outcome is None:
+            raise ControlError("Asterisk did not report how the Originate ended", "failed")
+        if outcome.get("Response") != "Success":
+            reason = outcome.get("Reason", "")
+            why = _ORIGINATE_REASONS.get(reason, f"reason {reason or 'unknown'}")
+            raise ControlError(f"could not call {device}: {why}")
+
+    def _client(self, pbx: str) -> AmiClient:
+        client = self._clients.get(pbx)
+        if client is None:
+            raise ControlError.invalid("pbx", f"no PBX named {pbx!r}")
+        return client
+
+    def _interfaces(self, agent: str) -> tuple[str, ...]:
+        if agent not in self._agents:
+            raise ControlError.invalid("agent", f"{agent!r} is not a configured agent")
+        interfaces = self.interfaces(agent)
+        if not interfaces:
+            raise ControlError(f"agent {agent!r} has no member interface configured", "refused")
+        return interfaces
+
+    def _member_name(self, agent: str) -> str:
+        """The queue MemberName the call model knows the agent by: its first plain member."""
+        return next((m for m in self._agents[agent].members if "/" not in m), agent)
+
+
+async def _send(
+    client: AmiClient,
+    action: dict[str, str],
+    timeout: float,  # noqa: ASYNC109
+) -> list[dict[str, str]]:
+    try:
+        reply = await client.send_action(action, timeout=timeout)
+    except AmiError as exc:
+        raise ControlError(str(exc), "failed") from exc
+    except ValueError as exc:  # a header with CR/LF: check_text should have caught it
+        raise ControlError(str(exc), "invalid") from exc
+    return reply if isinstance(reply, list) else [reply]
+
+
+async def _to_any(
+    client: AmiClient,
+    actions: Sequence[dict[str, str]],
+    timeout: float,  # noqa: ASYNC109
+) -> None:
+    """Send the actions one after the other; done when Asterisk accepted at least one."""
+    refusals: list[str] = []
+    for action in actions:
+        first = (await _send(client, action, timeout))[0]
+        if first.get("Response") == "Success":
+            continue
+        refusals.append(f"{action.get('Interface', '')}: {first.get('Message', '') or 'refused'}")
+    if len(refusals) == len(actions):
+        raise ControlError("; ".join(refusals) or "nothing to send")

@@ -1,0 +1,244 @@
+"""Member controls over JSON: pause, queue log-in/out and listen-in, each one audited.
+
+Every control goes the same way: the permission first (a supervisor may control any agent;
+an agent may only pause and unpause themselves), then the input (through
+:class:`cti.controls.MemberControls`, which refuses anything that is not a configured agent,
+PBX or a printable short text), then the AMI action, then one audit row, committed before
+the answer. A refused permission is audited too (``denied: …``; its body is not read, so a
+denied pause is logged as ``pause`` either way); bad input is answered 422 and not audited,
+since nothing was asked of the PBX. Without a customer store there is nowhere to audit, so
+no control is done (503).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
+
+from crm_sync import audit
+from crm_sync.models import AuditEntry
+from crm_sync.store import CustomerStore
+from cti.controls import SPY_OPTIONS, ControlError, MemberControls
+from screenpop.api import _body
+from screenpop.errors import ApiError
+from screenpop.keys import CLOCK, CONTROLS, POP, SESSION, STORE
+
+log = logging.getLogger(__name__)
+
+_STATUS = {"invalid": 422, "refused": 409, "failed": 502}
+_IDS = {"invalid": "invalid_field", "refused": "pbx_refused", "failed": "pbx_failed"}
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/agents/{agent_id}/pause", pause, name="api_pause")
+    app.router.add_post("/api/queues/{queue}/members", queue_add, name="api_queue_add")
+    app.router.add_delete(
+        "/api/queues/{queue}/members/{agent_id}", queue_remove, name="api_queue_remove"
+    )
+    app.router.add_post("/api/calls/{pbx}/{call_id}/listen", listen, name="api_listen")
+    app.router.add_get("/api/audit", audit_log, name="api_audit")
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """What goes into the audit row besides who asked and how it ended."""
+
+    action: str
+    agent: str
+    queue: str | None = None
+    pbx: str | None = None
+    detail: str = ""
+
+
+async def pause(request: web.Request) -> web.StreamResponse:
+    """``{"paused": bool, "reason": str, "queue"?: str, "pbx"?: str}``."""
+    agent = request.match_info["agent_id"]
+    await _permit(request, _Attempt("pause", agent), own=True)
+    controls = _ready(request)
+    body = await _body(request)
+    paused = body.get("paused")
+    if not isinstance(paused, bool):
+        raise _invalid("paused", "true or false")
+    reason = _text(body, "reason") or ""
+    queue = _text(body, "queue")
+    pbx = _pbx(controls, _text(body, "pbx"))
+    attempt = _Attempt("pause" if paused else "unpause", agent, queue, pbx, reason)
+    return await _run(request, attempt, lambda: controls.pause(pbx, agent, paused, reason, queue))
+
+
+async def queue_add(request: web.Request) -> web.StreamResponse:
+    """``{"agent": str, "pbx"?: str, "penalty"?: int}``: log the agent in to the queue."""
+    queue = request.match_info["queue"]
+    await _permit(request, _Attempt("queue_add", "", queue))
+    controls = _ready(request)
+    body = await _body(request)
+    agent = _text(body, "agent")
+    if agent is None:
+        raise _invalid("agent", "the agent to log in")
+    penalty = body.get("penalty")
+    if penalty is not None and (isinstance(penalty, bool) or not isinstance(penalty, int)):
+        raise _invalid("penalty", "a whole number from 0")
+    pbx = _pbx(controls, _text(body, "pbx"))
+    detail = f"penalty {penalty}" if penalty is not None else ""
+    attempt = _Attempt("queue_add", agent, queue, pbx, detail)
+    return await _run(request, attempt, lambda: controls.add(pbx, agent, queue, penalty))
+
+
+async def queue_remove(request: web.Request) -> web.StreamResponse:
+    """Log the agent out of the queue; ``?pbx=`` when several PBXs are configured."""
+    queue, agent = request.match_info["queue"], request.match_info["agent_id"]
+    await _permit(request, _Attempt("queue_remove", agent, queue))
+    controls = _ready(request)
+    pbx = _pbx(controls, request.query.get("pbx"))
+    attempt = _Attempt("queue_remove", agent, queue, pbx)
+    return await _run(request, attempt, lambda: controls.remove(pbx, agent, queue))
+
+
+async def listen(request: web.Request) -> web.StreamResponse:
+    """``{"mode": "listen" | "whisper" | "barge"}``: ring the supervisor's own phone (the
+    account's ``device``) into the call of the agent who handles it."""
+    pbx, call_id = request.match_info["pbx"], request.match_info["call_id"]
+    handled = request.app[POP].book.handled_by(pbx, call_id)
+    agent = handled[-1] if handled else ""
+    await _permit(request, _Attempt("listen", agent, None, pbx))
+    controls = _ready(request)
+    body = await _body(request)
+    mode = body.get("mode", "listen")
+    if mode not in SPY_OPTIONS:
+        raise _invalid("mode", f"one of {', '.join(SPY_OPTIONS)}")
+    if not agent:
+        raise ApiError(404, "no_call", "No such call, or no agent handles it.")
+    pbx = _pbx(controls, pbx)
+    device = request[SESSION].account.device
+    attempt = _Attempt("listen", agent, None, pbx, mode)
+    return await _run(request, attempt, lambda: controls.listen(pbx, agent, device, mode))
+
+
+async def audit_log(request: web.Request) -> web.StreamResponse:
+    """``?limit=N`` (1 to 500, default 100): the newest entries first. Supervisors only."""
+    if request[SESSION].account.role != "supervisor":
+        raise ApiError(403, "supervisors_only", "Only supervisors may read the audit log.")
+    store = _store(request)
+    raw = request.query.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= audit.MAX_LIMIT:
+        raise _invalid("limit", f"a whole number from 1 to {audit.MAX_LIMIT}")
+    entries = await audit.recent(store.sessions, int(raw))
+    return web.json_response({"entries": [_entry(e) for e in entries]})
+
+
+async def _permit(request: web.Request, attempt: _Attempt, *, own: bool = False) -> None:
+    """Raise 403 (and audit the refusal) unless the account may do this."""
+    account = request[SESSION].account
+    if account.role == "supervisor" or (own and account.agent_id == attempt.agent):
+        return
+    message = (
+        "Agents may pause and unpause only themselves." if own else "Only supervisors may do this."
+    )
+    if request.app[STORE] is not None:
+        try:
+            await _record(request, attempt, f"denied: {message}")
+        except (SQLAlchemyError, OSError) as exc:
+            log.error("audit entry not written: %s %s", attempt, exc)
+    raise ApiError(403, "not_allowed", message)
+
+
+def _ready(request: web.Request) -> MemberControls:
+    """The controls, if there is a PBX to control and a store to audit in."""
+    controls = request.app[CONTROLS]
+    if controls is None:
+        raise ApiError(503, "no_pbx", "No PBX is configured: member controls are unavailable.")
+    _store(request)
+    return controls
+
+
+def _store(request: web.Request) -> CustomerStore:
+    store = request.app[STORE]
+    if store is None:
+        raise ApiError(
+            503, "audit_unavailable", "The audit log is unavailable, so no control is done."
+        )
+    return store
+
+
+async def _run(
+    request: web.Request, attempt: _Attempt, act: Callable[[], Awaitable[None]]
+) -> web.StreamResponse:
+    """Do the control, audit how it ended, answer. Bad input is neither done nor audited."""
+    try:
+        await act()
+    except ControlError as exc:
+        if exc.kind == "invalid":
+            raise ApiError(422, "invalid_field", exc.message, field=exc.field) from exc
+        try:
+            await _record(request, attempt, f"{exc.kind}: {exc.message}")
+        except (SQLAlchemyError, OSError) as audit_exc:
+            log.error("audit entry not written: %s %s: %s", attempt, exc.kind, audit_exc)
+        raise ApiError(_STATUS[exc.kind], _IDS[exc.kind], exc.message) from exc
+    try:
+        await _record(request, attempt, "ok")
+    except (SQLAlchemyError, OSError) as exc:
+        log.error("audit entry not written: %s ok: %s", attempt, exc)
+        raise ApiError(
+            503,
+            "audit_failed",
+            "Done, but the audit log could not be written: tell an administrator.",
+            done=True,
+        ) from exc
+    return web.json_response({"ok": True})
+
+
+async def _record(request: web.Request, attempt: _Attempt, result: str) -> None:
+    account = request[SESSION].account
+    await audit.record(
+        _store(request).sessions,
+        at=request.app[CLOCK](),
+        login=account.login,
+        role=account.role,
+        action=attempt.action,
+        agent=attempt.agent,
+        queue=attempt.queue,
+        pbx=attempt.pbx,
+        detail=attempt.detail,
+        result=result,
+    )
+
+
+def _pbx(controls: MemberControls, requested: str | None) -> str:
+    try:
+        return controls.pbx_for(requested)
+    except ControlError as exc:
+        raise ApiError(422, "invalid_field", exc.message, field=exc.field) from exc
+
+
+def _text(body: dict[str, Any], name: str) -> str | None:
+    """A string field or None; its content is checked by the controls."""
+    value = body.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _invalid(name, "a string")
+    return value
+
+
+def _invalid(field: str, expected: str) -> ApiError:
+    return ApiError(422, "invalid_field", f"{field}: {expected}.", field=field)
+
+
+def _entry(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "at": entry.at.isoformat(),
+        "login": entry.login,
+        "role": entry.role,
+        "action": entry.action,
+        "agent": entry.agent,
+        "queue": entry.queue,
+        "pbx": entry.pbx,
+        "detail": entry.detail,
+        "result": entry.result,
+    }
