@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from datetime import UTC, datetime
 
 from cti.bench_board import filled_board, measure_board
 
@@ -16,7 +16,7 @@ def test_measure_board_small_center() -> None:
 
 
 def test_filled_board_is_the_day_it_says() -> None:
-    now = time.time()
+    now = datetime(2026, 12, 3, 20, tzinfo=UTC).timestamp()  # the day began 20 h ago (UTC board)
     snap = filled_board(now, queues=4, agents=40, calls=400).snapshot(now)
     assert len(snap["queues"]) == 4 and len(snap["agents"]) == 40
     offered = sum(q["figures"]["today"]["offered"] for q in snap["queues"])
