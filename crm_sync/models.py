@@ -5,7 +5,7 @@ channel writes to one timeline (``interactions``): calls, web orders, tickets, e
 call outcomes and follow-ups. Phone numbers are stored in E.164 and indexed for the pop.
 What the IVR needs sits beside it: a customer's PIN (hashed) and account balance, and the
 post-call survey's answers (``call_scores``). The supervisors' controls (pause, queue log-in,
-listen) leave one row each in ``audit_log``.
+listen) leave one row each in ``audit_log``, their ratings of agents one in ``agent_ratings``.
 Schema changes go through Alembic (``crm_sync/migrations``); these classes are the truth the
 migrations are checked against.
 """
@@ -137,3 +137,17 @@ class AuditEntry(Base):
     pbx: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(String(200))  # the reason, the mode, the penalty
     result: Mapped[str] = mapped_column(String(300))  # ok | denied: … | refused: … | failed: …
+
+
+class AgentRating(Base):
+    """A supervisor's rating of an agent's work (1..5), the score's "supervisor rating"."""
+
+    __tablename__ = "agent_ratings"
+    __table_args__ = (Index("ix_agent_ratings_agent_at", "agent", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime]  # UTC
+    agent: Mapped[str] = mapped_column(String(64))
+    rater: Mapped[str] = mapped_column(String(64))  # the supervisor's login
+    score: Mapped[int]
+    note: Mapped[str] = mapped_column(Text)

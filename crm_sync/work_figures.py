@@ -1,10 +1,12 @@
 """What the store knows of the center's work, for the wallboard: callbacks waiting per queue,
-and per agent today the survey score and first-call resolution.
+and per agent today the survey score and first-call resolution, and the supervisors' mean
+rating over the last 30 days (crm_sync/ratings.py).
 
-Three grouped queries, run by the wallboard's refresher every half minute (never per event):
+Four grouped queries, run by the wallboard's refresher every half minute (never per event):
 
 * callbacks: open follow-ups owned by ``queue:<name>`` (the IVR's callback requests);
 * CSAT: mean of the survey's ``attitude`` scores (1..5) of calls the agent handled;
+* rating: mean of the supervisors' ratings (1..5) of the agent;
 * FCR: of the agent's outcomes today, the share whose customer has no later outcome with the
   same disposition within 24 hours on another call. An outcome younger than 24 hours counts as
   resolved so far (the figure is provisional until the day is a day old).
@@ -18,6 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from crm_sync import ratings
 from crm_sync.models import CallScore, Interaction
 
 CSAT_QUESTION = "attitude"
@@ -29,6 +32,7 @@ _QUEUE_OWNER = "queue:"
 class AgentWork:
     fcr: float | None  # 0..1
     csat: float | None  # 1..5
+    rating: float | None = None  # 1..5
 
 
 class WorkFigures:
@@ -50,8 +54,8 @@ class WorkFigures:
             rows = (await session.execute(query)).all()
         return {str(owner)[len(_QUEUE_OWNER) :]: int(n) for owner, n in rows}
 
-    async def agents(self, since: datetime) -> dict[str, AgentWork]:
-        """Per agent, from ``since`` (aware; the start of the center's day)."""
+    async def agents(self, since: datetime, now: datetime) -> dict[str, AgentWork]:
+        """Per agent, from ``since`` (aware; the start of the center's day) to ``now``."""
         outcomes = select(
             Interaction.agent,
             Interaction.customer_id,
@@ -71,10 +75,11 @@ class WorkFigures:
         async with self._sessions() as session:
             rows = (await session.execute(outcomes)).all()
             scores = {str(a): float(v) for a, v in (await session.execute(csat)).all()}
+        rated = await ratings.means(self._sessions, now)
         resolution = _resolution([(a, c, t, at, call) for a, c, t, at, call in rows])
         return {
-            agent: AgentWork(resolution.get(agent), scores.get(agent))
-            for agent in resolution.keys() | scores.keys()
+            agent: AgentWork(resolution.get(agent), scores.get(agent), rated.get(agent))
+            for agent in resolution.keys() | scores.keys() | rated.keys()
         }
 
 

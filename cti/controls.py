@@ -110,6 +110,10 @@ class MemberControls:
             return next(iter(self._clients))
         raise ControlError.invalid("pbx", "several PBXs are configured, name one")
 
+    def knows(self, agent: str) -> bool:
+        """Whether ``agent`` is a configured agent."""
+        return agent in self._agents
+
     def interfaces(self, agent: str) -> tuple[str, ...]:
         """The configured member interfaces of ``agent`` (none for an unknown agent)."""
         settings = self._agents.get(agent)
@@ -201,7 +205,7 @@ class MemberControls:
         return client
 
     def _interfaces(self, agent: str) -> tuple[str, ...]:
-        if agent not in self._agents:
+        if not self.knows(agent):
             raise ControlError.invalid("agent", f"{agent!r} is not a configured agent")
         interfaces = self.interfaces(agent)
         if not interfaces:

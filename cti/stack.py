@@ -8,6 +8,7 @@ constructor, and everything is closed in reverse order when the stack stops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import Callable, Sequence
@@ -82,7 +83,8 @@ async def run_stack(
     pop = PopService(PopBook(), Hub(), store, clock=utc_now, budget=settings.store.lookup_budget)
     board = Board(settings.wallboard, settings.agents)
     service = CtiService(settings, [*sinks, pop, board], [board])
-    refresher = asyncio.create_task(refresh_work(board, WorkFigures(engine)))
+    work_changed = asyncio.Event()
+    refresher = asyncio.create_task(refresh_work(board, WorkFigures(engine), work_changed))
     clients = {f.settings.name: f.client for f in service.followers}
     wrapup = QueuePauseWrapup(clients, settings.agents)
     runner: web.AppRunner | None = None
@@ -106,6 +108,7 @@ async def run_stack(
                 secure_cookies=settings.web.secure_cookies,
                 board=board,
                 controls=MemberControls(clients, settings.agents),
+                work_changed=work_changed.set,
             )
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
@@ -129,23 +132,29 @@ async def run_stack(
         await engine.dispose()
 
 
-async def refresh_work(board: Board, figures: WorkFigures, every: float = WORK_EVERY) -> None:
-    """Feed the board what only the store knows (callbacks, CSAT, FCR), every ``every`` s;
-    a store that does not answer leaves the last figures up and is tried again."""
+async def refresh_work(
+    board: Board, figures: WorkFigures, wake: asyncio.Event, every: float = WORK_EVERY
+) -> None:
+    """Feed the board what only the store knows (callbacks, CSAT, FCR, ratings), every
+    ``every`` s or as soon as ``wake`` is set (a rating was saved); a store that does not
+    answer leaves the last figures up and is tried again."""
     while True:
+        wake.clear()
         try:
             board.set_callbacks(await figures.callbacks())
-            zone = board.rules.timezone
-            midnight = datetime.now(zone).replace(hour=0, minute=0, second=0, microsecond=0)
-            work = await figures.agents(midnight)
+            now = datetime.now(board.rules.timezone)
+            midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+            work = await figures.agents(midnight, now)
             for agent in set(board.agent_ids()) | work.keys():
                 done = work.get(agent)
                 board.set_quality(
-                    agent, Quality(done.fcr, done.csat) if done is not None else Quality()
+                    agent,
+                    Quality(done.fcr, done.csat, done.rating) if done is not None else Quality(),
                 )
         except (SQLAlchemyError, OSError) as exc:
             log.warning("wallboard: store figures not refreshed: %s", exc)
-        await asyncio.sleep(every)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), every)
 
 
 def _agi_server(settings: Settings, store: IvrStore, pop: PopService) -> AgiServer:

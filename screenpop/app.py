@@ -3,10 +3,11 @@
 Routes (details in docs/api.md): pages ``/login``, ``/logout``, ``/``, ``/customers/{id}``;
 JSON ``/api/...``; the live push ``/ws``; the supervisors' wallboard (``/wallboard``, its API
 and socket: screenpop/wallboard.py); supervisor controls (pause, queue members, listen, the
-audit log: screenpop/controls_api.py); static files ``/static/``. Middlewares, outermost
-first: errors (one place turns failures into responses), then sessions (every route but the
-login page and static files needs a session; every unsafe method needs the session's CSRF
-token). Security headers are added to every response, errors and WebSockets included.
+audit log, ratings of agents: screenpop/controls_api.py); static files ``/static/``.
+Middlewares, outermost first: errors (one place turns failures into responses), then
+sessions (every route but the login page and static files needs a session; every unsafe
+method needs the session's CSRF token). Security headers are added to every response,
+errors and WebSockets included.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from screenpop.keys import (
     SESSION,
     SESSIONS,
     STORE,
+    WORK_CHANGED,
 )
 from screenpop.pipeline import PopService
 
@@ -74,6 +76,7 @@ def create_app(
     ping_interval: float = 15.0,
     board: wallboard.BoardView | None = None,
     controls: MemberControls | None = None,
+    work_changed: Callable[[], None] = lambda: None,
 ) -> web.Application:
     """The aiohttp application. ``pop`` and ``store`` belong to the caller (it closes them);
     ``now`` is the clock for outcomes and customer cards; ``secure_cookies`` for HTTPS."""
@@ -89,6 +92,7 @@ def create_app(
     app[PING_INTERVAL] = ping_interval
     app[BOARD] = board
     app[CONTROLS] = controls
+    app[WORK_CHANGED] = work_changed
     app[EPOCH] = secrets.token_hex(8)
     aiohttp_jinja2.setup(
         app,

@@ -1,4 +1,5 @@
-"""Member controls over JSON: pause, queue log-in/out and listen-in, each one audited.
+"""Member controls over JSON: pause, queue log-in/out and listen-in, each one audited; and
+the supervisors' ratings of agents (stored, not audited: a rating row says who gave it).
 
 Every control goes the same way: the permission first (a supervisor may control any agent;
 an agent may only pause and unpause themselves), then the input (through
@@ -20,13 +21,13 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
-from crm_sync import audit
-from crm_sync.models import AuditEntry
+from crm_sync import audit, ratings
+from crm_sync.models import AgentRating, AuditEntry
 from crm_sync.store import CustomerStore
 from cti.controls import SPY_OPTIONS, ControlError, MemberControls
 from screenpop.api import _body
 from screenpop.errors import ApiError
-from screenpop.keys import CLOCK, CONTROLS, POP, SESSION, STORE
+from screenpop.keys import CLOCK, CONTROLS, POP, SESSION, STORE, WORK_CHANGED
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ def add_routes(app: web.Application) -> None:
     )
     app.router.add_post("/api/calls/{pbx}/{call_id}/listen", listen, name="api_listen")
     app.router.add_get("/api/audit", audit_log, name="api_audit")
+    app.router.add_post("/api/agents/{agent_id}/ratings", rate, name="api_rate")
+    app.router.add_get("/api/agents/{agent_id}/ratings", rating_list, name="api_ratings")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +132,46 @@ async def audit_log(request: web.Request) -> web.StreamResponse:
         raise _invalid("limit", f"a whole number from 1 to {audit.MAX_LIMIT}")
     entries = await audit.recent(store.sessions, int(raw))
     return web.json_response({"entries": [_entry(e) for e in entries]})
+
+
+async def rate(request: web.Request) -> web.StreamResponse:
+    """``{"score": 1..5, "note"?: str}``: a supervisor's rating of a configured agent. The
+    wallboard's figures are refreshed from the store at once."""
+    agent = _rated_agent(request)
+    body = await _body(request)
+    score = body.get("score")
+    if isinstance(score, bool) or not isinstance(score, int) or score not in ratings.SCORES:
+        raise _invalid("score", "a whole number from 1 to 5")
+    note = body.get("note", "")
+    if not isinstance(note, str) or len(note) > ratings.MAX_NOTE:
+        raise _invalid("note", f"a text of at most {ratings.MAX_NOTE} characters")
+    rating_id = await ratings.record(
+        _store(request).sessions,
+        at=request.app[CLOCK](),
+        agent=agent,
+        rater=request[SESSION].account.login,
+        score=score,
+        note=note,
+    )
+    request.app[WORK_CHANGED]()
+    return web.json_response({"ok": True, "id": rating_id}, status=201)
+
+
+async def rating_list(request: web.Request) -> web.StreamResponse:
+    """The agent's last 50 ratings, newest first. Supervisors only."""
+    agent = _rated_agent(request)
+    found = await ratings.recent(_store(request).sessions, agent)
+    return web.json_response({"ratings": [_rating(r) for r in found]})
+
+
+def _rated_agent(request: web.Request) -> str:
+    """The agent of the path, if a supervisor asks and it is a configured agent."""
+    if request[SESSION].account.role != "supervisor":
+        raise ApiError(403, "supervisors_only", "Only supervisors rate agents.")
+    agent = request.match_info["agent_id"]
+    if not _ready(request).knows(agent):
+        raise _invalid("agent", f"{agent!r} is not a configured agent")
+    return agent
 
 
 async def _permit(request: web.Request, attempt: _Attempt, *, own: bool = False) -> None:
@@ -227,6 +270,17 @@ def _text(body: dict[str, Any], name: str) -> str | None:
 
 def _invalid(field: str, expected: str) -> ApiError:
     return ApiError(422, "invalid_field", f"{field}: {expected}.", field=field)
+
+
+def _rating(rating: AgentRating) -> dict[str, Any]:
+    return {
+        "id": rating.id,
+        "at": rating.at.isoformat(),
+        "agent": rating.agent,
+        "rater": rating.rater,
+        "score": rating.score,
+        "note": rating.note,
+    }
 
 
 def _entry(entry: AuditEntry) -> dict[str, Any]:

@@ -28,6 +28,8 @@ SECURE_COOKIES = web.AppKey("secure_cookies", bool)
 PING_INTERVAL = web.AppKey("ping_interval", float)
 BOARD: web.AppKey[BoardView | None] = web.AppKey("board")
 CONTROLS = web.AppKey[MemberControls | None]("controls")  # None: no PBX to control
+# tells the wallboard's store refresher that a rating changed a figure (no-op without one)
+WORK_CHANGED = web.AppKey[Callable[[], None]]("work_changed")
 # changes at every start: a browser holding sequence numbers of an earlier run gets a snapshot
 EPOCH = web.AppKey("epoch", str)
 

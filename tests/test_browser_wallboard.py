@@ -24,7 +24,10 @@ from aiohttp import web
 from playwright.async_api import Browser, Page, expect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from screenpop.keys import SESSIONS
+from crm_sync import ratings
+from cti.controls import MemberControls
+from cti.settings import AgentSettings
+from screenpop.keys import SESSIONS, STORE
 from screenpop.wallboard import FEED, WallboardFeed
 from tests.screenpop_support import (
     HOSTILE,
@@ -185,7 +188,8 @@ async def site(engine: AsyncEngine) -> AsyncIterator[Site]:
         await eventually(lambda c=call_id: pop.lookup_for(PBX, c) is not None)
     at = time.time()
     board = FakeBoard(center(at))
-    app = build_app(pop, store, board=board)
+    rated = [AgentSettings(a["id"]) for a in board.snapshot(at)["agents"]]
+    app = build_app(pop, store, board=board, controls=MemberControls({}, rated))
     app[FEED] = WallboardFeed(board, pop, interval=0.1)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -401,3 +405,21 @@ async def test_hostile_text_stays_text_and_agents_are_refused(browser: Browser, 
     response = await agent_page.goto(site.url + "/wallboard")
     assert response is not None and response.status == 403
     await agent_context.close()
+
+
+async def test_a_supervisor_rates_an_agent_from_the_grid(browser: Browser, site: Site) -> None:
+    context = await browser.new_context(viewport={"width": 1600, "height": 1000})
+    page = await context.new_page()
+    await log_in(page, site, "sue")
+    frank = page.locator("#agents tbody tr", has_text="Frank Li")
+    await frank.get_by_role("button", name="Rate").click()
+    await frank.get_by_label("Rating").select_option("5")
+    await frank.get_by_label("Note").fill("calm with an angry caller <b>")
+    await frank.get_by_role("button", name="Save").click()
+    await expect(frank.locator(".control-status")).to_have_text("Rated ✓")
+    await expect(frank.locator(".rate-form")).to_be_hidden()
+    store = site.app[STORE]
+    assert store is not None
+    [saved] = await ratings.recent(store.sessions, "Frank")
+    assert (saved.score, saved.note, saved.rater) == (5, "calm with an angry caller <b>", "sue")
+    await context.close()

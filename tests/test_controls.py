@@ -59,6 +59,7 @@ class Lab:
     pop: PopService
     engine: AsyncEngine
     emitted: list[Mapping[str, str]]
+    woken: list[str]  # one entry each time the app said the store's figures changed
 
     async def login(self, name: str) -> dict[str, str]:
         """Log in; the headers an unsafe request of that session needs."""
@@ -106,10 +107,12 @@ async def open_lab(
         store=store,
         now=now,
         controls=MemberControls({PBX: ami}, AGENTS, timeout=action_timeout),
+        work_changed=lambda: woken.append("rated"),
     )
+    woken: list[str] = []
     try:
         async with client_for(app) as client:
-            yield Lab(server, ami, client, pop, engine, emitted)
+            yield Lab(server, ami, client, pop, engine, emitted, woken)
     finally:
         server.thaw()
         await pop.close()
@@ -444,6 +447,51 @@ async def test_audit_listing_for_supervisors(lab: Lab) -> None:
     assert entries[0]["at"].endswith("+00:00")
     assert (await lab.client.get("/api/audit?limit=0")).status == 422
     assert (await lab.client.get("/api/audit?limit=many")).status == 422
+
+
+# --------------------------------------------------------------------------- ratings
+
+
+async def test_a_supervisor_rates_an_agent(lab: Lab) -> None:
+    sue = await lab.login("sue")
+    note = "<script>alert(1)</script>\r\nAction: Logoff"  # stored as given, never an AMI header
+    status, body = await post(lab, "/api/agents/Bob/ratings", sue, {"score": 4, "note": note})
+    assert status == 201 and body["ok"] is True and isinstance(body["id"], int)
+    assert (await post(lab, "/api/agents/Bob/ratings", sue, {"score": 2}))[0] == 201
+    assert lab.woken == ["rated", "rated"]  # the wallboard's figures are refreshed at once
+    listed = await (await lab.client.get("/api/agents/Bob/ratings")).json()
+    assert [(r["score"], r["note"], r["rater"]) for r in listed["ratings"]] == [
+        (2, "", "sue"),
+        (4, note, "sue"),
+    ]
+    assert await lab.audit() == []  # a rating is its own record
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/agents/Bob/ratings", {"score": 0}, "score"),
+        ("/api/agents/Bob/ratings", {"score": 6}, "score"),
+        ("/api/agents/Bob/ratings", {"score": True}, "score"),
+        ("/api/agents/Bob/ratings", {"score": "5"}, "score"),
+        ("/api/agents/Bob/ratings", {"score": 3, "note": "x" * 2001}, "note"),
+        ("/api/agents/Nobody/ratings", {"score": 3}, "agent"),
+    ],
+)
+async def test_bad_ratings_are_refused(lab: Lab, path: str, body: Any, field: str) -> None:
+    sue = await lab.login("sue")
+    status, answer = await post(lab, path, sue, body)
+    assert (status, answer["field"]) == (422, field)
+    assert lab.woken == []
+    assert (await (await lab.client.get("/api/agents/Bob/ratings")).json())["ratings"] == []
+
+
+async def test_agents_may_not_rate_or_read_ratings(lab: Lab) -> None:
+    alice = await lab.login("alice")
+    status, answer = await post(lab, "/api/agents/Alice/ratings", alice, {"score": 5})
+    assert (status, answer["error_id"]) == (403, "supervisors_only")
+    assert (await lab.client.get("/api/agents/Alice/ratings")).status == 403
+    assert lab.woken == []
 
 
 # --------------------------------------------------------------------------- MemberControls

@@ -1,15 +1,22 @@
-"""The store's figures for the wallboard, on SQLite and PostgreSQL: callbacks per queue, CSAT
-and first-call resolution per agent."""
+"""The store's figures for the wallboard, on SQLite and PostgreSQL: callbacks per queue, CSAT,
+first-call resolution and supervisors' rating per agent."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from crm_sync import ratings
 from crm_sync.models import CallScore, Customer, Interaction
 from crm_sync.work_figures import AgentWork, WorkFigures
+from cti.board import Board
+from cti.events import MemberUpdated
+from cti.settings import BoardRules
+from cti.stack import refresh_work
 
 DAY = datetime(2026, 12, 3, tzinfo=UTC)
 
@@ -65,6 +72,48 @@ async def test_callbacks_csat_and_fcr(engine: AsyncEngine) -> None:
         )
     figures = WorkFigures(engine)
     assert await figures.callbacks() == {"support": 2}
-    work = await figures.agents(DAY)
+    work = await figures.agents(DAY, DAY + timedelta(hours=20))
     assert work["alice"] == AgentWork(fcr=0.5, csat=pytest.approx(3.5))
     assert work["bob"] == AgentWork(fcr=1.0, csat=None)
+
+
+async def test_supervisor_ratings_mean_over_30_days(engine: AsyncEngine) -> None:
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    now = DAY + timedelta(hours=20)
+    for days_ago, score_, note in [(31, 1, "too old"), (29, 5, ""), (0, 2, "<b>rude</b>\r\n")]:
+        at = now - timedelta(days=days_ago)
+        await ratings.record(sessions, at=at, agent="carol", rater="sue", score=score_, note=note)
+    work = await WorkFigures(engine).agents(DAY, now)
+    assert work["carol"] == AgentWork(fcr=None, csat=None, rating=pytest.approx(3.5))
+    listed = await ratings.recent(sessions, "carol")
+    assert [(r.score, r.note) for r in listed] == [(2, "<b>rude</b>\r\n"), (5, ""), (1, "too old")]
+    assert listed[0].at == now and listed[0].rater == "sue"
+    for bad in (0, 6):
+        with pytest.raises(ValueError):
+            await ratings.record(sessions, at=now, agent="carol", rater="sue", score=bad, note="")
+
+
+async def test_the_refresher_takes_a_rating_in_when_woken(engine: AsyncEngine) -> None:
+    """``cti.stack.refresh_work`` reads the store every 30 s, and at once when woken."""
+    board = Board(BoardRules())
+    board.observe(MemberUpdated("p", time.time(), "support", "carol", "carol", "PJSIP/1003",
+                                1, False, "", False, 0.0))  # fmt: skip
+    wake = asyncio.Event()
+    refresher = asyncio.create_task(refresh_work(board, WorkFigures(engine), wake, every=3600))
+    try:
+        await asyncio.sleep(0.3)  # the first read: nothing rated yet
+        [row] = board.snapshot(time.time())["agents"]
+        assert row["supervisor_rating"] is None
+        sessions = async_sessionmaker(engine, expire_on_commit=False)
+        now = datetime.now(UTC)
+        await ratings.record(sessions, at=now, agent="carol", rater="sue", score=4, note="")
+        wake.set()
+        for _ in range(50):
+            [row] = board.snapshot(time.time())["agents"]
+            if row["supervisor_rating"] is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert row["supervisor_rating"] == 4.0
+    finally:
+        refresher.cancel()
+        await asyncio.gather(refresher, return_exceptions=True)

@@ -21,6 +21,7 @@
   const settingsEl = document.getElementById("settings");
   const linkEl = document.getElementById("link");
   const pauseTemplate = document.getElementById("pause-template");
+  const rateTemplate = document.getElementById("rate-template");
 
   const SVG = "http://www.w3.org/2000/svg";
   const WINDOWS = ["15m", "1h", "today"];
@@ -386,10 +387,29 @@
     const pause = button("Pause", "pause");
     const unpause = button("Unpause", "unpause");
     const listen = button("Listen", "listen");
+    const rate = button("Rate", "rate");
     const form = pauseTemplate.content.firstElementChild.cloneNode(true);
+    const rating = rateTemplate.content.firstElementChild.cloneNode(true);
     const status = el("span", "control-status", "");
     status.setAttribute("role", "status");
     Object.assign(entry, { pause, unpause, listen, form, status });
+    rate.addEventListener("click", () => {
+      rating.hidden = !rating.hidden;
+      if (!rating.hidden) rating.elements.score.focus();
+    });
+    rating.querySelector(".cancel").addEventListener("click", () => {
+      rating.hidden = true;
+      rating.reset();
+    });
+    rating.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const url = `/api/agents/${encodeURIComponent(entry.agent.id)}/ratings`;
+      const body = { score: Number(rating.elements.score.value), note: rating.elements.note.value.trim() };
+      if (await command(entry, url, body, "Rated ✓")) {
+        rating.hidden = true;
+        rating.reset();
+      }
+    });
     pause.addEventListener("click", () => {
       form.hidden = false;
       pause.hidden = true;
@@ -408,7 +428,7 @@
       const url = `/api/calls/${encodeURIComponent(call.pbx)}/${encodeURIComponent(call.call_id)}/listen`;
       command(entry, url, { mode: "listen" }, "Listening ✓");
     });
-    cell.append(pause, unpause, listen, form, status);
+    cell.append(pause, unpause, listen, rate, form, rating, status);
     return cell;
   }
 
