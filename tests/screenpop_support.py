@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from crm_sync.models import Customer, Interaction, Phone
 from crm_sync.phones import PhoneNormalizer
 from crm_sync.store import CustomerStore
+from cti.ami import AmiClient, Item
 from cti.events import (
     AgentRinging,
     CallAnswered,
@@ -33,6 +34,8 @@ from cti.events import (
     CallStarted,
     DomainEvent,
 )
+from cti.settings import PbxSettings
+from cti.simulator import AmiServer
 from ivr.walk import Findings, Route
 from screenpop.app import create_app
 from screenpop.auth import Account, Accounts, hash_password
@@ -269,3 +272,22 @@ async def writes_blocked(engine: AsyncEngine) -> AsyncIterator[None]:
                     yield
                 finally:
                     await transaction.rollback()
+
+
+@asynccontextmanager
+async def simulated_pbx() -> AsyncIterator[tuple[AmiServer, AmiClient]]:
+    """The PBX simulator on loopback and a connected AmiClient (PBX name ``PBX``)."""
+    server = AmiServer(auth_delay=0.05)
+    await server.start()
+    queue: asyncio.Queue[Item] = asyncio.Queue()
+    ami = AmiClient(PbxSettings(name=PBX, port=server.port, secret="cti-secret"), queue)
+    runner = asyncio.create_task(ami.run())
+    try:
+        await eventually(lambda: ami.connected)
+        yield server, ami
+    finally:
+        server.thaw()
+        await ami.close()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await server.stop()

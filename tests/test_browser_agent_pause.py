@@ -5,7 +5,6 @@ takes free text, a PBX that went away shows its error, and every attempt is audi
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,9 +15,9 @@ from playwright.async_api import Browser, Page, expect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_sync import audit
-from cti.ami import AmiClient, Item
+from cti.ami import AmiClient
 from cti.controls import MemberControls
-from cti.settings import AgentSettings, PbxSettings
+from cti.settings import AgentSettings
 from cti.simulator import AmiServer
 from tests.screenpop_support import (
     PASSWORDS,
@@ -27,6 +26,7 @@ from tests.screenpop_support import (
     eventually,
     new_pop,
     new_store,
+    simulated_pbx,
 )
 
 ALICE = "Local/1001@agents/n"  # Alice in the simulator's support queue
@@ -42,28 +42,19 @@ class Site:
 
 @pytest.fixture
 async def site(engine: AsyncEngine) -> AsyncIterator[Site]:
-    server = AmiServer(auth_delay=0.05)
-    await server.start()
-    queue: asyncio.Queue[Item] = asyncio.Queue()
-    ami = AmiClient(PbxSettings(name=PBX, port=server.port, secret="cti-secret"), queue)
-    runner = asyncio.create_task(ami.run())
-    await eventually(lambda: ami.connected)
     store = new_store(engine)
     pop = new_pop(store)
-    controls = MemberControls({PBX: ami}, [AgentSettings("Alice", members=("Alice", ALICE))])
-    web_runner = web.AppRunner(build_app(pop, store, controls=controls))
-    await web_runner.setup()
-    await web.TCPSite(web_runner, "127.0.0.1", 0).start()
-    host, port = web_runner.addresses[0][:2]
-    try:
-        yield Site(f"http://{host}:{port}", server, ami, engine)
-    finally:
-        await web_runner.cleanup()
-        await pop.close()
-        await ami.close()
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
-        await server.stop()
+    async with simulated_pbx() as (server, ami):
+        controls = MemberControls({PBX: ami}, [AgentSettings("Alice", members=("Alice", ALICE))])
+        web_runner = web.AppRunner(build_app(pop, store, controls=controls))
+        await web_runner.setup()
+        await web.TCPSite(web_runner, "127.0.0.1", 0).start()
+        host, port = web_runner.addresses[0][:2]
+        try:
+            yield Site(f"http://{host}:{port}", server, ami, engine)
+        finally:
+            await web_runner.cleanup()
+            await pop.close()
 
 
 async def pause_state(ami: AmiClient) -> tuple[str, str]:

@@ -19,9 +19,9 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_sync import audit
-from cti.ami import AmiClient, Item
+from cti.ami import AmiClient
 from cti.controls import ControlError, MemberControls, spy_prefix
-from cti.settings import AgentSettings, PbxSettings
+from cti.settings import AgentSettings
 from cti.simulator import AmiServer
 from screenpop.app import create_app
 from screenpop.auth import Account, Accounts, hash_password
@@ -38,6 +38,7 @@ from tests.screenpop_support import (
     new_pop,
     new_store,
     now,
+    simulated_pbx,
 )
 
 Client = TestClient[web.Request, web.Application]
@@ -90,36 +91,26 @@ def accounts(device: str) -> Accounts:
 async def open_lab(
     engine: AsyncEngine, *, device: str = "PJSIP/2001", action_timeout: float = 5.0
 ) -> AsyncIterator[Lab]:
-    server = AmiServer(auth_delay=0.05)
-    await server.start()
-    emitted: list[Mapping[str, str]] = []
-    server.observers.append(emitted.append)
-    queue: asyncio.Queue[Item] = asyncio.Queue()
-    ami = AmiClient(PbxSettings(name=PBX, port=server.port, secret="cti-secret"), queue)
-    runner = asyncio.create_task(ami.run())
-    await eventually(lambda: ami.connected)
-    store = new_store(engine)
-    pop = new_pop(store)
-    app = create_app(
-        pop=pop,
-        accounts=accounts(device),
-        dispositions=dispositions(),
-        store=store,
-        now=now,
-        controls=MemberControls({PBX: ami}, AGENTS, timeout=action_timeout),
-        work_changed=lambda: woken.append("rated"),
-    )
-    woken: list[str] = []
-    try:
-        async with client_for(app) as client:
-            yield Lab(server, ami, client, pop, engine, emitted, woken)
-    finally:
-        server.thaw()
-        await pop.close()
-        await ami.close()
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
-        await server.stop()
+    async with simulated_pbx() as (server, ami):
+        emitted: list[Mapping[str, str]] = []
+        server.observers.append(emitted.append)
+        store = new_store(engine)
+        pop = new_pop(store)
+        woken: list[str] = []
+        app = create_app(
+            pop=pop,
+            accounts=accounts(device),
+            dispositions=dispositions(),
+            store=store,
+            now=now,
+            controls=MemberControls({PBX: ami}, AGENTS, timeout=action_timeout),
+            work_changed=lambda: woken.append("rated"),
+        )
+        try:
+            async with client_for(app) as client:
+                yield Lab(server, ami, client, pop, engine, emitted, woken)
+        finally:
+            await pop.close()
 
 
 @pytest.fixture
