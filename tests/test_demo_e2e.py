@@ -6,40 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, expect
 
+from tests.demo_support import running_demo
+
 
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
-    command = [
-        sys.executable, "-m", "cti", "demo", "--web-port", "0", "--agi-port", "0",
-        "--rate", "60", "--speed", "4",
-        "--url", f"sqlite:///{tmp_path / 'demo.sqlite3'}",
-    ]  # fmt: skip
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path
-    ) as process:
-        assert process.stdout is not None
-        lines: list[str] = []
-        url = None
-        for line in process.stdout:
-            lines.append(line)
-            found = re.search(r"Agent page:\s+(http://127\.0\.0\.1:\d+/)", line)
-            if found:
-                url = found.group(1)
-                break
-        try:
-            assert url, "".join(lines)
-            yield url, lines
-        finally:
-            process.terminate()
-            process.wait(10)
+    address = r"Agent page:\s+(http://127\.0\.0\.1:\d+/)"
+    with running_demo(tmp_path, rate=60, speed=4, address=address) as found:
+        yield found
 
 
 async def test_a_simulated_call_pops_a_known_customer_in_the_browser(
