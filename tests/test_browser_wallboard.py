@@ -24,7 +24,8 @@ from aiohttp import web
 from playwright.async_api import Browser, Page, expect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from crm_sync import ratings
+from crm_sync import audit, ratings
+from cti.ami import AmiClient
 from cti.controls import MemberControls
 from cti.settings import AgentSettings
 from screenpop.keys import SESSIONS, STORE
@@ -43,6 +44,7 @@ from tests.screenpop_support import (
     new_pop,
     new_store,
     seed,
+    simulated_pbx,
 )
 from tests.test_wallboard_app import (
     HOSTILE_NAME,
@@ -57,6 +59,8 @@ from tests.test_wallboard_app import (
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # store not under test
 DASH = "\u2013"  # an en dash: a figure with nothing to compute it from, and time ranges
 SCREENSHOT = ROOT / "docs" / "wallboard.png"  # refreshed only with CTI_UPDATE_SCREENSHOT=1
+
+ALICE = "Local/1001@agents/n"  # Alice in the simulator's support queue
 
 
 @dataclass
@@ -423,3 +427,62 @@ async def test_a_supervisor_rates_an_agent_from_the_grid(browser: Browser, site:
     [saved] = await ratings.recent(store.sessions, "Frank")
     assert (saved.score, saved.note, saved.rater) == (5, "calm with an angry caller <b>", "sue")
     await context.close()
+
+
+async def test_a_supervisor_logs_an_agent_in_and_out_of_a_queue(
+    browser: Browser, engine: AsyncEngine
+) -> None:
+    """Against the PBX simulator: Queues → sales → Log in is a QueueAdd Asterisk keeps, Log
+    out its QueueRemove, both audited."""
+    store = new_store(engine)
+    pop = new_pop(store)
+    at = time.time()
+    board = FakeBoard(center(at))
+    alice = AgentSettings("Alice", members=("Alice", ALICE, "PJSIP/1001"))
+    async with simulated_pbx() as (_, ami):
+        app = build_app(pop, store, board=board, controls=MemberControls({PBX: ami}, [alice]))
+        app[FEED] = WallboardFeed(board, pop, interval=0.1)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]
+        try:
+            page = await browser.new_page(viewport={"width": 1600, "height": 1000})
+            await log_in(page, Site(f"http://{host}:{port}", app, board, at), "sue")
+            row = page.locator("#agents tbody tr", has_text="Alice Martin")
+            await row.get_by_role("button", name="Queues").click()
+            picker = row.get_by_label("Queue")
+            await expect(picker.locator("option")).to_have_text(
+                ["support (member)", "sales", "billing"]
+            )
+            await picker.select_option("sales")
+            await row.get_by_role("button", name="Log in").click()
+            await expect(row.locator(".control-status")).to_have_text("Logged in to sales ✓")
+            assert ALICE in await queue_members(ami, "sales")
+            await row.get_by_role("button", name="Queues").click()
+            await picker.select_option("sales")
+            await row.get_by_role("button", name="Log out").click()
+            await expect(row.locator(".control-status")).to_have_text("Logged out of sales ✓")
+            assert ALICE not in await queue_members(ami, "sales")
+            await row.get_by_role("button", name="Queues").click()
+            await picker.select_option("sales")
+            await row.get_by_role("button", name="Log out").click()  # not a member any more
+            await expect(row.locator(".control-status")).to_contain_text(
+                f"{ALICE}: Unable to remove interface: Not there"
+            )
+            entries = await audit.recent(store.sessions)
+            assert [(e.action, e.queue, e.result.split(":")[0]) for e in entries] == [
+                ("queue_remove", "sales", "refused"),
+                ("queue_remove", "sales", "ok"),
+                ("queue_add", "sales", "ok"),
+            ]
+            await page.close()
+        finally:
+            await runner.cleanup()
+            await pop.close()
+
+
+async def queue_members(ami: AmiClient, queue: str) -> set[str]:
+    reply = await ami.send_action({"Action": "QueueStatus", "Queue": queue}, timeout=5)
+    items = reply if isinstance(reply, list) else [reply]
+    return {m["Location"] for m in items if m.get("Event") == "QueueMember"}

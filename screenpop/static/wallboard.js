@@ -22,6 +22,7 @@
   const linkEl = document.getElementById("link");
   const pauseTemplate = document.getElementById("pause-template");
   const rateTemplate = document.getElementById("rate-template");
+  const memberTemplate = document.getElementById("member-template");
 
   const SVG = "http://www.w3.org/2000/svg";
   const WINDOWS = ["15m", "1h", "today"];
@@ -388,11 +389,44 @@
     const unpause = button("Unpause", "unpause");
     const listen = button("Listen", "listen");
     const rate = button("Rate", "rate");
+    const queues = button("Queues", "queues");
+    const membership = memberTemplate.content.firstElementChild.cloneNode(true);
     const form = pauseTemplate.content.firstElementChild.cloneNode(true);
     const rating = rateTemplate.content.firstElementChild.cloneNode(true);
     const status = el("span", "control-status", "");
     status.setAttribute("role", "status");
     Object.assign(entry, { pause, unpause, listen, form, status });
+    queues.addEventListener("click", () => {
+      membership.hidden = !membership.hidden;
+      if (membership.hidden) return;
+      // every queue of the agent's PBX, the agent's own first
+      const { pbx, queues: own } = entry.agent;
+      const names = board.queues.filter((q) => q.pbx === pbx).map((q) => q.name);
+      const ordered = [...own, ...names.filter((n) => !own.includes(n))];
+      membership.elements.queue.replaceChildren(
+        ...ordered.map((name) => {
+          const option = el("option", "", own.includes(name) ? `${name} (member)` : name);
+          option.value = name;
+          return option;
+        }),
+      );
+      membership.elements.queue.focus();
+    });
+    membership.querySelector(".cancel").addEventListener("click", () => {
+      membership.hidden = true;
+    });
+    membership.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const queue = membership.elements.queue.value;
+      if (!queue) return;
+      const { id, pbx } = entry.agent;
+      const base = `/api/queues/${encodeURIComponent(queue)}/members`;
+      const done =
+        event.submitter && event.submitter.value === "remove"
+          ? await command(entry, `${base}/${encodeURIComponent(id)}?pbx=${encodeURIComponent(pbx)}`, null, `Logged out of ${queue} ✓`, "DELETE")
+          : await command(entry, base, { agent: id, pbx }, `Logged in to ${queue} ✓`);
+      if (done) membership.hidden = true;
+    });
     rate.addEventListener("click", () => {
       rating.hidden = !rating.hidden;
       if (!rating.hidden) rating.elements.score.focus();
@@ -428,7 +462,7 @@
       const url = `/api/calls/${encodeURIComponent(call.pbx)}/${encodeURIComponent(call.call_id)}/listen`;
       command(entry, url, { mode: "listen" }, "Listening ✓");
     });
-    cell.append(pause, unpause, listen, rate, form, rating, status);
+    cell.append(pause, unpause, listen, queues, rate, form, membership, rating, status);
     return cell;
   }
 
@@ -443,17 +477,17 @@
     return command(entry, url, { paused, reason }, paused ? "Paused ✓" : "Unpaused ✓");
   }
 
-  async function command(entry, url, body, done) {
+  async function command(entry, url, body, done, method = "POST") {
     const { status } = entry;
     status.className = "control-status pending";
     status.textContent = "…";
     let res = null;
     try {
       res = await fetch(url, {
-        method: "POST",
+        method,
         credentials: "same-origin",
         headers: { "Content-Type": "application/json", "X-CSRF-Token": config.csrf },
-        body: JSON.stringify(body),
+        body: body === null ? undefined : JSON.stringify(body),
       });
     } catch (e) {
       res = null;
