@@ -8,14 +8,22 @@ PBXs unresponsive), and it has no clock: every time comes from the events or fro
 given to :meth:`Board.snapshot`. Figure definitions are in docs/wallboard.md.
 
 A queue attempt counts once, in the minute it *left* the queue: answered, abandoned (short
-or not), or another exit. Each queue keeps per-minute counters for today; the 15-minute and
-one-hour windows are running sums that drop the minutes leaving them, so a snapshot costs
-the same whatever the traffic. "Today" starts at midnight in the board's time zone.
+or not), or another exit. Each queue keeps per-minute counters for the last hour, and running
+sums: the 15-minute and one-hour windows drop the minutes leaving them, today's only adds; so
+a snapshot costs the same whatever the traffic, and the board does not grow through the day.
+"Today" starts at midnight in the board's time zone.
 
 Handle time is talk plus wrap-up. Wrap-up is the pause with the wrap-up reason that follows
 the call (the service's own outcome hold, :mod:`cti.wrapup`); when none starts within
 ``wrapup_grace`` seconds it is the queue's ``wrapuptime``. A call's handle time is counted
 when its wrap-up ends.
+
+A snapshot hands out every queue view and agent row but builds only those whose inputs
+changed: a queue after its callers, counts or callbacks changed, or a member's place in it
+(state, pause reason: ``_place``), when a wait crosses an alert threshold or a gap begins, and
+at each minute roll; an agent's row after the agent changed, and every ``ROW_REFRESH`` seconds
+if the clock alone moves its score. One that comes out as the last one did is kept with its
+``rev``, so a push (``screenpop.wallboard``) sends only what a page would show differently.
 
 A lost AMI link is a gap: minutes while it was down have no trend point, and each window
 lists the gaps inside it, so a dip to zero is never drawn where there was no data. Live state
@@ -25,11 +33,13 @@ lists the gaps inside it, so a dip to zero is never drawn where there was no dat
 from __future__ import annotations
 
 import math
+import operator
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from functools import reduce
+from typing import Any, cast
 
 from cti.events import (
     AgentRinging,
@@ -53,12 +63,16 @@ from cti.settings import AgentSettings, BoardRules
 from cti.wrapup import REASON as WRAPUP_REASON
 
 Gap = tuple[float, float | None]  # the AMI link was down from .. to (None: still down)
+Place = tuple[str, str | None] | None  # a member's state in a queue, with the pause reason;
+# None: not logged in there
 # counters per minute: indexes into a list of floats (plain lists add fastest)
 OFFERED, ANSWERED, IN_SL, ABANDONED, SHORT, OTHER, HOLD, HANDLED, HANDLE = range(9)
 _WIDTH = 9
 _UNAVAILABLE = frozenset({4, 5})  # device invalid / unavailable: not logged in (QueueSummary)
 _TREND_MINUTES = 60
 _WINDOWS = (("15m", "last 15 min", 15), ("1h", "last hour", 60))
+_KEYS = (*(key for key, _, _ in _WINDOWS), "today")
+_WIDEST = max(_WINDOWS, key=lambda w: w[2])[0]
 ROW_REFRESH = 60.0  # seconds an unchanged agent's row (and score) may be reused
 _SL_ALERT_MIN_CALLS = 5  # a service level over fewer calls is noise, not an alert
 _PLACES = ("logged_in", "available", "on_call", "ringing", "wrap_up", "paused")
@@ -75,9 +89,11 @@ class Quality:
 
 
 class _Counts:
-    """Per-minute counters of one queue for today, and running sums over the windows."""
+    """Per-minute counters of one queue, and running sums over the windows and today. Only
+    the minutes still inside a window are kept: an older one is never read again (today's sum
+    has it already, and the next day begins after it)."""
 
-    __slots__ = ("day", "minutes", "starts", "today", "windows")
+    __slots__ = ("changes", "day", "minutes", "starts", "today", "windows")
 
     def __init__(self) -> None:
         self.minutes: dict[int, list[float]] = {}
@@ -85,22 +101,31 @@ class _Counts:
         self.windows = {key: [0.0] * _WIDTH for key, _, _ in _WINDOWS}
         self.starts = {key: 0 for key, _, _ in _WINDOWS}  # first minute in each window
         self.day = -1
+        self.changes = {key: 0 for key in _KEYS}  # bumped whenever that window's sums change
+
+    def row(self, key: str) -> list[float]:
+        return self.today if key == "today" else self.windows[key]
 
     def add(self, minute: int, index: int, value: float = 1.0) -> None:
-        row = self.minutes.get(minute)
-        if row is None:
-            row = self.minutes[minute] = [0.0] * _WIDTH
-        row[index] += value
+        if minute >= self.starts[_WIDEST]:
+            row = self.minutes.get(minute)
+            if row is None:
+                row = self.minutes[minute] = [0.0] * _WIDTH
+            row[index] += value
+        changes = self.changes
         if minute >= self.day:
             self.today[index] += value
+            changes["today"] += 1
         for key in self.windows:
             if minute >= self.starts[key]:
                 self.windows[key][index] += value
+                changes[key] += 1
 
     def advance(self, minute: int, day_start: int) -> None:
         """Move the windows so they end at ``minute``; a new day starts afresh."""
         if day_start != self.day:
             self.day = day_start
+            self.changes["today"] += 1
             self.minutes = {m: r for m, r in self.minutes.items() if m >= day_start - 60}
             self.today = [0.0] * _WIDTH
             for m, row in self.minutes.items():
@@ -111,14 +136,19 @@ class _Counts:
             first = minute - span + 1
             if first - start > span:  # long idle: recount instead of dropping minute by minute
                 self.windows[key] = total = [0.0] * _WIDTH
+                self.changes[key] += 1
                 for m, row in self.minutes.items():
                     if first <= m:
                         _add_into(total, row)
+                if key == _WIDEST:
+                    self.minutes = {m: r for m, r in self.minutes.items() if m >= first}
             else:
+                drop = self.minutes.pop if key == _WIDEST else self.minutes.get
                 for m in range(start, first):
-                    leaving = self.minutes.get(m)
+                    leaving = drop(m, None)
                     if leaving is not None:
                         _sub_from(total, leaving)
+                        self.changes[key] += 1
             self.starts[key] = max(start, first)
 
 
@@ -136,9 +166,16 @@ class _Queue:
     callbacks: int = 0
     alerts: dict[str, float] = field(default_factory=dict)  # kind -> since
     members: dict[str, _Agent] = field(default_factory=dict)  # agent id -> agent
-    trend_view: list[dict[str, Any]] = field(default_factory=list)  # redone once a minute
+    trend_view: list[dict[str, Any]] = field(default_factory=list)  # moves on once a minute
     view: dict[str, Any] | None = None  # the last view; None once anything changed
     view_until: float = math.inf  # when the clock alone changes its level or alerts
+    shown: dict[str, Any] | None = None  # the last view with a new rev (kept while the same)
+    # logged-in members by state, counted as each one's place changes (_place)
+    tally: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_PLACES, 0))
+    # parts of the view kept while what they come from stands:
+    places: tuple[dict[str, int], dict[str, int]] | None = None  # agents, paused reasons
+    reasons: dict[str, int] | None = None  # paused members by reason; None: to be recounted
+    figures: dict[str, tuple[int, float, list[Gap], dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -170,8 +207,10 @@ class _Agent:
     paused: float = 0.0
     day: int = -1
     quality: Quality = Quality()
-    row: dict[str, Any] | None = None  # the last view of it, rebuilt when it changes
-    row_at: float = 0.0
+    row: dict[str, Any] | None = None  # the last view of it (Board._dirty: to be redone)
+    row_at: float = 0.0  # when the row was last redone
+    index: int = -1  # its position in the board's agent order
+    places: dict[str, Place] = field(default_factory=dict)  # queue -> what it counts there
 
 
 @dataclass(slots=True)
@@ -194,9 +233,14 @@ class Board:
         self._agents: dict[tuple[str, str], _Agent] = {}
         self._calls: dict[tuple[str, str], _Call] = {}
         self._engaged: dict[tuple[str, str], set[_Agent]] = {}  # call -> agents ringing or on it
-        self._wrapping: set[_Agent] = set()  # agents whose wrap-up may end by the clock alone
+        self._wrapping: dict[_Agent, None] = {}  # agents whose wrap-up has not ended, in order
         self._agent_order: list[_Agent] = []  # by id, then PBX
-        self._rev = 0  # numbers each queue view and agent row built: a push sends new ones
+        self._queue_order: list[_Queue] = []  # by PBX, then name
+        self._rows: list[dict[str, Any] | None] = []  # each agent's row, in agent order
+        self._dirty: set[_Agent] = set()  # agents whose row must be redone
+        self._row_times: deque[tuple[float, _Agent]] = deque()  # (row_at, agent), oldest first
+        self._rev = 0  # numbers each distinct queue view and agent row: a push sends new ones
+        self._tally: dict[str, int] = dict.fromkeys(_PLACES, 0)  # every queue's tally added up
         self._feeds: dict[str, tuple[bool, float]] = {}
         self._gaps: dict[str, list[Gap]] = {}
         self._now = 0.0
@@ -243,8 +287,8 @@ class Board:
         elif isinstance(event, MemberRemoved):
             agent = self._agent(event.pbx, event.agent)
             agent.members.pop(event.queue, None)
-            self._queue(event.pbx, event.queue).members.pop(agent.id, None)
-            self._restate(agent, at)
+            self._queue(event.pbx, event.queue, changed=False).members.pop(agent.id, None)
+            self._restate(agent, at)  # the queue is redone if the member counted there
         elif isinstance(event, QueueDefined):
             self._queue(event.pbx, event.queue).asterisk_sl = event.service_level
         elif isinstance(event, FeedStatus):
@@ -263,7 +307,7 @@ class Board:
         for agent in self._agents.values():
             if agent.id == agent_id and agent.quality != quality:
                 agent.quality = quality
-                agent.row = None
+                self._dirty.add(agent)
 
     def agent_ids(self) -> list[str]:
         return sorted({a.id for a in self._agents.values()} | set(self._names))
@@ -273,9 +317,14 @@ class Board:
     def snapshot(self, now: float) -> dict[str, Any]:
         """Everything the wallboard shows, JSON-ready (schema in docs/wallboard.md)."""
         now = self._clock(now)
+        day = self._day_start(now)
         for agent in list(self._wrapping):
-            self._settle_wrap(agent, now)
-            self._restate(agent, now)
+            wrap = agent.wrap
+            if wrap is not None and wrap.paused_at is not None and agent.day == day:
+                continue  # held by the wrap-up pause: only its end (an event) ends it
+            self._settle_wrap(agent, now)  # the clock alone may end it
+            if agent.wrap is None or agent.day != day or self._state_of(agent, now) != agent.state:
+                self._restate(agent, now)  # else nothing of it changed: views and rows stand
         windows = self._window_marks(now)
         queues = [self._queue_view(q, now, windows) for q in self._sorted_queues()]
         total = self._total_view(queues, now, windows)
@@ -290,7 +339,7 @@ class Board:
             ],
             "queues": queues,
             "total": total,
-            "agents": [self._agent_row(a, now) for a in self._sorted_agents()],
+            "agents": self._agent_rows(now),
             "alerts": alerts,
             "feed": [
                 {"pbx": pbx, "connected": up, "since": since}
@@ -391,7 +440,7 @@ class Board:
         )
         if _wrapup_paused(agent):
             agent.wrap.paused_at = at
-        self._wrapping.add(agent)
+        self._wrapping[agent] = None
         self._restate(agent, at)
 
     # ---------------------------------------------------------------- members and feed
@@ -400,7 +449,8 @@ class Board:
         agent = self._agent(event.pbx, event.agent)
         before = _wrapup_paused(agent)
         agent.members[event.queue] = event
-        self._queue(event.pbx, event.queue).members[agent.id] = agent
+        # the queue is redone if the member's place there changed (_restate)
+        self._queue(event.pbx, event.queue, changed=False).members[agent.id] = agent
         after = _wrapup_paused(agent)
         wrap = agent.wrap
         if wrap is not None:
@@ -445,7 +495,7 @@ class Board:
         wrap = agent.wrap
         assert wrap is not None
         agent.wrap = None
-        self._wrapping.discard(agent)
+        self._wrapping.pop(agent, None)
         handle = wrap.talk + wrapup
         agent.handle_n += 1
         agent.handle_sum += handle
@@ -455,12 +505,9 @@ class Board:
             counts.add(_minute(at), HANDLE, handle)
 
     def _restate(self, agent: _Agent, at: float) -> None:
-        """Called after every change to an agent: its state; its row and queues redrawn."""
-        agent.row = None
-        for name in agent.members:
-            queue = self._queues.get((agent.pbx, name))
-            if queue is not None:
-                queue.view = None
+        """Called after every change to an agent: its state; its row redrawn, and the queues
+        where its place changed."""
+        self._dirty.add(agent)
         day = self._day_start(at)
         if agent.day != day:  # a new day: today's figures start from nothing
             if agent.day >= 0:
@@ -469,14 +516,34 @@ class Board:
                 agent.since = max(agent.since, day * 60.0)
             agent.day = day
         state = self._state_of(agent, at)
-        if state == agent.state:
-            return
-        spent = max(0.0, at - agent.since)
-        if agent.state in _WORKING:
-            agent.working += spent
-        elif agent.state == "paused":
-            agent.paused += spent
-        agent.state, agent.since = state, at
+        if state != agent.state:
+            spent = max(0.0, at - agent.since)
+            if agent.state in _WORKING:
+                agent.working += spent
+            elif agent.state == "paused":
+                agent.paused += spent
+            agent.state, agent.since = state, at
+        places = agent.places
+        for name, member in agent.members.items():
+            place = _place(agent, member)
+            if places.get(name) != place:
+                self._move(self._queue(agent.pbx, name), places.get(name), place)
+                places[name] = place
+        for name in [name for name in places if name not in agent.members]:
+            self._move(self._queue(agent.pbx, name), places.pop(name), None)
+
+    def _move(self, queue: _Queue, was: Place, place: Place) -> None:
+        """A member's place in ``queue`` changed (the queue is redone at the next snapshot)."""
+        for tally in (queue.tally, self._tally):
+            if was is not None:
+                tally["logged_in"] -= 1
+                tally[was[0]] -= 1
+            if place is not None:
+                tally["logged_in"] += 1
+                tally[place[0]] = tally.get(place[0], 0) + 1
+        if (was is not None and was[1] is not None) or (place is not None and place[1] is not None):
+            queue.reasons = None
+        queue.places = None
 
     def _state_of(self, agent: _Agent, now: float) -> str:
         if agent.call is not None:
@@ -514,13 +581,15 @@ class Board:
             if self._minute >= 0:
                 gap = self._gap_in(queue.pbx, self._minute * 60.0, (self._minute + 1) * 60.0)
                 if gap:
-                    queue.trend.append((self._minute, None, None))
+                    point: tuple[int, int | None, float | None] = (self._minute, None, None)
                 else:
                     sl = _service_level(queue.counts.windows["15m"])
-                    queue.trend.append((self._minute, queue.peak, _round(sl)))
-                queue.trend_view = [
-                    {"at": m * 60.0, "waiting": w, "service_level": sl} for m, w, sl in queue.trend
-                ]
+                    point = (self._minute, queue.peak, _round(sl))
+                queue.trend.append(point)
+                m, w, sl = point
+                shown = {"at": m * 60.0, "waiting": w, "service_level": sl}
+                # the points of queue.trend: the oldest dropped as the deque drops it
+                queue.trend_view = [*queue.trend_view[1 - _TREND_MINUTES :], shown]
             queue.peak = len(queue.waiting)
             queue.counts.advance(minute, day)
             queue.view = None
@@ -533,9 +602,14 @@ class Board:
         ``now``; redone after a change, or when the wait crosses a threshold."""
         view = queue.view
         if view is None or now >= queue.view_until:
-            view = queue.view = self._build_queue_view(queue, now, windows)
-            self._rev += 1
-            view["rev"] = self._rev
+            view, shown = self._build_queue_view(queue, now, windows), queue.shown
+            if shown is not None and _same(shown, view, "longest_wait"):  # brought up to now below
+                view = shown
+            else:
+                self._rev += 1
+                view["rev"] = self._rev
+                queue.shown = view
+            queue.view = view
         if queue.waiting:
             view = {**view, "longest_wait": now - min(queue.waiting.values())}
         return view
@@ -544,26 +618,21 @@ class Board:
         self, queue: _Queue, now: float, windows: list[tuple[str, str, float]]
     ) -> dict[str, Any]:
         threshold = self._sl_threshold(queue)
-        rows = {**queue.counts.windows, "today": queue.counts.today}
-        figures = {
-            key: _figures(rows[key], threshold, self._gaps_between(queue.pbx, since, now))
-            for key, _, since in windows
-        }
+        counts, kept = queue.counts, queue.figures
+        figures = {}
+        for key, _, since in windows:
+            gaps = self._gaps_between(queue.pbx, since, now)
+            change = counts.changes[key]
+            was = kept.get(key)
+            if was is not None and was[0] == change and was[1] == threshold and was[2] == gaps:
+                figures[key] = was[3]  # the same sums, threshold and gaps: the same figures
+            else:
+                figures[key] = _figures(counts.row(key), threshold, gaps)
+                kept[key] = (change, threshold, gaps, figures[key])
         longest = now - min(queue.waiting.values()) if queue.waiting else None
-        agents = dict.fromkeys(_PLACES, 0)
-        reasons: dict[str, int] = {}
-        for agent in queue.members.values():
-            member = agent.members[queue.name]
-            if member.status in _UNAVAILABLE:
-                continue
-            agents["logged_in"] += 1
-            state = agent.state
-            if state in ("available", "paused"):
-                state = "paused" if member.paused else "available"
-            agents[state] = agents.get(state, 0) + 1
-            if state == "paused":
-                reason = member.reason or "no reason given"
-                reasons[reason] = reasons.get(reason, 0) + 1
+        if queue.places is None:
+            queue.places = self._places(queue)
+        agents, reasons = queue.places
         view: dict[str, Any] = {
             "pbx": queue.pbx,
             "name": queue.name,
@@ -578,6 +647,18 @@ class Board:
         }
         self._alerts(queue, view, now)
         return view
+
+    def _places(self, queue: _Queue) -> tuple[dict[str, int], dict[str, int]]:
+        """The queue's logged-in members by state, and the paused ones by reason (in the
+        order of the members)."""
+        agents = {k: n for k, n in queue.tally.items() if n or k in _PLACES}
+        if queue.reasons is None:
+            queue.reasons = {}
+            for agent in queue.members.values():
+                place = agent.places.get(queue.name)
+                if place is not None and place[1] is not None:
+                    queue.reasons[place[1]] = queue.reasons.get(place[1], 0) + 1
+        return agents, queue.reasons
 
     def _alerts(self, queue: _Queue, view: dict[str, Any], now: float) -> None:
         rules = self.rules.for_queue(queue.name)
@@ -615,15 +696,17 @@ class Board:
             limit = rules.alert_longest_wait
             crossings = (oldest + limit / 2 + 0.001, oldest + limit + 0.001)  # just past each
             queue.view_until = min((t for t in crossings if t > now), default=math.inf)
+        for start, _ in self._gaps.get(queue.pbx, ()):
+            if start >= now:  # a gap counts once it has begun: redone just after it did
+                queue.view_until = min(queue.view_until, math.nextafter(start, math.inf))
 
     def _total_view(
         self, queues: list[dict[str, Any]], now: float, windows: list[tuple[str, str, float]]
     ) -> dict[str, Any]:
-        totals: dict[str, list[float]] = {key: [0.0] * _WIDTH for key, _, _ in windows}
-        for queue in self._queues.values():
-            rows = {**queue.counts.windows, "today": queue.counts.today}
-            for key in totals:
-                _add_into(totals[key], rows[key])
+        counts = [q.counts for q in self._queues.values()]
+        rows = {key: [c.windows[key] for c in counts] for key, _, _ in _WINDOWS}
+        rows["today"] = [c.today for c in counts]
+        totals = {key: _column_sums(rows[key]) for key, _, _ in windows}
         figures = {}
         for key, _, since in windows:
             gaps = sorted(
@@ -632,7 +715,7 @@ class Board:
             )
             figures[key] = _figures(totals[key], None, gaps)
         waits = [q["longest_wait"] for q in queues if q["longest_wait"] is not None]
-        agents = {name: sum(q["agents"][name] for q in queues) for name in _PLACES}
+        agents = {name: self._tally.get(name, 0) for name in _PLACES}  # the queues' sums
         reasons: dict[str, int] = {}
         for q in queues:
             for reason, n in q["paused_reasons"].items():
@@ -652,14 +735,45 @@ class Board:
             "alerts": [],
         }
 
+    def _agent_rows(self, now: float) -> list[dict[str, Any]]:
+        """Every agent's row: redone when the agent changed, else every ``ROW_REFRESH`` s
+        (only the availability part of the score moves with the clock alone); kept otherwise."""
+        agents = self._sorted_agents()
+        if len(self._rows) != len(agents):  # new agents (dirty since made): places moved
+            self._rows = [agent.row for agent in agents]
+        redo, times = self._dirty, self._row_times
+        while times and now - times[0][0] >= ROW_REFRESH:
+            at, agent = times.popleft()
+            if agent.row_at == at and self._moves_with_clock(agent):  # not redone since
+                redo.add(agent)  # (the others would come out the same: their row stands)
+        for agent in sorted(redo, key=lambda a: a.index):
+            self._rows[agent.index] = self._agent_row(agent, now)
+        redo.clear()
+        return cast(list[dict[str, Any]], self._rows.copy())  # every row is made by now
+
     def _agent_row(self, agent: _Agent, now: float) -> dict[str, Any]:
-        """The agent's row, rebuilt when the agent changed, else every ``ROW_REFRESH`` s
-        (only the availability part of the score moves with the clock alone)."""
-        if agent.row is None or now - agent.row_at >= ROW_REFRESH:
-            agent.row, agent.row_at = self._agent_view(agent, now), now
+        row, shown = self._agent_view(agent, now), agent.row
+        if shown is not None and _same(shown, row):
+            row = shown
+        else:
             self._rev += 1
-            agent.row["rev"] = self._rev
-        return agent.row
+            row["rev"] = self._rev
+            agent.row = row
+        agent.row_at = now
+        self._row_times.append((now, agent))
+        return row
+
+    def _moves_with_clock(self, agent: _Agent) -> bool:
+        """Whether the clock alone moves the agent's score from what its row says: the
+        availability share while a state lasts, unless it is 100 % (never paused) or 0 %."""
+        if self.rules.weights.availability <= 0:
+            return False
+        spent = max(0.0, agent.row_at - agent.since)
+        if agent.state in _WORKING:
+            return agent.paused > 0 or agent.working + spent <= 0
+        if agent.state == "paused":
+            return agent.working > 0 or agent.paused + spent <= 0
+        return False
 
     def _agent_view(self, agent: _Agent, now: float) -> dict[str, Any]:
         call = None
@@ -743,11 +857,13 @@ class Board:
     def _gap_in(self, pbx: str, start: float, end: float) -> bool:
         return bool(self._gaps_between(pbx, start, end))
 
-    def _queue(self, pbx: str, name: str) -> _Queue:
-        """The queue, to be changed: its view is redone at the next snapshot."""
+    def _queue(self, pbx: str, name: str, *, changed: bool = True) -> _Queue:
+        """The queue, to be changed: its view is redone at the next snapshot (unless not
+        ``changed``: for what redoes it only if needed)."""
         queue = self._queues.get((pbx, name))
         if queue is not None:
-            queue.view = None
+            if changed:
+                queue.view = None
         else:
             queue = self._queues[(pbx, name)] = _Queue(pbx, name)
             if self._minute >= 0:
@@ -759,6 +875,7 @@ class Board:
         if agent is None:
             name = self._names.get(agent_id, agent_id)
             agent = self._agents[(pbx, agent_id)] = _Agent(pbx, agent_id, name, since=self._now)
+            self._dirty.add(agent)
         return agent
 
     def _call(self, key: tuple[str, str]) -> _Call:
@@ -768,13 +885,37 @@ class Board:
         return call
 
     def _sorted_queues(self) -> Iterable[_Queue]:
-        return (self._queues[k] for k in sorted(self._queues))
+        if len(self._queue_order) != len(self._queues):  # queues are never removed
+            self._queue_order = [self._queues[k] for k in sorted(self._queues)]
+        return self._queue_order
 
     def _sorted_agents(self) -> list[_Agent]:
-        if len(self._agent_order) != len(self._agents):
+        if len(self._agent_order) != len(self._agents):  # agents are never removed
             order = sorted(self._agents, key=lambda k: (k[1], k[0]))
             self._agent_order = [self._agents[k] for k in order]
+            for index, agent in enumerate(self._agent_order):
+                agent.index = index
         return self._agent_order
+
+
+_MISSING = object()
+
+
+def _same(shown: dict[str, Any], view: dict[str, Any], *ignored: str) -> bool:
+    """Whether ``view`` says what ``shown`` (the last one numbered, with its ``rev``) said."""
+    if len(shown) != len(view) + 1:
+        return False
+    return all(k in ignored or shown.get(k, _MISSING) == v for k, v in view.items())
+
+
+def _place(agent: _Agent, member: MemberUpdated) -> Place:
+    """Where the member counts in the queue's agents (and the reason, when paused)."""
+    if member.status in _UNAVAILABLE:
+        return None
+    state = agent.state
+    if state in ("available", "paused"):
+        state = "paused" if member.paused else "available"
+    return state, (member.reason or "no reason given") if state == "paused" else None
 
 
 def _wrapup_paused(agent: _Agent) -> bool:
@@ -783,6 +924,13 @@ def _wrapup_paused(agent: _Agent) -> bool:
 
 def _minute(at: float) -> int:
     return math.floor(at / 60)
+
+
+def _column_sums(rows: list[list[float]]) -> list[float]:
+    """Column by column, row after row from 0.0: the same sums as adding row by row."""
+    if not rows:
+        return [0.0] * _WIDTH
+    return [reduce(operator.add, column, 0.0) for column in zip(*rows, strict=True)]
 
 
 def _add_into(total: list[float], row: list[float]) -> None:

@@ -14,8 +14,9 @@ to every connected wallboard. However busy the center, a page gets at most one m
 A page gets the whole board once (``{"type": "board"}``), then deltas (``{"type":
 "delta"}``): the small top-level parts whole, and only the queue views and agent rows the
 board rebuilt since the last push (each carries a ``rev``), plus the keys of those gone. At
-200 queues and 2,000 agents the whole board is about 1.5 MB; a busy second's delta a few
-dozen kB. The page counts waits and durations up itself from the ``since`` times.
+200 queues and 2,000 agents the whole board is about 1.5 MB; a push of a busy center's
+delta about 150 kB (docs/benchmarks.md). The page counts waits and durations up itself
+from the ``since`` times.
 
 Each socket has a one-slot outbox and its own writer task: a new message replaces one not
 yet sent, so a slow browser skips stale pictures instead of queueing them; having skipped a
@@ -147,6 +148,10 @@ class WallboardFeed:
         changes["gone"] = gone
         return changes
 
+    def delta_message(self, view: dict[str, Any]) -> str:
+        """The push of what changed in ``view`` since the last one (:meth:`delta`)."""
+        return json.dumps({"type": "delta", "delta": self.delta(view)}, separators=(",", ":"))
+
     def attach(self, socket: web.WebSocketResponse, request: web.Request) -> _Outbox:
         """Start pushing to ``socket`` (opened by ``request``), with the whole board first."""
         opening = self.message()
@@ -175,9 +180,7 @@ class WallboardFeed:
                 continue
             try:
                 view = self.view()
-                text = json.dumps(
-                    {"type": "delta", "delta": self.delta(view)}, separators=(",", ":")
-                )
+                text = self.delta_message(view)
             except Exception:  # a board bug must not end the push; retried at the next change
                 log.exception("wallboard snapshot failed")
                 continue
