@@ -291,3 +291,16 @@ async def simulated_pbx() -> AsyncIterator[tuple[AmiServer, AmiClient]]:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
         await server.stop()
+
+
+@asynccontextmanager
+async def served(app: web.Application) -> AsyncIterator[str]:
+    """The app on a free loopback port for a real browser; its base URL (no trailing /)."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()

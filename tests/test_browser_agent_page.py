@@ -44,6 +44,7 @@ from tests.screenpop_support import (
     new_pop,
     new_store,
     seed,
+    served,
     writes_blocked,
 )
 
@@ -89,14 +90,10 @@ async def site(engine: AsyncEngine) -> AsyncIterator[Site]:
     seeded = await seed(store)
     pop = new_pop(store)
     app = build_app(pop, store)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
     try:
-        yield Site(f"http://{host}:{port}", app, pop, Calls(pop), seeded, engine)
+        async with served(app) as url:
+            yield Site(url, app, pop, Calls(pop), seeded, engine)
     finally:
-        await runner.cleanup()
         await pop.close()
 
 

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-from aiohttp import web
 from playwright.async_api import Browser, Page, expect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -26,6 +25,7 @@ from tests.screenpop_support import (
     eventually,
     new_pop,
     new_store,
+    served,
     simulated_pbx,
 )
 
@@ -46,14 +46,10 @@ async def site(engine: AsyncEngine) -> AsyncIterator[Site]:
     pop = new_pop(store)
     async with simulated_pbx() as (server, ami):
         controls = MemberControls({PBX: ami}, [AgentSettings("Alice", members=("Alice", ALICE))])
-        web_runner = web.AppRunner(build_app(pop, store, controls=controls))
-        await web_runner.setup()
-        await web.TCPSite(web_runner, "127.0.0.1", 0).start()
-        host, port = web_runner.addresses[0][:2]
         try:
-            yield Site(f"http://{host}:{port}", server, ami, engine)
+            async with served(build_app(pop, store, controls=controls)) as url:
+                yield Site(url, server, ami, engine)
         finally:
-            await web_runner.cleanup()
             await pop.close()
 
 

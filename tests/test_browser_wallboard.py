@@ -44,6 +44,7 @@ from tests.screenpop_support import (
     new_pop,
     new_store,
     seed,
+    served,
     simulated_pbx,
 )
 from tests.test_wallboard_app import (
@@ -195,14 +196,10 @@ async def site(engine: AsyncEngine) -> AsyncIterator[Site]:
     rated = [AgentSettings(a["id"]) for a in board.snapshot(at)["agents"]]
     app = build_app(pop, store, board=board, controls=MemberControls({}, rated))
     app[FEED] = WallboardFeed(board, pop, interval=0.1)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
     try:
-        yield Site(f"http://{host}:{port}", app, board, at)
+        async with served(app) as url:
+            yield Site(url, app, board, at)
     finally:
-        await runner.cleanup()
         await pop.close()
 
 
@@ -442,43 +439,39 @@ async def test_a_supervisor_logs_an_agent_in_and_out_of_a_queue(
     async with simulated_pbx() as (_, ami):
         app = build_app(pop, store, board=board, controls=MemberControls({PBX: ami}, [alice]))
         app[FEED] = WallboardFeed(board, pop, interval=0.1)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        host, port = runner.addresses[0][:2]
         try:
-            page = await browser.new_page(viewport={"width": 1600, "height": 1000})
-            await log_in(page, Site(f"http://{host}:{port}", app, board, at), "sue")
-            row = page.locator("#agents tbody tr", has_text="Alice Martin")
-            await row.get_by_role("button", name="Queues").click()
-            picker = row.get_by_label("Queue")
-            await expect(picker.locator("option")).to_have_text(
-                ["support (member)", "sales", "billing"]
-            )
-            await picker.select_option("sales")
-            await row.get_by_role("button", name="Log in").click()
-            await expect(row.locator(".control-status")).to_have_text("Logged in to sales ✓")
-            assert ALICE in await queue_members(ami, "sales")
-            await row.get_by_role("button", name="Queues").click()
-            await picker.select_option("sales")
-            await row.get_by_role("button", name="Log out").click()
-            await expect(row.locator(".control-status")).to_have_text("Logged out of sales ✓")
-            assert ALICE not in await queue_members(ami, "sales")
-            await row.get_by_role("button", name="Queues").click()
-            await picker.select_option("sales")
-            await row.get_by_role("button", name="Log out").click()  # not a member any more
-            await expect(row.locator(".control-status")).to_contain_text(
-                f"{ALICE}: Unable to remove interface: Not there"
-            )
-            entries = await audit.recent(store.sessions)
-            assert [(e.action, e.queue, e.result.split(":")[0]) for e in entries] == [
-                ("queue_remove", "sales", "refused"),
-                ("queue_remove", "sales", "ok"),
-                ("queue_add", "sales", "ok"),
-            ]
-            await page.close()
+            async with served(app) as url:
+                page = await browser.new_page(viewport={"width": 1600, "height": 1000})
+                await log_in(page, Site(url, app, board, at), "sue")
+                row = page.locator("#agents tbody tr", has_text="Alice Martin")
+                await row.get_by_role("button", name="Queues").click()
+                picker = row.get_by_label("Queue")
+                await expect(picker.locator("option")).to_have_text(
+                    ["support (member)", "sales", "billing"]
+                )
+                await picker.select_option("sales")
+                await row.get_by_role("button", name="Log in").click()
+                await expect(row.locator(".control-status")).to_have_text("Logged in to sales ✓")
+                assert ALICE in await queue_members(ami, "sales")
+                await row.get_by_role("button", name="Queues").click()
+                await picker.select_option("sales")
+                await row.get_by_role("button", name="Log out").click()
+                await expect(row.locator(".control-status")).to_have_text("Logged out of sales ✓")
+                assert ALICE not in await queue_members(ami, "sales")
+                await row.get_by_role("button", name="Queues").click()
+                await picker.select_option("sales")
+                await row.get_by_role("button", name="Log out").click()  # not a member any more
+                await expect(row.locator(".control-status")).to_contain_text(
+                    f"{ALICE}: Unable to remove interface: Not there"
+                )
+                entries = await audit.recent(store.sessions)
+                assert [(e.action, e.queue, e.result.split(":")[0]) for e in entries] == [
+                    ("queue_remove", "sales", "refused"),
+                    ("queue_remove", "sales", "ok"),
+                    ("queue_add", "sales", "ok"),
+                ]
+                await page.close()
         finally:
-            await runner.cleanup()
             await pop.close()
 
 
