@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -27,10 +28,12 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.expression import true
 
 KINDS = ("person", "company")
 TIERS = ("vip", "regular", "low")
-LIFECYCLES = ("prospect", "active", "lapsed", "lost")
+LIFECYCLES = ("prospect", "new", "active", "lapsed", "lost", "won_back")
+QUADRANTS = ("loyal", "hostage", "mercenary", "defecting")
 INTERACTION_KINDS = ("call", "order", "ticket", "email", "note", "outcome", "followup")
 
 
@@ -60,6 +63,14 @@ class Customer(Base):
     pin_hash: Mapped[str | None] = mapped_column(String(128))  # scrypt$n$r$p$salt$hash
     balance: Mapped[Decimal | None] = mapped_column(Numeric(12, 2))
     currency: Mapped[str | None] = mapped_column(String(3))  # ISO 4217, of the balance
+    # Segments (crm_sync.segments): tier and lifecycle above, the satisfaction/loyalty
+    # quadrant, the reasons shown on the card, and whether new data awaits a recompute.
+    quadrant: Mapped[str | None] = mapped_column(String(16))
+    segment_why: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    segment_stale: Mapped[bool] = mapped_column(
+        Boolean, default=True, server_default=true(), index=True
+    )
+    segmented_at: Mapped[datetime | None]
 
     phones: Mapped[list[Phone]] = relationship(
         back_populates="customer", cascade="all, delete-orphan", lazy="raise"
@@ -83,7 +94,10 @@ class Interaction(Base):
     """One entry of a customer's timeline, whatever the channel."""
 
     __tablename__ = "interactions"
-    __table_args__ = (Index("ix_interactions_customer_time", "customer_id", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_interactions_customer_time", "customer_id", "occurred_at"),
+        Index("ix_interactions_kind_status", "kind", "status", "due_at"),  # open work
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
@@ -98,6 +112,9 @@ class Interaction(Base):
     call_id: Mapped[str | None] = mapped_column(String(80), index=True)
     agent: Mapped[str | None] = mapped_column(String(64))
     external_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    direction: Mapped[str | None] = mapped_column(String(8))  # calls: inbound | outbound
+    closed_at: Mapped[datetime | None]  # follow-ups: when the work ended
+    result: Mapped[str | None] = mapped_column(String(64))  # follow-ups: how it ended
 
 
 class CallScore(Base):
@@ -151,3 +168,43 @@ class AgentRating(Base):
     rater: Mapped[str] = mapped_column(String(64))  # the supervisor's login
     score: Mapped[int]
     note: Mapped[str] = mapped_column(Text)
+
+
+class OutboxRow(Base):
+    """One change to tell the external CRM, written in the transaction that made it
+    (crm_sync.outbox); the relay delivers it and marks it delivered or dead."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_due", "state", "next_at"),
+        Index("ix_outbox_customer", "customer_id", "state", "id"),  # per-customer order
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(160), unique=True)  # the idempotency key
+    topic: Mapped[str] = mapped_column(String(32))
+    customer_id: Mapped[int | None]  # no foreign key: the row outlives a merged customer
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(12))  # pending | delivered | dead
+    attempts: Mapped[int]
+    next_at: Mapped[datetime]  # pending: not before; claimed: the lease's end
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    delivered_at: Mapped[datetime | None]
+
+
+class CustomerMerge(Base):
+    """A duplicate customer folded into another: who, when, from where, and what moved."""
+
+    __tablename__ = "customer_merges"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime]
+    survivor_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    merged_id: Mapped[int]  # the removed customer's id, kept for the record
+    merged_external_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    merged_name: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(16))  # crm | import | agent
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from crm_sync.db import DEFAULT_URL
@@ -83,6 +83,43 @@ class IvrSettings:
     menus_dir: str = ""  # a folder of menu files (config/ivr): <name>.toml serves agi://…/<name>
 
 
+@dataclass(frozen=True)
+class CrmSettings:
+    """The external CRM. Outbound: the outbox's rows go to ``webhook_url`` (empty: they wait
+    in the outbox until one is set), signed with ``secret``; retries back off from
+    ``backoff_initial`` to ``backoff_max`` seconds, and a row is dead after ``max_attempts``
+    failures (300 at the 5-minute cap: about a day). Inbound: the REST API answers a bearer
+    ``inbound_token`` (empty: the inbound API is off)."""
+
+    webhook_url: str = ""
+    secret: str = field(default="", repr=False)
+    inbound_token: str = field(default="", repr=False)
+    timeout: float = 10.0  # seconds per delivery attempt
+    max_attempts: int = 300
+    backoff_initial: float = 1.0
+    backoff_max: float = 300.0
+    concurrency: int = 32  # deliveries in flight (one per customer at a time)
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    """Where the value/lifecycle/loyalty rules live (crm_sync.segments)."""
+
+    rules_file: str = "config/segments.toml"
+
+
+@dataclass(frozen=True)
+class FollowupSettings:
+    """Follow-ups as work: which missed calls become one, and how often the center may call
+    a customer (at most ``contact_max`` calls placed to them per ``contact_window_hours``)."""
+
+    from_abandoned: bool = True  # an identified caller who hung up in the queue
+    from_missed: bool = True  # an identified caller nobody answered (ring-no-answer, timeout)
+    due_minutes: float = 30.0  # how soon such a callback is due
+    contact_max: int = 2
+    contact_window_hours: float = 24.0
+
+
 def _local_zone() -> tzinfo:
     """This machine's zone: "today" on the wallboard starts at the center's midnight."""
     zone = datetime.now().astimezone().tzinfo
@@ -139,6 +176,9 @@ class Settings:
     web: WebSettings = field(default_factory=WebSettings)
     ivr: IvrSettings = field(default_factory=IvrSettings)
     wallboard: BoardRules = field(default_factory=BoardRules)
+    crm: CrmSettings = field(default_factory=CrmSettings)
+    segments: SegmentSettings = field(default_factory=SegmentSettings)
+    followups: FollowupSettings = field(default_factory=FollowupSettings)
 
 
 def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -163,7 +203,49 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
         web=_web(raw.get("web", {})),
         ivr=_ivr(raw.get("ivr", {})),
         wallboard=_wallboard(raw.get("wallboard", {})),
+        crm=_crm(raw.get("crm", {}), env),
+        segments=_plain("segments", SegmentSettings(), raw.get("segments", {})),
+        followups=_plain("followups", FollowupSettings(), raw.get("followups", {})),
     )
+
+
+_T = TypeVar("_T")
+
+
+def _plain(section: str, default: _T, body: Mapping[str, Any]) -> _T:
+    """A section of scalar keys: each value is read as the type of its default."""
+    known = {f.name: getattr(default, f.name) for f in fields(default)}  # type: ignore[arg-type]
+    unknown = set(body) - set(known)
+    if unknown:
+        raise SettingsError(f"[{section}]: unknown keys {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    for key, value in body.items():
+        kind = type(known[key])
+        if kind is bool and not isinstance(value, bool):
+            raise SettingsError(f"[{section}]: {key} must be true or false, not {value!r}")
+        try:
+            values[key] = kind(value)
+        except (TypeError, ValueError) as exc:
+            raise SettingsError(f"[{section}]: {key}: {exc}") from exc
+        if kind in (int, float) and values[key] < 0:
+            raise SettingsError(f"[{section}]: {key} must not be negative")
+    return replace(default, **values)  # type: ignore[type-var]
+
+
+def _crm(body: Mapping[str, Any], env: Mapping[str, str]) -> CrmSettings:
+    """``[crm]``; the secrets are better given as CTI_CRM_SECRET / CTI_CRM_TOKEN."""
+    values = dict(body)
+    for key, name in (("secret", "CTI_CRM_SECRET"), ("inbound_token", "CTI_CRM_TOKEN")):
+        if env.get(name):
+            values[key] = env[name]
+    crm = _plain("crm", CrmSettings(), values)
+    if crm.webhook_url and not crm.webhook_url.startswith(("http://", "https://")):
+        raise SettingsError(f"[crm]: webhook_url {crm.webhook_url!r} is not an http(s) URL")
+    if crm.webhook_url and not crm.secret:
+        raise SettingsError("[crm]: a webhook_url needs a secret (or CTI_CRM_SECRET) to sign with")
+    if crm.max_attempts < 1 or crm.concurrency < 1 or crm.timeout <= 0:
+        raise SettingsError("[crm]: max_attempts and concurrency must be ≥ 1, timeout > 0")
+    return crm
 
 
 def _web(body: Mapping[str, Any]) -> WebSettings:

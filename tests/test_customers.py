@@ -108,7 +108,7 @@ def test_validate_normalises() -> None:
         ({"email": "wei example@x.com"}, "email", "is not an e-mail address"),
         ({"email": "@example.com"}, "email", "is not an e-mail address"),
         ({"tier": "gold"}, "tier", "'gold' is not one of vip, regular, low"),
-        ({"lifecycle": "dead"}, "lifecycle", "'dead' is not one of prospect, active"),
+        ({"lifecycle": "dead"}, "lifecycle", "'dead' is not one of prospect, new, active"),
         ({"phones": ("1001",)}, "phones", "'1001' is an internal extension"),
         ({"phones": ("+86 1",)}, "phones", "'+86 1' is not a valid phone number"),
         ({"phones": ("call me",)}, "phones", "'call me' is not a valid phone number"),
