@@ -94,6 +94,11 @@ async def load_postgres(url: str, count: int) -> float:
             records=interactions,
             columns=["id", "customer_id", "kind", "occurred_at", "title"],
         )
+        for table in ("customers", "phones", "interactions"):  # COPY gave the ids: move the
+            await conn.execute(  # sequences past them, or the next insert collides
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                f"(SELECT coalesce(max(id), 1) FROM {table}))"
+            )
         await conn.execute("ANALYZE")
     finally:
         await conn.close()

@@ -10,14 +10,21 @@ emoji): escaping is the display layer's job; only control characters are refused
 Times are stored in UTC: SQLite keeps no time zone, so an aware time in another zone would
 compare wrongly there.
 
+Who wins a conflict (crm_sync.conflicts): an update only writes the fields the CRM owns
+(tier and lifecycle only when the customer is new), an update older than the stored version
+is not applied (``stale``), and an external id of a customer merged into another names the
+survivor (``merged``, nothing written: the survivor's own record owns its fields).
+
 Concurrent writers of the same new external id: one wins, the other gets SQLAlchemy's
-IntegrityError from the unique index and may simply retry (it then updates).
+IntegrityError from the unique index and may simply retry (it then updates). Updates of the
+same customer wait for each other: PostgreSQL locks the rows read (``FOR UPDATE``), SQLite
+writers begin with :func:`crm_sync.inbound.begin_write`; so a version is always compared
+with what is committed.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -27,6 +34,9 @@ from typing import Any, Literal, NamedTuple
 from sqlalchemy import RowMapping, Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_sync.bulk import insert_rows, one_of
+from crm_sync.conflicts import CRM_COLUMNS, is_stale
+from crm_sync.merges import survivors
 from crm_sync.models import (
     INTERACTION_KINDS,
     KINDS,
@@ -45,8 +55,15 @@ ORDER_STATUSES = ("processing", "shipped", "delivered", "cancelled", "returned")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
 _LANGUAGE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+_CURRENCY = re.compile(r"[A-Z]{3}")  # ISO 4217
+# the control characters (Unicode categories Cc and Cs, fixed by the standard's stability
+# policy), and the same but line breaks and tabs
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_CONTROL_IN_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 _MAX_AMOUNT = Decimal("9999999999.99")  # Numeric(12, 2)
-_CHUNK = 500  # customers per statement: well inside every driver's bind-parameter limit
+_CHUNK = 2000  # customers per statement: well inside every driver's bind-parameter limit
+# what an update reads of a stored customer: the key, the version and the CRM's fields
+_COMPARED = ("id", "external_id", "updated_at", *CRM_COLUMNS)
 
 
 class CustomerError(ValueError):
@@ -61,7 +78,8 @@ class CustomerError(ValueError):
 class CustomerIn:
     """A customer as a source describes it. ``phones`` are raw numbers in any spelling until
     :func:`validate` has made them E.164; ``company_external_id`` links a contact person to
-    their company account."""
+    their company account. ``updated_at`` is the source's version of the record (None: the
+    write is current as of now)."""
 
     external_id: str | None
     kind: str
@@ -75,6 +93,9 @@ class CustomerIn:
     lifecycle: str = "active"
     tags: tuple[str, ...] = ()
     phones: tuple[str, ...] = ()
+    balance: Decimal | None = None  # the account balance the IVR tells, in ``currency``
+    currency: str | None = None
+    updated_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -97,11 +118,13 @@ class InteractionIn:
     customer_id: int | None = None
 
 
-Change = Literal["inserted", "updated", "unchanged"]
+# stale: older than the stored version, not applied; merged: the id names a customer merged
+# into another, whose id is given, and nothing was written
+Change = Literal["inserted", "updated", "unchanged", "stale", "merged"]
 
 
 class Saved(NamedTuple):
-    """What :func:`save_customers` did: the customer's id and whether anything changed."""
+    """What a save did: the customer's (or entry's) id and whether anything changed."""
 
     id: int
     change: Change
@@ -129,6 +152,8 @@ def validate(raw: CustomerIn, phones: PhoneNormalizer) -> CustomerIn:
         lifecycle=_code(raw.lifecycle, "lifecycle", LIFECYCLES, default="active"),
         tags=_tags(raw.tags),
         phones=_phones(raw.phones, phones),
+        **_balance(raw.balance, raw.currency),
+        updated_at=None if raw.updated_at is None else _utc(raw.updated_at, "updated_at"),
     )
 
 
@@ -150,7 +175,7 @@ def validate_interaction(raw: InteractionIn) -> InteractionIn:
         status=status,
         due_at=None if raw.due_at is None else _utc(raw.due_at, "due_at"),
         owner=_text(raw.owner, "owner", 64),
-        amount=_amount(raw.amount),
+        amount=_amount(raw.amount, "amount"),
         call_id=_text(raw.call_id, "call_id", 80),
         agent=_text(raw.agent, "agent", 64),
         external_id=_text(raw.external_id, "external_id", 64),
@@ -175,7 +200,7 @@ async def save_customers(
     :class:`Saved` customer or the CustomerError that kept it out (unknown company, numbers
     not E.164, an external id given twice); the others are saved regardless. Contacts are
     written after the companies of the same list. An unchanged customer keeps its
-    ``updated_at``. The caller commits."""
+    ``updated_at`` (or takes the newer version given). The caller commits."""
     now = _utc(now, "now")
     results: dict[int, Saved | CustomerError] = {}
     seen: set[str] = set()
@@ -200,12 +225,21 @@ async def _save_chunk(
     table = _table(Customer)
     results: dict[int, Saved | CustomerError] = {}
     keys = [c.external_id for _, c in chunk if c.external_id is not None]
-    found = await session.execute(select(table).where(table.c.external_id.in_(keys)))
+    found = await session.execute(
+        select(*(table.c[name] for name in _COMPARED))
+        .where(one_of(session, table.c.external_id, keys))
+        .order_by(table.c.id)
+        .with_for_update()
+    )
     existing = {row["external_id"]: row for row in found.mappings()}
+    merged = await survivors(session, [key for key in keys if key not in existing])
     companies = await _companies(session, {c.company_external_id for _, c in chunk})
     new: list[tuple[int, CustomerIn, dict[str, Any]]] = []
     old: list[tuple[int, CustomerIn, dict[str, Any], RowMapping]] = []
     for index, c in chunk:
+        if c.external_id in merged:
+            results[index] = Saved(merged[c.external_id], "merged")
+            continue
         try:
             values = _values(c, companies)
         except CustomerError as exc:
@@ -214,6 +248,8 @@ async def _save_chunk(
         row = existing.get(c.external_id)
         if row is None:
             new.append((index, c, values))
+        elif is_stale(c.updated_at, row["updated_at"]):
+            results[index] = Saved(row["id"], "stale")
         else:
             old.append((index, c, values, row))
     phones: list[dict[str, Any]] = []
@@ -223,17 +259,18 @@ async def _save_chunk(
             results[index] = Saved(customer_id, "inserted")
             phones.extend({"customer_id": customer_id, "e164": n} for n in c.phones)
     if old:
-        changes, phones_gone, phones_new = await _changes(session, old, now)
+        changes, versions, phones_gone, phones_new = await _changes(session, old, now)
         for index, _, _, row in old:
             results[index] = Saved(row["id"], "updated" if row["id"] in changes else "unchanged")
         phones.extend(phones_new)
         if phones_gone:
             await session.execute(delete(Phone).where(Phone.id.in_(phones_gone)))
+        by_id = update(table).where(table.c.id == bindparam("_id"))
         if changes:
-            by_id = update(table).where(table.c.id == bindparam("_id"))
             await session.execute(by_id, list(changes.values()))
-    if phones:
-        await session.execute(insert(_table(Phone)), phones)
+        if versions:  # unchanged, but a newer version: older ones must be refused from now on
+            await session.execute(by_id, versions)
+    await insert_rows(session, _table(Phone), phones)
     return results
 
 
@@ -244,18 +281,23 @@ async def _insert(
     now: datetime,
 ) -> list[int]:
     """Insert the new customers; their ids in order. Those with an external id go in one
-    executemany and their ids are read back by it: an INSERT … RETURNING whose rows must
-    come back in order runs row by row on SQLite, many times slower."""
+    statement (crm_sync.bulk) that returns each id with its external id: rows returned in
+    input order would be row by row on SQLite, many times slower."""
     rows = [
-        {**values, "external_id": c.external_id, "created_at": now, "updated_at": now}
+        {
+            **values,
+            "tier": c.tier,
+            "lifecycle": c.lifecycle,
+            "external_id": c.external_id,
+            "created_at": now,
+            "updated_at": c.updated_at or now,
+            "segment_stale": True,  # a new customer's segments are still to compute
+        }
         for c, values in new
     ]
-    keys = [c.external_id for c, _ in new if c.external_id is not None]
-    by_key: dict[str | None, int] = {}
-    if keys:
-        await session.execute(insert(table), [r for r in rows if r["external_id"] is not None])
-        found = select(table.c.external_id, table.c.id).where(table.c.external_id.in_(keys))
-        by_key = {key: id_ for key, id_ in await session.execute(found)}
+    keyed = [r for r in rows if r["external_id"] is not None]
+    added = await insert_rows(session, table, keyed, returning=("external_id", "id"))
+    by_key: dict[str | None, int] = {row[0]: row[1] for row in added}
     ids: list[int] = []
     for row in rows:
         if row["external_id"] is None:
@@ -270,16 +312,18 @@ async def _changes(
     session: AsyncSession,
     old: list[tuple[int, CustomerIn, dict[str, Any], RowMapping]],
     now: datetime,
-) -> tuple[dict[int, dict[str, Any]], list[int], list[dict[str, Any]]]:
-    """For customers already stored: the updates (by id) of those that changed, the phone
-    rows to delete and those to add. A kept number keeps its row (and label)."""
+) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]], list[int], list[dict[str, Any]]]:
+    """For customers already stored: the updates (by id) of those that changed, the new
+    versions of those that did not, the phone rows to delete and those to add. A kept number
+    keeps its row (and label)."""
     query = select(Phone.id, Phone.customer_id, Phone.e164).where(
-        Phone.customer_id.in_([row["id"] for *_, row in old])
+        one_of(session, Phone.customer_id, [row["id"] for *_, row in old])
     )
     current: dict[int, dict[str, int]] = {}
     for phone_id, customer_id, e164 in await session.execute(query):
         current.setdefault(customer_id, {})[e164] = phone_id
     changes: dict[int, dict[str, Any]] = {}
+    versions: list[dict[str, Any]] = []
     gone: list[int] = []
     added: list[dict[str, Any]] = []
     for _, c, values, row in old:
@@ -289,12 +333,15 @@ async def _changes(
         gone.extend(lost)
         added.extend(fresh)
         if lost or fresh or any(row[key] != value for key, value in values.items()):
-            changes[row["id"]] = {"_id": row["id"], "updated_at": now, **values}
-    return changes, gone, added
+            changes[row["id"]] = {"_id": row["id"], "updated_at": c.updated_at or now, **values}
+        elif c.updated_at is not None and is_stale(row["updated_at"], c.updated_at):
+            versions.append({"_id": row["id"], "updated_at": c.updated_at})
+    return changes, versions, gone, added
 
 
 def _values(c: CustomerIn, companies: dict[str, tuple[int, str]]) -> dict[str, Any]:
-    """The columns for ``c``; raises CustomerError for a bad company link or number."""
+    """The columns the CRM owns (conflicts.CRM_COLUMNS) for ``c``; raises CustomerError for
+    a bad company link or number."""
     for number in c.phones:
         if not _E164.fullmatch(number):
             raise CustomerError("phones", f"{number!r} is not E.164; validate() the customer first")
@@ -310,7 +357,7 @@ def _values(c: CustomerIn, companies: dict[str, tuple[int, str]]) -> dict[str, A
                 "company_external_id", f"{c.company_external_id!r} is not a company"
             )
         company_id = company[0]
-    return {
+    given = {
         "kind": c.kind,
         "name": c.name,
         "company_id": company_id,
@@ -318,23 +365,31 @@ def _values(c: CustomerIn, companies: dict[str, tuple[int, str]]) -> dict[str, A
         "address": c.address,
         "owner": c.owner,
         "language": c.language,
-        "tier": c.tier,
-        "lifecycle": c.lifecycle,
         "tags": list(c.tags),
+        "balance": c.balance,
+        "currency": c.currency,
     }
+    return {name: given[name] for name in CRM_COLUMNS}
 
 
 async def _companies(
     session: AsyncSession, external_ids: set[str | None]
 ) -> dict[str, tuple[int, str]]:
-    """external_id → (id, kind) of the customers that ``external_ids`` name."""
+    """external_id → (id, kind) of the customers that ``external_ids`` name (the survivor
+    for a company merged into another)."""
     wanted = [e for e in external_ids if e is not None]
     if not wanted:
         return {}
     query = select(Customer.external_id, Customer.id, Customer.kind).where(
-        Customer.external_id.in_(wanted)
+        one_of(session, Customer.external_id, wanted)
     )
-    return {key: (id_, kind) for key, id_, kind in await session.execute(query) if key}
+    found = {key: (id_, kind) for key, id_, kind in await session.execute(query) if key}
+    merged = await survivors(session, [key for key in wanted if key not in found])
+    if merged:
+        kinds = select(Customer.id, Customer.kind).where(Customer.id.in_(set(merged.values())))
+        kind_of = {id_: kind for id_, kind in await session.execute(kinds)}
+        found.update((key, (id_, kind_of[id_])) for key, id_ in merged.items())
+    return found
 
 
 def _table(model: type[Base]) -> Table:
@@ -347,7 +402,10 @@ async def add_interaction(session: AsyncSession, i: InteractionIn) -> int:
     the same entry (a ticket closed at the source closes here). Returns the entry's id; the
     caller commits. Raises CustomerError for bad input or an unknown customer."""
     i = validate_interaction(i)
-    values = interaction_values(await _customer_id(session, i), i)
+    customer_id = await _customer_id(session, i)
+    if i.kind == "order":  # the customer's value and lifecycle segments count orders
+        await mark_segments_stale(session, [customer_id])
+    values = interaction_values(customer_id, i)
     external_id = values.pop("external_id")
     if external_id is not None:
         existing = await session.scalar(
@@ -363,6 +421,17 @@ async def add_interaction(session: AsyncSession, i: InteractionIn) -> int:
     )
     new_id: int = added.scalar_one()
     return new_id
+
+
+async def mark_segments_stale(session: AsyncSession, customer_ids: Sequence[int]) -> None:
+    """Have the segments of these customers recomputed (crm_sync.segmenting): call it in the
+    transaction that stores their new orders or survey answers. The row is written even when
+    already marked: on PostgreSQL that locks it, so a recompute running meanwhile cannot
+    clear the mark before this transaction's data is visible to it."""
+    if customer_ids:
+        await session.execute(
+            update(Customer).where(Customer.id.in_(customer_ids)).values(segment_stale=True)
+        )
 
 
 def interaction_values(customer_id: int, i: InteractionIn) -> dict[str, Any]:
@@ -409,10 +478,9 @@ def _text(value: str | None, field: str, limit: int, *, multiline: bool = False)
         return None
     if len(text) > limit:
         raise CustomerError(field, f"longer than {limit} characters ({len(text)})")
-    allowed = "\n\r\t" if multiline else ""
-    for char in text:
-        if unicodedata.category(char) in ("Cc", "Cs") and char not in allowed:
-            raise CustomerError(field, f"contains the control character {char!r}")
+    bad = (_CONTROL_IN_TEXT if multiline else _CONTROL).search(text)
+    if bad is not None:
+        raise CustomerError(field, f"contains the control character {bad.group()!r}")
     return text
 
 
@@ -474,13 +542,27 @@ def _utc(value: datetime, field: str) -> datetime:
     return value.astimezone(UTC)
 
 
-def _amount(value: Decimal | None) -> Decimal | None:
+def _amount(value: Decimal | None, field: str) -> Decimal | None:
     if value is None:
         return None
     try:
         cents = Decimal(value).quantize(Decimal("0.01"))
     except InvalidOperation:
-        raise CustomerError("amount", f"{value!r} is not an amount") from None
+        raise CustomerError(field, f"{value!r} is not an amount") from None
     if not cents.is_finite() or abs(cents) > _MAX_AMOUNT:
-        raise CustomerError("amount", f"{value!r} is out of range")
+        raise CustomerError(field, f"{value!r} is out of range")
     return cents
+
+
+def _balance(balance: Decimal | None, currency: str | None) -> dict[str, Any]:
+    """A balance and its ISO 4217 currency, both or neither."""
+    code = _text(currency, "currency", 3)
+    if code is not None:
+        code = code.upper()
+        if not _CURRENCY.fullmatch(code):
+            raise CustomerError("currency", f"{currency!r} is not a currency code such as CNY")
+    amount = _amount(balance, "balance")
+    if (amount is None) != (code is None):
+        missing = "currency" if code is None else "balance"
+        raise CustomerError(missing, "a balance needs its currency, and a currency a balance")
+    return {"balance": amount, "currency": code}

@@ -176,7 +176,7 @@ class OutboxRow(Base):
 
     __tablename__ = "outbox"
     __table_args__ = (
-        Index("ix_outbox_due", "state", "next_at"),
+        Index("ix_outbox_due", "state", "id", "next_at"),  # due rows, oldest first
         Index("ix_outbox_customer", "customer_id", "state", "id"),  # per-customer order
     )
 

@@ -41,7 +41,8 @@ _PROGRESS_STEPS = 1000  # SQLite VM instructions between two looks at the clock
 _CUSTOMER_COLUMNS = """
     c.id, c.kind, c.name, co.name, c.tier, c.lifecycle, c.language, c.owner, c.email, c.tags,
     EXISTS (SELECT 1 FROM interactions i WHERE i.customer_id = c.id AND i.kind = 'call'
-            AND i.occurred_at >= {since})
+            AND i.occurred_at >= {since}),
+    c.quadrant, c.segment_why
     FROM customers c LEFT JOIN customers co ON c.company_id = co.id
 """
 
@@ -257,7 +258,8 @@ def _utc_text(value: str | None) -> datetime | None:
 
 
 def _sqlite_customer(row: Row) -> Row:
-    return (*row[:9], json.loads(row[9]) if row[9] else [], bool(row[10]))
+    tags, why = (json.loads(row[i]) if row[i] else None for i in (9, 12))
+    return (*row[:9], tags or [], bool(row[10]), row[11], why)
 
 
 def _sqlite_entry(row: Row) -> Row:
@@ -266,5 +268,5 @@ def _sqlite_entry(row: Row) -> Row:
 
 
 def _pg_customer(row: Any) -> Row:
-    tags = row[9]
-    return (*tuple(row)[:9], json.loads(tags) if isinstance(tags, str) else (tags or []), row[10])
+    tags, why = (json.loads(row[i]) if isinstance(row[i], str) else row[i] for i in (9, 12))
+    return (*tuple(row)[:9], tags or [], row[10], row[11], why)

@@ -2,12 +2,15 @@
 
 Who is seeded: consumers (B2C) and company accounts (B2B) with one to three contact persons;
 Chinese and Latin names (accents, apostrophes, quotes, one deliberately hostile company
-name), numbers in the PBX simulator's spellings, value tiers (about 5 % VIP), lifecycle
-stages, owners among the demo agents, languages, tags, and a timeline per customer: web
-orders with amounts, tickets (some open), e-mails, notes, past calls with their outcomes
-(some within the last 24 hours, for the repeat-caller flag) and open follow-ups. For the IVR,
-most customers have an account balance (in CNY for Chinese speakers, EUR or USD otherwise)
-and every person has the PIN ``1234``.
+name), numbers in the PBX simulator's spellings, owners among the demo agents, languages,
+tags, and a timeline per customer: web orders with amounts, tickets (some open), e-mails,
+notes, past calls with their outcomes (some within the last 24 hours, for the repeat-caller
+flag) and open follow-ups. For the IVR, most customers have an account balance (in CNY for
+Chinese speakers, EUR or USD otherwise) and every person has the PIN ``1234``; about half of
+the calls older than a day have a survey answer. The orders are drawn for a planned value
+tier (about 5 % VIP) and lifecycle stage (prospects, new, active, won back, lapsed, lost),
+and the seeding ends with every demo customer's segments computed by the rules
+(crm_sync.segments), so the tiers, stages, quadrants and reasons shown are the rules' own.
 
 Why the demo pops known customers: the simulator draws caller numbers from its own seeded
 random stream (``cti.simulator.traffic.random_caller``), interleaved with everything else the
@@ -40,7 +43,7 @@ from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from crm_sync.customers import (
     CustomerError,
@@ -51,8 +54,10 @@ from crm_sync.customers import (
     validate,
     validate_interaction,
 )
-from crm_sync.models import Base, Customer, Interaction
+from crm_sync.models import Base, CallScore, Customer, Interaction
 from crm_sync.phones import PhoneNormalizer
+from crm_sync.segmenting import recompute_stale
+from crm_sync.segments import DEFAULT_RULES, Rules
 from cti.simulator.scenarios import UNKNOWN
 from cti.simulator.server import AmiServer
 from cti.simulator.traffic import run_traffic
@@ -73,6 +78,8 @@ CURRENCIES: Mapping[str, str] = MappingProxyType(
 )
 BALANCE_SHARE = 0.85
 DEMO_PIN = "1234"
+DEMO_PBX = "demo"  # cti.demo's PBX: the seeded calls' survey answers are its calls'
+SURVEY_SHARE = 0.5  # of the calls older than a day, those with an answer to the survey
 
 SURNAMES_ZH = tuple("王李张刘陈杨黄赵吴周徐孙马朱胡郭何林高罗")  # one character each
 GIVEN_ZH = (
@@ -164,6 +171,7 @@ STREETS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "fr": ("{n} rue de Rivoli, 75001 Paris", "{n} quai Saint-Étienne, Lyon"),
     }
 )
+PLANNED_STAGES = ("prospect", "new", "active", "won_back", "lapsed", "lost")
 TAGS = ("newsletter", "wechat", "prefers-email", "prefers-phone", "events", "discount", "老客户")
 TICKETS = (
     "Parcel not delivered",
@@ -188,6 +196,9 @@ DISPOSITIONS = ("resolved", "order-status", "callback", "complaint", "sales-lead
 FOLLOWUPS = ("Call back about the refund", "Send the quote", "Check the delivery", "回访客户")
 
 
+Counts = tuple[tuple[str, int], ...]  # (name, count), by name
+
+
 @dataclass(frozen=True)
 class SeedReport:
     """What :func:`seed_demo` wrote, and how many simulated calls will find a customer."""
@@ -200,6 +211,9 @@ class SeedReport:
     balances: int  # customers with an account balance
     pins: int  # persons with the demo PIN
     interactions: tuple[tuple[str, int], ...]  # (kind, count), by kind
+    survey_answers: int
+    tiers: Counts  # demo customers by tier, as the segment rules computed it
+    lifecycles: Counts
     replaced: int  # earlier demo customers removed first
     simulated_calls: int
     matched_calls: int  # of ``simulated_calls``, those whose number belongs to a customer
@@ -214,7 +228,12 @@ class SeedReport:
                 f"customers: {self.customers} ({self.persons} consumers, {self.companies} "
                 f"companies with {self.contacts} contacts), {self.phones} phone numbers",
                 f"timeline: {sum(n for _, n in self.interactions)} entries ({kinds})",
-                f"IVR: {self.balances} account balances; {self.pins} persons with PIN {DEMO_PIN}",
+                f"IVR: {self.balances} account balances; {self.pins} persons with PIN {DEMO_PIN}; "
+                f"{self.survey_answers} survey answers",
+                "segments: "
+                + ", ".join(f"{n} {tier}" for tier, n in self.tiers)
+                + "; "
+                + ", ".join(f"{n} {stage}" for stage, n in self.lifecycles),
                 f"simulator: {self.matched_calls} of its first {self.simulated_calls} calls "
                 f"({share:.0%}) come from a seeded customer",
                 f"replaced {self.replaced} earlier demo customers; took {self.seconds:.2f} s",
@@ -275,10 +294,12 @@ async def seed_demo(
     phones: PhoneNormalizer,
     simulator_rate: float = 12.0,
     simulator_calls: int = 2000,
+    rules: Rules = DEFAULT_RULES,
 ) -> SeedReport:
     """Replace the demo customers with ``customers`` new ones, deterministic for ``seed`` and
-    ``now``. ``seed``/``simulator_rate`` should be those of the simulator the demo runs, so
-    its calls find these customers. Raises ValueError for a negative count."""
+    ``now``, and compute their segments by ``rules``. ``seed``/``simulator_rate`` should be
+    those of the simulator the demo runs, so its calls find these customers. Raises
+    ValueError for a negative count."""
     if customers < 0 or simulator_calls < 0:
         raise ValueError("customers and simulator_calls must not be negative")
     if now.tzinfo is None:
@@ -291,7 +312,8 @@ async def seed_demo(
     taken = _give_numbers(rng, plan, calls, phones)
     records = [_customer(rng, p, phones, taken) for p in plan]
     timelines = [_timeline(rng, p, r, now, seed) for p, r in zip(plan, records, strict=True)]
-    balances = [_balance(rng, p) for p in plan]  # drawn last: the data above stays as it was
+    balances = [_balance(rng, p) for p in plan]  # drawn after: the data above stays as it was
+    answers = [_answers(rng, t, now) for t in timelines]  # and these after the balances
     # One hash (one salt) for every demo person: scrypt per row would take seconds, and the
     # demo PIN is public anyway.
     pin_hash = await asyncio.to_thread(hash_pin, DEMO_PIN)
@@ -314,6 +336,14 @@ async def seed_demo(
                 for p, id_, (balance, currency) in zip(plan, ids, balances, strict=True)
             ]
             await session.execute(by_id, accounts)
+        scores = [
+            {**answer, "customer_id": ids[i]} for i, found in enumerate(answers) for answer in found
+        ]
+        if scores:
+            await session.execute(insert(Base.metadata.tables[CallScore.__tablename__]), scores)
+    # the new customers are stale: compute them (and whatever else was waiting)
+    await recompute_stale(async_sessionmaker(engine), rules, now=now)
+    tiers, lifecycles = await _segments(engine)
     seeded = {n for r in records for n in r.phones}
     matched = sum(1 for n in calls if n is not None and phones.to_e164(n) in seeded)
     kinds: dict[str, int] = {}
@@ -328,6 +358,9 @@ async def seed_demo(
         balances=sum(1 for balance, _ in balances if balance is not None),
         pins=sum(1 for p in plan if p.kind == "person"),
         interactions=tuple(sorted(kinds.items())),
+        survey_answers=len(scores),
+        tiers=tiers,
+        lifecycles=lifecycles,
         replaced=replaced,
         simulated_calls=len(calls),
         matched_calls=matched,
@@ -424,8 +457,8 @@ def _customer(
         if p.kind == "company" or tier[0] == "vip" or rng.random() < 0.4
         else None,
         language=p.language,
-        tier=tier[0],
-        lifecycle=rng.choices(("prospect", "active", "lapsed", "lost"), (10, 65, 15, 10))[0],
+        tier=tier[0],  # planned: the orders drawn for it make the rules say so (mostly)
+        lifecycle=rng.choices(PLANNED_STAGES, (10, 8, 50, 7, 15, 10))[0],
         tags=tuple(rng.sample(TAGS, rng.choice((0, 1, 1, 2, 3)))),
         phones=tuple(numbers),
     )
@@ -481,22 +514,70 @@ def _random_number(rng: random.Random, language: str, kind: str) -> str:
     return f"+1 555 010 {digits[:4]}"
 
 
+# days ago the orders of a planned stage are drawn from (the rules then say new, active, ...)
+STAGE_DAYS: Mapping[str, tuple[float, float]] = MappingProxyType(
+    {
+        "prospect": (0, 60),  # no orders: for the other entries
+        "new": (0, 80),
+        "active": (0, 180),
+        "won_back": (300, 700),  # and the last one recent
+        "lapsed": (200, 700),
+        "lost": (400, 900),
+    }
+)
+
+
+def _order_plan(rng: random.Random, kind: str, tier: str) -> tuple[int, tuple[int, int]]:
+    """How many orders, and the range of their amounts in cents, for a planned tier."""
+    if tier == "vip":
+        return rng.randint(5, 12), (500_000, 5_000_000) if kind == "company" else (100_000, 500_000)
+    if tier == "low":
+        return 1, (990, 20_000)
+    return rng.randint(1, 4), (50_000, 1_000_000) if kind == "company" else (990, 299_900)
+
+
+def _answers(
+    rng: random.Random, timeline: list[InteractionIn], now: datetime
+) -> list[dict[str, Any]]:
+    """Survey answers (the IVR's ``attitude``, 1-5) for about half the calls older than a
+    day (today's would move the wallboard's CSAT of the demo agents)."""
+    found = []
+    for e in timeline:
+        if e.kind != "call" or e.occurred_at > now - timedelta(days=1):
+            continue
+        if rng.random() < SURVEY_SHARE:
+            found.append(
+                {
+                    "pbx": DEMO_PBX,
+                    "call_id": e.call_id,
+                    "agent": e.agent,
+                    "question": "attitude",
+                    "score": rng.choices((1, 2, 3, 4, 5), (6, 8, 14, 34, 38))[0],
+                    "created_at": e.occurred_at,
+                }
+            )
+    return found
+
+
 def _timeline(
     rng: random.Random, p: _Planned, c: CustomerIn, now: datetime, seed: int
 ) -> list[InteractionIn]:
     """The customer's story: orders, tickets, e-mails, notes, calls with outcomes, follow-ups."""
     entry = _EntryMaker(_demo_id(p.index), now)
-    days = {"prospect": (0, 60), "active": (0, 180), "lapsed": (200, 700), "lost": (400, 900)}
-    early, late = days[c.lifecycle]
+    early, late = STAGE_DAYS[c.lifecycle]
     out: list[InteractionIn] = []
-    if c.lifecycle != "prospect" and p.company is None:
-        low, high = (50_000, 5_000_000) if p.kind == "company" else (990, 299_900)
-        for _ in range(rng.randint(1, 5)):
+    if c.lifecycle != "prospect" and p.company is None:  # a company's contacts order for it
+        count, (low, high) = _order_plan(rng, p.kind, c.tier)
+        days = [rng.uniform(early, late) for _ in range(count)]
+        if c.lifecycle == "won_back":  # back after a long silence
+            days[-1] = rng.uniform(1, 60)
+        for ago in days:
             cents = Decimal(rng.randint(low, high)).scaleb(-2)
             order = f"WO-{rng.randint(100_000, 999_999)}"
             items = f"{rng.randint(1, 6)} item(s), paid online"
-            ago = rng.uniform(early, late)
             state = "processing" if ago < 2 else "shipped" if ago < 7 else "delivered"
+            if rng.random() < 0.04:
+                state = rng.choice(("cancelled", "returned"))  # no purchase for the segments
             out.append(
                 entry("order", ago, f"Web order {order}", body=items, amount=cents, status=state)
             )
@@ -570,7 +651,23 @@ async def _remove_demo(session: AsyncSession) -> int:
     demo = Customer.external_id.startswith(PREFIX, autoescape=True)
     count = await session.scalar(select(func.count()).select_from(Customer).where(demo))
     await session.execute(delete(Customer).where(demo))
+    # their survey answers too (kept by a deleted customer as nobody's, they would collide
+    # with the same demo calls seeded again)
+    seeded_calls = CallScore.pbx == DEMO_PBX, CallScore.call_id.startswith(PREFIX, autoescape=True)
+    await session.execute(delete(CallScore).where(*seeded_calls))
     return count or 0
+
+
+async def _segments(engine: AsyncEngine) -> tuple[Counts, Counts]:
+    """The demo customers by tier and by lifecycle stage, as computed."""
+    demo = Customer.external_id.startswith(PREFIX, autoescape=True)
+    async with AsyncSession(engine) as session:
+
+        async def count(column: Any) -> Counts:
+            query = select(column, func.count()).where(demo).group_by(column).order_by(column)
+            return tuple((name, n) for name, n in await session.execute(query))
+
+        return await count(Customer.tier), await count(Customer.lifecycle)
 
 
 async def _save(session: AsyncSession, records: Sequence[CustomerIn], now: datetime) -> list[int]:

@@ -21,8 +21,10 @@ from asyncpg import PostgresError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from crm_sync.group_commit import OutcomeWriter
 from crm_sync.phones import PhoneNormalizer
 from crm_sync.readers import Rows, card_rows
+from crm_sync.segments import reasons
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,8 @@ class CustomerCard:
     open_items: tuple[TimelineEntry, ...]
     recent: tuple[TimelineEntry, ...]
     repeat_caller: bool
+    quadrant: str | None = None  # satisfaction/loyalty (crm_sync.segments); None: no survey
+    why: tuple[str, ...] = ()  # the segments' reasons: tier, lifecycle, quadrant
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,7 @@ class CustomerStore:
         self.phones = phones
         self.recent = recent
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self.outcomes = OutcomeWriter(self.sessions)  # the agent page's saves, group-committed
         self._rows = card_rows(engine.url)
         self._abandoned: set[asyncio.Task[tuple[CustomerCard, ...]]] = set()
 
@@ -139,6 +144,7 @@ class CustomerStore:
         """Let lookups given up on finish their clean-up, then close the reader."""
         if self._abandoned:
             await asyncio.gather(*self._abandoned, return_exceptions=True)
+        await self.outcomes.close()
         await self._rows.close()
 
     async def card(self, customer_id: int, *, now: datetime) -> CustomerCard | None:
@@ -196,7 +202,8 @@ def _cards_from(rows: Rows, recent_count: int) -> tuple[CustomerCard, ...]:
 def _card(
     row: Any, phones: list[str], recent: list[TimelineEntry], open_items: list[TimelineEntry]
 ) -> CustomerCard:
-    cid, kind, name, company, tier, lifecycle, language, owner, email, tags, repeat = row
+    cid, kind, name, company, tier, lifecycle, language, owner, email, tags, repeat, *segments = row
+    quadrant, why = segments
     return CustomerCard(
         id=cid,
         kind=kind,
@@ -212,6 +219,8 @@ def _card(
         open_items=tuple(sorted(open_items, key=_due_order))[:20],
         recent=tuple(recent),
         repeat_caller=bool(repeat),
+        quadrant=quadrant,
+        why=reasons(why),
     )
 
 

@@ -2,19 +2,22 @@
 
 Writes are idempotent by a key (``external_id``): a retried POST, a replayed CallEnded or a
 restarted service never writes twice. An outcome is committed before the caller of
-:func:`save_outcome` returns, so "saved" on the agent's screen means it is on disk.
+:func:`save_outcome` returns, so "saved" on the agent's screen means it is on disk; what the
+external CRM must hear of it is in the outbox from that same commit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_sync.models import Customer, Interaction, Phone
+from crm_sync.outbox import enqueue
 from cti.events import CallRecord
 
 
@@ -63,7 +66,22 @@ async def record_call(
         agent=record.answered_by,
         external_id=f"call:{record.pbx}:{record.call_id}",
     )
-    return await _insert_once(sessions, row) is not None
+    async with sessions() as session:
+        try:
+            async with session.begin():
+                session.add(row)
+                await session.flush()
+                enqueue(
+                    session,
+                    topic="call.ended",
+                    key=row.external_id or f"call:{row.id}",
+                    customer_id=customer_id,
+                    data={"interaction_id": row.id, "call": record.to_json()},
+                    now=datetime.now(UTC),
+                )
+        except IntegrityError:
+            return False  # this call's end was recorded before (a replay, a restart)
+    return True
 
 
 async def save_outcome(
@@ -71,60 +89,133 @@ async def save_outcome(
 ) -> OutcomeSaved:
     """Commit the outcome (and its follow-up, and a new customer if asked). Raises
     OutcomeError on bad input; a repeated ``key`` returns the first result, unchanged."""
-    if not outcome.disposition.strip():
-        raise OutcomeError("a disposition code is required")
-    if outcome.followup_due is not None and outcome.followup_due.tzinfo is None:
-        raise OutcomeError("the follow-up date needs a time zone")
+    check_outcome(outcome)
     key = f"outcome:{outcome.key}"
-    first = await _first_result(sessions, key)
+    first = await first_result(sessions, key)
     if first is not None:  # a retry of a saved outcome: answer as the first time
         return first
-    due = outcome.followup_due.astimezone(UTC) if outcome.followup_due else None
     try:
         async with sessions() as session, session.begin():
             customer_id = await _customer_for(session, outcome, now)
-            row = Interaction(
-                customer_id=customer_id,
-                kind="outcome",
-                occurred_at=now,
-                title=outcome.disposition.strip()[:200],
-                body=outcome.notes or None,
-                status="closed",
-                call_id=outcome.call_id,
-                agent=outcome.agent,
-                external_id=key,
-            )
-            session.add(row)
-            followup: Interaction | None = None
-            if due is not None:
-                followup = Interaction(
-                    customer_id=customer_id,
-                    kind="followup",
-                    occurred_at=now,
-                    title=f"Follow up: {outcome.disposition.strip()}"[:200],
-                    body=outcome.notes or None,
-                    status="open",
-                    due_at=due,
-                    owner=outcome.followup_owner or outcome.agent,
-                    call_id=outcome.call_id,
-                    agent=outcome.agent,
-                    external_id=key + ":followup",
-                )
-                session.add(followup)
+            row, followup = outcome_rows(session, outcome, customer_id, now)
             await session.flush()
+            tell_crm(session, outcome, row, followup, now)
             saved = OutcomeSaved(row.id, customer_id, followup.id if followup else None, False)
         return saved
     except IntegrityError:
         pass  # saved meanwhile by a concurrent submission (a double click)
-    first = await _first_result(sessions, key)
+    first = await first_result(sessions, key)
     if first is None:
         raise OutcomeError("the outcome could not be stored")
     return first
 
 
-async def _first_result(
-    sessions: async_sessionmaker[AsyncSession], key: str
-) -> OutcomeSaved | None:
+def check_outcome(outcome: OutcomeIn) -> None:
+    """Raise OutcomeError for what no store would take."""
+    if not outcome.disposition.strip():
+        raise OutcomeError("a disposition code is required")
+    if outcome.followup_due is not None and outcome.followup_due.tzinfo is None:
+        raise OutcomeError("the follow-up date needs a time zone")
+
+
+def outcome_rows(
+    session: AsyncSession, outcome: OutcomeIn, customer_id: int, now: datetime
+) -> tuple[Interaction, Interaction | None]:
+    """Add the outcome's timeline entry, and its follow-up if one is due, to ``session``."""
+    key = f"outcome:{outcome.key}"
+    row = Interaction(
+        customer_id=customer_id,
+        kind="outcome",
+        occurred_at=now,
+        title=outcome.disposition.strip()[:200],
+        body=outcome.notes or None,
+        status="closed",
+        call_id=outcome.call_id,
+        agent=outcome.agent,
+        external_id=key,
+    )
+    session.add(row)
+    if outcome.followup_due is None:
+        return row, None
+    followup = Interaction(
+        customer_id=customer_id,
+        kind="followup",
+        occurred_at=now,
+        title=f"Follow up: {outcome.disposition.strip()}"[:200],
+        body=outcome.notes or None,
+        status="open",
+        due_at=outcome.followup_due.astimezone(UTC),
+        owner=outcome.followup_owner or outcome.agent,
+        call_id=outcome.call_id,
+        agent=outcome.agent,
+        external_id=key + ":followup",
+    )
+    session.add(followup)
+    return row, followup
+
+
+def tell_crm(
+    session: AsyncSession,
+    outcome: OutcomeIn,
+    row: Interaction,
+    followup: Interaction | None,
+    now: datetime,
+) -> None:
+    """The outbox rows of one outcome, in the order the CRM should apply them."""
+    key = row.external_id or f"outcome:{row.id}"
+    data: dict[str, object] = {
+        "interaction_id": row.id,
+        "pbx": outcome.pbx,
+        "call_id": outcome.call_id,
+        "agent": outcome.agent,
+        "disposition": row.title,
+        "notes": row.body,
+        "saved_at": now.isoformat(),
+    }
+    enqueue(
+        session, topic="outcome.saved", key=key, customer_id=row.customer_id, data=data, now=now
+    )
+    if followup is not None:
+        enqueue(
+            session,
+            topic="followup.created",
+            key=f"{key}:followup",
+            customer_id=row.customer_id,
+            data=followup_data(followup.id, followup, source="outcome"),
+            now=now,
+        )
+
+
+class _FollowupFields(Protocol):
+    @property
+    def title(self) -> str: ...
+    @property
+    def body(self) -> str | None: ...
+    @property
+    def owner(self) -> str | None: ...
+    @property
+    def due_at(self) -> datetime | None: ...
+    @property
+    def status(self) -> str | None: ...
+    @property
+    def call_id(self) -> str | None: ...
+
+
+def followup_data(followup_id: int, followup: _FollowupFields, *, source: str) -> dict[str, object]:
+    """A follow-up as the CRM hears of it (``source``: outcome, ivr, missed_call)."""
+    return {
+        "followup_id": followup_id,
+        "title": followup.title,
+        "body": followup.body,
+        "owner": followup.owner,
+        "due_at": followup.due_at.isoformat() if followup.due_at else None,
+        "state": followup.status,
+        "call_id": followup.call_id,
+        "source": source,
+    }
+
+
+async def first_result(sessions: async_sessionmaker[AsyncSession], key: str) -> OutcomeSaved | None:
     async with sessions() as session:
         first = await session.scalar(select(Interaction).where(Interaction.external_id == key))
         if first is None:
@@ -157,16 +248,16 @@ async def _customer_for(session: AsyncSession, outcome: OutcomeIn, now: datetime
     await session.flush()
     if outcome.caller_e164:
         session.add(Phone(customer_id=customer.id, e164=outcome.caller_e164, label="caller"))
+    enqueue(
+        session,
+        topic="customer.created",
+        key=f"customer.created:{customer.id}",
+        customer_id=customer.id,
+        data={
+            "name": customer.name,
+            "phones": [outcome.caller_e164] if outcome.caller_e164 else [],
+            "lifecycle": customer.lifecycle,
+        },
+        now=now,
+    )
     return customer.id
-
-
-async def _insert_once(sessions: async_sessionmaker[AsyncSession], row: Interaction) -> int | None:
-    """Insert unless a row with the same external_id exists; its id, or None if it did."""
-    async with sessions() as session:
-        try:
-            async with session.begin():
-                session.add(row)
-                await session.flush()
-                return row.id
-        except IntegrityError:
-            return None

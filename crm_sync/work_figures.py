@@ -1,10 +1,11 @@
-"""What the store knows of the center's work, for the wallboard: callbacks waiting per queue,
-and per agent today the survey score and first-call resolution, and the supervisors' mean
-rating over the last 30 days (crm_sync/ratings.py).
+"""What the store knows of the center's work, for the wallboard: follow-ups to do per queue
+(callbacks) and per agent, and per agent today the survey score and first-call resolution,
+and the supervisors' mean rating over the last 30 days (crm_sync/ratings.py).
 
 Four grouped queries, run by the wallboard's refresher every half minute (never per event):
 
-* callbacks: open follow-ups owned by ``queue:<name>`` (the IVR's callback requests);
+* follow-ups: open or being dialled, per owner (``queue:<name>`` or an agent), and how many
+  are overdue (crm_sync/followups.py);
 * CSAT: mean of the survey's ``attitude`` scores (1..5) of calls the agent handled;
 * rating: mean of the supervisors' ratings (1..5) of the agent;
 * FCR: of the agent's outcomes today, the share whose customer has no later outcome with the
@@ -21,11 +22,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from crm_sync import ratings
+from crm_sync.followups import WorkCounts, work_counts
 from crm_sync.models import CallScore, Interaction
 
 CSAT_QUESTION = "attitude"
 REPEAT_WINDOW = timedelta(hours=24)
-_QUEUE_OWNER = "queue:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,20 +40,9 @@ class WorkFigures:
     def __init__(self, engine: AsyncEngine) -> None:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
-    async def callbacks(self) -> dict[str, int]:
-        """Open callback follow-ups per queue name."""
-        query = (
-            select(Interaction.owner, func.count())
-            .where(
-                Interaction.kind == "followup",
-                Interaction.status == "open",
-                Interaction.owner.startswith(_QUEUE_OWNER),
-            )
-            .group_by(Interaction.owner)
-        )
-        async with self._sessions() as session:
-            rows = (await session.execute(query)).all()
-        return {str(owner)[len(_QUEUE_OWNER) :]: int(n) for owner, n in rows}
+    async def followups(self, now: datetime) -> WorkCounts:
+        """Follow-ups to do (and overdue at ``now``) per queue and per agent."""
+        return await work_counts(self._sessions, now=now)
 
     async def agents(self, since: datetime, now: datetime) -> dict[str, AgentWork]:
         """Per agent, from ``since`` (aware; the start of the center's day) to ``now``."""

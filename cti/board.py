@@ -19,11 +19,12 @@ the call (the service's own outcome hold, :mod:`cti.wrapup`); when none starts w
 when its wrap-up ends.
 
 A snapshot hands out every queue view and agent row but builds only those whose inputs
-changed: a queue after its callers, counts or callbacks changed, or a member's place in it
-(state, pause reason: ``_place``), when a wait crosses an alert threshold or a gap begins, and
-at each minute roll; an agent's row after the agent changed, and every ``ROW_REFRESH`` seconds
-if the clock alone moves its score. One that comes out as the last one did is kept with its
-``rev``, so a push (``screenpop.wallboard``) sends only what a page would show differently.
+changed: a queue after its callers (or their tiers), counts or callbacks changed, or a
+member's place in it (state, pause reason: ``_place``), when a wait crosses an alert
+threshold or a gap begins, and at each minute roll; an agent's row after the agent (or the
+tier of its call) changed, and every ``ROW_REFRESH`` seconds if the clock alone moves its
+score. One that comes out as the last one did is kept with its ``rev``, so a push
+(``screenpop.wallboard``) sends only what a page would show differently.
 
 A lost AMI link is a gap: minutes while it was down have no trend point, and each window
 lists the gaps inside it, so a dip to zero is never drawn where there was no data. Live state
@@ -164,6 +165,7 @@ class _Queue:
     )
     peak: int = 0  # most callers waiting at once in the current minute
     callbacks: int = 0
+    callbacks_overdue: int = 0
     alerts: dict[str, float] = field(default_factory=dict)  # kind -> since
     members: dict[str, _Agent] = field(default_factory=dict)  # agent id -> agent
     trend_view: list[dict[str, Any]] = field(default_factory=list)  # moves on once a minute
@@ -207,6 +209,7 @@ class _Agent:
     paused: float = 0.0
     day: int = -1
     quality: Quality = Quality()
+    followups: tuple[int, int] = (0, 0)  # its own follow-ups to do, of which overdue
     row: dict[str, Any] | None = None  # the last view of it (Board._dirty: to be redone)
     row_at: float = 0.0  # when the row was last redone
     index: int = -1  # its position in the board's agent order
@@ -218,6 +221,7 @@ class _Call:
     caller: str
     queue: str | None = None  # the queue it waits in now
     answered: tuple[str, str | None, float] | None = None  # agent, queue, at
+    tier: str | None = None  # the caller's value tier (set_caller), if one customer is known
 
 
 class Board:
@@ -294,12 +298,31 @@ class Board:
         elif isinstance(event, FeedStatus):
             self._on_feed(event, at)
 
-    def set_callbacks(self, pending: Mapping[str, int]) -> None:
-        """Callbacks pending per queue name (follow-ups owned by ``queue:<name>``)."""
+    def set_callbacks(
+        self, pending: Mapping[str, int], overdue: Mapping[str, int] | None = None
+    ) -> None:
+        """Callbacks pending per queue name (follow-ups owned by ``queue:<name>``), and how
+        many of them are past due."""
         self.version += 1
+        late = overdue or {}
         for queue in self._queues.values():
-            if queue.callbacks != pending.get(queue.name, 0):
-                queue.callbacks, queue.view = pending.get(queue.name, 0), None
+            counts = (pending.get(queue.name, 0), late.get(queue.name, 0))
+            if (queue.callbacks, queue.callbacks_overdue) != counts:
+                queue.callbacks, queue.callbacks_overdue = counts
+                queue.view = None
+
+    def set_followups(self, per_agent: Mapping[str, tuple[int, int]]) -> None:
+        """Each agent's own follow-ups to do and how many are past due (absent: none)."""
+        self.version += 1
+        for agent in self._agents.values():
+            load = per_agent.get(agent.id, (0, 0))
+            if agent.followups != load:
+                agent.followups = load
+                self._dirty.add(agent)
+
+    def queues_of(self, agent_id: str) -> frozenset[str]:
+        """The queues ``agent_id`` is a member of on any PBX, as Asterisk last said."""
+        return frozenset(q for a in self._agents.values() if a.id == agent_id for q in a.members)
 
     def set_quality(self, agent_id: str, quality: Quality) -> None:
         """FCR, survey score and supervisor rating of an agent, on every PBX."""
@@ -307,6 +330,21 @@ class Board:
         for agent in self._agents.values():
             if agent.id == agent_id and agent.quality != quality:
                 agent.quality = quality
+                self._dirty.add(agent)
+
+    def set_caller(self, pbx: str, call_id: str, tier: str | None) -> None:
+        """The caller's value tier, from the pop's customer lookup (None: not one known
+        customer): counted in the queue it waits in, shown with the agent who has it. A call
+        the board does not follow (over, or never seen) is left alone."""
+        call = self._calls.get((pbx, call_id))
+        if call is None or call.tier == tier:
+            return
+        self.version += 1
+        call.tier = tier
+        if call.queue is not None:
+            self._queue(pbx, call.queue)  # its VIP count changed: the view is redone
+        for agent in self._engaged.get((pbx, call_id), ()):
+            if agent.call is not None and agent.call[0] == call_id:
                 self._dirty.add(agent)
 
     def agent_ids(self) -> list[str]:
@@ -633,15 +671,23 @@ class Board:
         if queue.places is None:
             queue.places = self._places(queue)
         agents, reasons = queue.places
+        calls = self._calls
+        vip = sum(
+            1
+            for call_id in queue.waiting
+            if (call := calls.get((queue.pbx, call_id))) is not None and call.tier == "vip"
+        )
         view: dict[str, Any] = {
             "pbx": queue.pbx,
             "name": queue.name,
             "waiting": len(queue.waiting),
+            "vip_waiting": vip,
             "longest_wait": longest,
             "oldest_since": min(queue.waiting.values()) if queue.waiting else None,
             "agents": agents,
             "paused_reasons": reasons,
             "callbacks": queue.callbacks,
+            "callbacks_overdue": queue.callbacks_overdue,
             "figures": figures,
             "trend": queue.trend_view,
         }
@@ -725,10 +771,12 @@ class Board:
             "pbx": "",
             "name": "all queues",
             "waiting": sum(q["waiting"] for q in queues),
+            "vip_waiting": sum(q["vip_waiting"] for q in queues),
             "longest_wait": max(waits) if waits else None,
             "agents": agents,  # member places: an agent in two queues counts twice
             "paused_reasons": reasons,
             "callbacks": sum(q["callbacks"] for q in queues),
+            "callbacks_overdue": sum(q["callbacks_overdue"] for q in queues),
             "figures": figures,
             "trend": [],
             "level": "alert" if "alert" in levels else "warn" if "warn" in levels else "ok",
@@ -779,11 +827,13 @@ class Board:
         call = None
         if agent.call is not None:
             call_id, queue, caller, since = agent.call
+            known = self._calls.get((agent.pbx, call_id))
             call = {
                 "pbx": agent.pbx,
                 "call_id": call_id,
                 "queue": queue,
                 "caller": caller,
+                "tier": known.tier if known is not None else None,
                 "since": since,
             }
         paused = [m.reason for m in agent.members.values() if m.paused and m.reason]
@@ -802,6 +852,8 @@ class Board:
             "fcr": quality.fcr,
             "csat": quality.csat,
             "supervisor_rating": quality.rating,
+            "followups": agent.followups[0],
+            "followups_overdue": agent.followups[1],
             "score": self._score(agent, now),
         }
 

@@ -1,4 +1,5 @@
-"""The ``cti`` command: serve, demo, replay, bench, simulate, db, seed-demo, import."""
+"""The ``cti`` command: serve, demo, replay, bench, simulate, db, seed-demo, segments,
+import, merge, outbox."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from crm_sync.phones import PhoneNormalizer
+    from crm_sync.segments import Rules
 
 T = TypeVar("T")
 
@@ -70,10 +73,14 @@ def _bench(args: argparse.Namespace) -> int:
         from cti.bench_board import run_board
 
         run_board()
+    pg_url = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    if args.outbox_rate > 0 and args.outbox_seconds > 0 and not args.no_postgres:
+        from cti.bench_outbox import run_outbox
+
+        run_outbox(pg_url, args.outbox_rate, args.outbox_seconds)
     if args.customers:
         from cti.bench import run_lookups
 
-        pg_url = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
         run_lookups(args.customers, pg_url=None if args.no_postgres else pg_url)
     return 0
 
@@ -110,6 +117,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from crm_sync.segments import SegmentRulesError, rules_from
     from cti.console import ConsoleSink
     from cti.stack import Ready, run_stack
     from ivr.menus import MenuError, load_menus
@@ -120,7 +128,8 @@ def _serve(args: argparse.Namespace) -> int:
         accounts = Accounts.load(settings.web.accounts_file) if settings.web.accounts_file else None
         if settings.ivr.menus_dir:
             load_menus(settings.ivr.menus_dir)  # a broken menu stops us here, not mid-call
-    except (settings_mod.SettingsError, AccountsError, MenuError) as exc:
+        rules_from(settings.segments.rules_file)  # and so do broken segment rules
+    except (settings_mod.SettingsError, AccountsError, MenuError, SegmentRulesError) as exc:
         print(f"cti serve: {exc}", file=sys.stderr)
         return 2
     _logging(settings.log_level)
@@ -264,8 +273,9 @@ def _db_set_pin(args: argparse.Namespace) -> int:
 def _seed_demo(args: argparse.Namespace) -> int:
     from crm_sync.seed import seed_demo
 
+    rules = _rules(args)
     store = _store(args)
-    if store is None or not _upgrade(args.command, store.database_url):
+    if rules is None or store is None or not _upgrade(args.command, store.database_url):
         return 2
     report = _with_store(
         args.command,
@@ -277,6 +287,7 @@ def _seed_demo(args: argparse.Namespace) -> int:
             now=datetime.now(UTC),
             phones=phones,
             simulator_rate=args.rate,
+            rules=rules,
         ),
     )
     if report is None:
@@ -285,8 +296,53 @@ def _seed_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rules(args: argparse.Namespace) -> Rules | None:
+    """The segment rules (``--rules``, else ``[segments] rules_file``); None after printing
+    why they could not be read."""
+    from crm_sync.segments import SegmentRulesError, rules_from
+
+    try:
+        path = getattr(args, "rules", None) or settings_mod.load(args.config).segments.rules_file
+        return rules_from(path)
+    except (settings_mod.SettingsError, SegmentRulesError) as exc:
+        print(f"cti {args.command}: {exc}", file=sys.stderr)
+        return None
+
+
+def _segments(args: argparse.Namespace) -> int:
+    """``recompute``: the customers new data made stale, or with ``--all`` every customer
+    (after the rules changed; time moves some too). Exit 2: bad rules or database."""
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from crm_sync.segmenting import recompute_all, recompute_stale
+
+    rules = _rules(args)
+    store = _store(args)
+    if rules is None or store is None or not _upgrade(args.command, store.database_url):
+        return 2
+
+    async def work(engine: AsyncEngine, _phones: PhoneNormalizer) -> str:
+        sessions = async_sessionmaker(engine, expire_on_commit=False)
+        if args.all:
+            r = await recompute_all(sessions, rules, now=datetime.now(UTC))
+            return (
+                f"{r.checked} customers checked, {r.moved} had moved; {r.recomputed} "
+                f"recomputed in {r.seconds:.2f} s"
+            )
+        started = time.perf_counter()
+        done = await recompute_stale(sessions, rules, now=datetime.now(UTC))
+        return f"{done} stale customers recomputed in {time.perf_counter() - started:.2f} s"
+
+    line = _with_store(args.command, store, work)
+    if line is None:
+        return 2
+    print(line)
+    return 0
+
+
 def _import(args: argparse.Namespace) -> int:
-    """Exit status: 0 all rows imported, 1 some rows rejected, 2 nothing could be done."""
+    """Exit status: 0 all rows imported (or ignored as stale), 1 some rows rejected, 2 nothing
+    could be done."""
     from crm_sync.importer import ImportFileError, import_csv
 
     store = _store(args)
@@ -298,7 +354,12 @@ def _import(args: argparse.Namespace) -> int:
             args.command,
             store,
             lambda engine, phones: import_csv(
-                engine, args.file, phones=phones, now=datetime.now(UTC), progress=bar
+                engine,
+                args.file,
+                phones=phones,
+                now=datetime.now(UTC),
+                kind=args.kind,
+                progress=bar,
             ),
         )
     except ImportFileError as exc:
@@ -310,12 +371,100 @@ def _import(args: argparse.Namespace) -> int:
         return 2
     print(
         f"{report.accepted} accepted ({report.inserted} new, {report.updated} updated, "
-        f"{report.unchanged} unchanged), {len(report.rejected)} rejected, "
-        f"of {report.rows} rows in {report.seconds:.2f} s"
+        f"{report.unchanged} unchanged), "
+        + (f"{len(report.ignored)} ignored, " if report.ignored else "")
+        + f"{len(report.rejected)} rejected, of {report.rows} rows in {report.seconds:.2f} s"
     )
-    for row in report.rejected:
+    for row in sorted((*report.rejected, *report.ignored), key=lambda r: r.line):
         print(f"line {row.line}: {row.reason}")
     return 1 if report.rejected else 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    """Exit status: 0 merged, 2 refused (unknown customer, same one, person and company) or
+    nothing could be done."""
+    from crm_sync.inbound import write
+    from crm_sync.merges import MergeError, MergeResult, merge_customers
+
+    store = _store(args)
+    if store is None or not _upgrade(args.command, store.database_url):
+        return 2
+    by = args.by or _login()
+
+    async def work(engine: AsyncEngine, _phones: PhoneNormalizer) -> MergeResult:
+        from sqlalchemy.ext.asyncio import async_sessionmaker
+
+        return await write(
+            async_sessionmaker(engine, expire_on_commit=False),
+            lambda session: merge_customers(
+                session, args.survivor, args.merged, source="admin", by=by, now=datetime.now(UTC)
+            ),
+        )
+
+    try:
+        result = _with_store(args.command, store, work)
+    except MergeError as exc:
+        print(f"cti merge: {exc}", file=sys.stderr)
+        return 2
+    if result is None:
+        return 2
+    moved = result.moved
+    print(
+        f"customer {result.merged_id} ({result.merged_name!r}, external id "
+        f"{result.merged_external_id or 'none'}) merged into {result.survivor_id}: "
+        f"{moved['phones']} phone(s), {sum(moved['interactions'].values())} timeline "
+        f"entr(ies), {moved['call_scores']} survey score(s), {moved['contacts']} contact(s) "
+        f"moved; merge {result.merge_id}, the CRM is told through the outbox"
+    )
+    return 0
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no user name in the environment or the password database
+        return "admin"
+
+
+def _outbox(args: argparse.Namespace) -> int:
+    """``status``, ``list`` and ``retry``: the admin's view of what the CRM has not heard."""
+    from crm_sync.outbox import Outbox
+
+    store = _store(args)
+    if store is None or not _upgrade(args.command, store.database_url):
+        return 2
+
+    async def work(engine: AsyncEngine, _phones: PhoneNormalizer) -> list[str]:
+        from sqlalchemy.ext.asyncio import async_sessionmaker
+
+        outbox = Outbox(async_sessionmaker(engine, expire_on_commit=False))
+        if args.outbox_command == "retry":
+            ids = None if args.all_dead else args.ids
+            revived = await outbox.retry(ids, datetime.now(UTC))
+            return [f"{revived} dead row(s) sent again"]
+        if args.outbox_command == "list":
+            return [
+                f"{r.id}\t{r.topic}\t{r.key}\tcustomer {r.customer_id or '-'}\t"
+                f"{r.attempts} attempt(s)\t{r.created_at:%Y-%m-%d %H:%M:%S}\t{r.last_error or ''}"
+                for r in await outbox.rows(args.state, args.limit)
+            ]
+        counts = await outbox.counts()
+        age = (
+            ""
+            if counts.oldest_pending is None
+            else (f", oldest pending {counts.oldest_pending:%Y-%m-%d %H:%M:%S} UTC")
+        )
+        return [f"{counts.pending} pending, {counts.delivered} delivered, {counts.dead} dead{age}"]
+
+    if args.outbox_command == "retry" and not (args.all_dead or args.ids):
+        print("cti outbox retry: name row ids, or --all-dead", file=sys.stderr)
+        return 2
+    lines = _with_store(args.command, store, work)
+    if lines is None:
+        return 2
+    for line in lines:
+        print(line)
+    return 0
 
 
 class _ProgressBar:
@@ -429,6 +578,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="measured seconds of the IVR figure (default 30; 0: skip)",
     )
     bench.add_argument(
+        "--outbox-rate",
+        type=float,
+        default=2000.0,
+        help="outcomes per second for the outbox figure, on PostgreSQL (default 2000; 0: skip)",
+    )
+    bench.add_argument(
+        "--outbox-seconds", type=float, default=10.0, help="seconds of outbox load (default 10)"
+    )
+    bench.add_argument(
         "--no-wallboard",
         dest="wallboard",
         action="store_false",
@@ -468,18 +626,75 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument(
         "--rate", type=float, default=12.0, help="the --rate of that demo (default 12)"
     )
+    seed.add_argument("--rules", help="segment rules file (default: [segments] rules_file)")
     seed.set_defaults(func=_seed_demo)
+
+    segments = sub.add_parser("segments", help="customer value, lifecycle and loyalty segments")
+    segments_sub = segments.add_subparsers(dest="segments_command", required=True)
+    recompute = segments_sub.add_parser(
+        "recompute",
+        parents=[store],
+        help="recompute the customers whose orders or survey answers changed",
+    )
+    recompute.add_argument(
+        "--all",
+        action="store_true",
+        help="check every customer: after a change of the rules (time moves some too)",
+    )
+    recompute.add_argument("--rules", help="rules file (default: [segments] rules_file)")
+    recompute.set_defaults(func=_segments)
+
+    outbox = sub.add_parser("outbox", help="what the external CRM has not heard yet")
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True)
+    outbox_sub.add_parser(
+        "status", parents=[store], help="rows pending, delivered and dead"
+    ).set_defaults(func=_outbox)
+    listing = outbox_sub.add_parser("list", parents=[store], help="the newest rows in a state")
+    listing.add_argument(
+        "--state", choices=("dead", "pending", "delivered"), default="dead", help="(default dead)"
+    )
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    listing.set_defaults(func=_outbox)
+    retry = outbox_sub.add_parser(
+        "retry", parents=[store], help="send dead rows again, from a fresh attempt count"
+    )
+    retry.add_argument("ids", nargs="*", type=int, help="row ids (from `cti outbox list`)")
+    retry.add_argument("--all-dead", action="store_true", help="every dead row")
+    retry.set_defaults(func=_outbox)
 
     imp = sub.add_parser(
         "import",
         parents=[store],
-        help="import customers from CSV (exit 1: rows rejected, 2: bad file or database)",
-        description="Header row, any order: external_id, kind, name (required), "
+        help="import customers, orders, tickets or notes from CSV (exit 1: rows rejected, "
+        "2: bad file or database)",
+        description="Header row, any order. customers: external_id, kind, name (required), "
         "company_external_id, email, phones (;-separated), address, owner, language, tier, "
-        "lifecycle, tags (;-separated). Re-importing updates by external_id.",
+        "lifecycle, tags (;-separated), balance, currency, updated_at. orders, tickets, "
+        "notes: external_id, customer_external_id, occurred_at, title (required), body; "
+        "orders status, amount; tickets status, owner, due_at; notes owner. Re-importing "
+        "updates by external_id; columns in crm_sync/importer.py.",
+    )
+    imp.add_argument(
+        "--kind",
+        choices=("customers", "orders", "tickets", "notes"),  # crm_sync.importer.KINDS
+        default="customers",
+        help="what the file holds (default customers)",
     )
     imp.add_argument("file", help="UTF-8 CSV with a header row")
     imp.set_defaults(func=_import)
+
+    merge = sub.add_parser(
+        "merge",
+        parents=[store],
+        help="fold a duplicate customer into another, recorded and told to the CRM",
+        description="Moves the phones, timeline, survey scores and contacts of MERGED to "
+        "SURVIVOR, deletes MERGED and records the merge; later CRM data for MERGED's "
+        "external id lands on SURVIVOR.",
+    )
+    merge.add_argument("survivor", type=int, help="the customer that stays (store id)")
+    merge.add_argument("merged", type=int, help="the duplicate that goes (store id)")
+    merge.add_argument("--by", help="who merges, for the record (default: your login)")
+    merge.set_defaults(func=_merge)
     return parser
 
 

@@ -22,12 +22,14 @@ from crm_sync.migrate import upgrade
 from crm_sync.models import Customer
 from crm_sync.phones import PhoneNormalizer
 from crm_sync.seed import seed_demo
+from crm_sync.segments import load_rules
 from cti.console import ConsoleSink
 from cti.settings import (
     DEMO_DATABASE_URL,
     AgentSettings,
     IvrSettings,
     PbxSettings,
+    SegmentSettings,
     Settings,
     StoreSettings,
     WebSettings,
@@ -40,6 +42,7 @@ from screenpop.auth import Account, Accounts, hash_password
 
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 DISPOSITIONS = CONFIG / "dispositions.toml"
+SEGMENT_RULES = CONFIG / "segments.toml"
 
 DEMO_USER = "cti"
 DEMO_SECRET = "cti-secret"  # the simulator's own account, on 127.0.0.1 only
@@ -102,7 +105,7 @@ def demo_settings(
     server_port: int, web_port: int, database_url: str, agi_port: int = 4573
 ) -> Settings:
     """One simulated PBX, its five agents as accounts, a SQLite store, the agent page, the
-    IVR with the shipped menus."""
+    IVR with the shipped menus, the shipped segment rules."""
     pbx = PbxSettings(name="demo", port=server_port, username=DEMO_USER, secret=DEMO_SECRET)
     agents = tuple(
         AgentSettings(
@@ -116,6 +119,7 @@ def demo_settings(
         store=StoreSettings(database_url=database_url, default_region="CN"),
         web=WebSettings(port=web_port, dispositions_file=str(DISPOSITIONS)),
         ivr=IvrSettings(port=agi_port, menus_dir=str(CONFIG / "ivr")),
+        segments=SegmentSettings(rules_file=str(SEGMENT_RULES)),
     )
 
 
@@ -131,6 +135,7 @@ async def seed(database_url: str, *, seed: int, rate: float) -> tuple[str, list[
             now=datetime.now(UTC),
             phones=PhoneNormalizer("CN"),
             simulator_rate=rate,
+            rules=load_rules(SEGMENT_RULES),
         )
         async with engine.connect() as connection:
             people = select(Customer.id).where(Customer.kind == "person").order_by(Customer.id)

@@ -98,7 +98,8 @@ class CrmSettings:
     max_attempts: int = 300
     backoff_initial: float = 1.0
     backoff_max: float = 300.0
-    concurrency: int = 32  # deliveries in flight (one per customer at a time)
+    concurrency: int = 32  # requests in flight (never two changes of one customer)
+    batch: int = 1  # changes per request: 1, or up to 500 as {"batch": [...]}
 
 
 @dataclass(frozen=True)
@@ -111,13 +112,17 @@ class SegmentSettings:
 @dataclass(frozen=True)
 class FollowupSettings:
     """Follow-ups as work: which missed calls become one, and how often the center may call
-    a customer (at most ``contact_max`` calls placed to them per ``contact_window_hours``)."""
+    a customer (at most ``contact_max`` calls placed to them per ``contact_window_hours``).
+    A callback is an Originate of ``Local/<number>@<dial_context>`` ringing for at most
+    ``ring_seconds`` (docs/follow-ups.md has the dialplan)."""
 
     from_abandoned: bool = True  # an identified caller who hung up in the queue
     from_missed: bool = True  # an identified caller nobody answered (ring-no-answer, timeout)
     due_minutes: float = 30.0  # how soon such a callback is due
     contact_max: int = 2
     contact_window_hours: float = 24.0
+    dial_context: str = "callbacks"  # the dialplan context that dials a customer's number
+    ring_seconds: float = 30.0  # how long the customer's phone rings before "no answer"
 
 
 def _local_zone() -> tzinfo:
@@ -243,8 +248,10 @@ def _crm(body: Mapping[str, Any], env: Mapping[str, str]) -> CrmSettings:
         raise SettingsError(f"[crm]: webhook_url {crm.webhook_url!r} is not an http(s) URL")
     if crm.webhook_url and not crm.secret:
         raise SettingsError("[crm]: a webhook_url needs a secret (or CTI_CRM_SECRET) to sign with")
-    if crm.max_attempts < 1 or crm.concurrency < 1 or crm.timeout <= 0:
-        raise SettingsError("[crm]: max_attempts and concurrency must be ≥ 1, timeout > 0")
+    if min(crm.max_attempts, crm.concurrency, crm.batch) < 1 or crm.timeout <= 0:
+        raise SettingsError("[crm]: max_attempts, concurrency, batch must be ≥ 1, timeout > 0")
+    if crm.batch > 500:
+        raise SettingsError(f"[crm]: batch {crm.batch} is over 500 changes per request")
     return crm
 
 

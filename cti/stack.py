@@ -1,5 +1,5 @@
 """The whole product in one process: AMI followers, customer store, pop pipeline, agent page,
-IVR.
+IVR, and the background work on the store (segments' recompute, CRM relay).
 
 ``cti serve`` and ``cti demo`` both run :func:`run_stack`; each part gets its collaborators by
 constructor, and everything is closed in reverse order when the stack stops.
@@ -19,11 +19,17 @@ from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
 from crm_sync.db import create_engine
+from crm_sync.followups import Followups
 from crm_sync.migrate import upgrade
+from crm_sync.outbox import Outbox
 from crm_sync.phones import PhoneNormalizer
+from crm_sync.relay import Relay, RelayPolicy
+from crm_sync.segmenting import keep_segments
+from crm_sync.segments import rules_from
 from crm_sync.store import CustomerStore
 from crm_sync.work_figures import WorkFigures
 from cti.board import Board, Quality
+from cti.callbacks import CallbackDialer
 from cti.controls import MemberControls
 from cti.service import CtiService, EventSink
 from cti.settings import Settings
@@ -36,6 +42,7 @@ from screenpop.app import create_app
 from screenpop.auth import Accounts
 from screenpop.cards import PopBook
 from screenpop.dispositions import Dispositions
+from screenpop.followups_api import FollowupDesk
 from screenpop.hub import Hub
 from screenpop.pipeline import PopService
 
@@ -74,17 +81,30 @@ async def run_stack(
     """Run until cancelled; ``on_ready`` is told where to reach it once it listens.
 
     Raises SettingsError-like errors from the dispositions file, MenuError from the IVR
-    menus, and AmiAuthError / AmiProtocolError from a PBX that refuses us for good.
+    menus, SegmentRulesError from the segment rules, and AmiAuthError / AmiProtocolError from
+    a PBX that refuses us for good.
     """
+    rules = rules_from(settings.segments.rules_file)
     await asyncio.to_thread(upgrade, settings.store.database_url)
     engine = create_engine(settings.store.database_url)
     phones = PhoneNormalizer(settings.store.default_region)
     store = CustomerStore(engine, phones)
-    pop = PopService(PopBook(), Hub(), store, clock=utc_now, budget=settings.store.lookup_budget)
+    followups = Followups(store.sessions, settings.followups)
+    pop = PopService(
+        PopBook(),
+        Hub(),
+        store,
+        clock=utc_now,
+        budget=settings.store.lookup_budget,
+        followups=followups,
+    )
     board = Board(settings.wallboard, settings.agents)
+    pop.callers = board  # the wallboard shows each caller's tier
     service = CtiService(settings, [*sinks, pop, board], [board])
     work_changed = asyncio.Event()
     refresher = asyncio.create_task(refresh_work(board, WorkFigures(engine), work_changed))
+    segmenter = asyncio.create_task(keep_segments(store.sessions, rules, clock=utc_now))
+    relay = _relay(settings, store)
     clients = {f.settings.name: f.client for f in service.followers}
     wrapup = QueuePauseWrapup(clients, settings.agents)
     runner: web.AppRunner | None = None
@@ -109,6 +129,12 @@ async def run_stack(
                 board=board,
                 controls=MemberControls(clients, settings.agents),
                 work_changed=work_changed.set,
+                crm_token=settings.crm.inbound_token,
+                followups=FollowupDesk(
+                    followups,
+                    CallbackDialer(clients, settings.agents, settings.followups),
+                    board.queues_of,
+                ),
             )
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
@@ -121,7 +147,12 @@ async def run_stack(
         await service.run()
     finally:
         refresher.cancel()
-        await asyncio.gather(refresher, return_exceptions=True)
+        segmenter.cancel()
+        if relay is not None:
+            relay.cancel()
+        await asyncio.gather(
+            refresher, segmenter, *([relay] if relay else []), return_exceptions=True
+        )
         if agi is not None:
             await agi.stop()
         await service.close()
@@ -135,14 +166,19 @@ async def run_stack(
 async def refresh_work(
     board: Board, figures: WorkFigures, wake: asyncio.Event, every: float = WORK_EVERY
 ) -> None:
-    """Feed the board what only the store knows (callbacks, CSAT, FCR, ratings), every
-    ``every`` s or as soon as ``wake`` is set (a rating was saved); a store that does not
-    answer leaves the last figures up and is tried again."""
+    """Feed the board what only the store knows (follow-ups, CSAT, FCR, ratings), every
+    ``every`` s or as soon as ``wake`` is set (a rating was saved, a follow-up changed); a
+    store that does not answer leaves the last figures up and is tried again."""
     while True:
         wake.clear()
         try:
-            board.set_callbacks(await figures.callbacks())
             now = datetime.now(board.rules.timezone)
+            todo = await figures.followups(now)
+            board.set_callbacks(
+                {q: n for q, (n, _) in todo.queues.items()},
+                {q: late for q, (_, late) in todo.queues.items()},
+            )
+            board.set_followups(todo.agents)
             midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
             work = await figures.agents(midnight, now)
             for agent in set(board.agent_ids()) | work.keys():
@@ -155,6 +191,33 @@ async def refresh_work(
             log.warning("wallboard: store figures not refreshed: %s", exc)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), every)
+
+
+def _relay(settings: Settings, store: CustomerStore) -> asyncio.Task[None] | None:
+    """Deliver the outbox to the CRM's webhook; without one, rows wait in the outbox."""
+    crm = settings.crm
+    if not crm.webhook_url:
+        log.info("crm: no webhook_url; changes for the CRM wait in the outbox")
+        return None
+    policy = RelayPolicy(
+        url=crm.webhook_url,
+        secret=crm.secret,
+        timeout=crm.timeout,
+        max_attempts=crm.max_attempts,
+        backoff_initial=crm.backoff_initial,
+        backoff_max=crm.backoff_max,
+        concurrency=crm.concurrency,
+        batch=crm.batch,
+    )
+    task = asyncio.create_task(Relay(Outbox(store.sessions), policy).run())
+    task.add_done_callback(_relay_stopped)
+    return task
+
+
+def _relay_stopped(task: asyncio.Task[None]) -> None:
+    """A relay that died of a bug says so at once (its rows stay in the outbox)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("crm: the relay stopped; changes wait in the outbox", exc_info=task.exception())
 
 
 def _agi_server(settings: Settings, store: IvrStore, pop: PopService) -> AgiServer:

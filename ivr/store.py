@@ -31,10 +31,19 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from crm_sync.customers import CustomerIn, InteractionIn, add_interaction, upsert_customer, validate
+from crm_sync.customers import (
+    CustomerIn,
+    InteractionIn,
+    add_interaction,
+    mark_segments_stale,
+    upsert_customer,
+    validate,
+)
 from crm_sync.models import CallScore, Customer, Interaction, Phone
+from crm_sync.outbox import enqueue
 from crm_sync.phones import PhoneNormalizer
 from crm_sync.store import CustomerStore, Figures, StoreUnavailable
+from crm_sync.timeline import followup_data
 from ivr.menus import Figure
 from ivr.walk import CustomerInfo, FigureValue
 from screenpop.auth import AccountsError, hash_password, verify_password
@@ -210,7 +219,16 @@ class IvrStore:
                     return first
             if entry.customer_id is None:
                 entry = replace(entry, customer_id=await self._caller(session, e164, name))
-            return str(await add_interaction(session, entry))
+            followup = await add_interaction(session, entry)
+            enqueue(
+                session,
+                topic="followup.created",
+                key=f"followup.created:{followup}",
+                customer_id=entry.customer_id,
+                data=followup_data(followup, entry, source="ivr"),
+                now=entry.occurred_at,
+            )
+            return str(followup)
 
     async def _caller(self, session: AsyncSession, e164: str | None, name: str) -> int:
         """The customer for an unidentified caller: a holder of the number (of several, the
@@ -228,7 +246,17 @@ class IvrStore:
             lifecycle="prospect",
             phones=(e164,) if e164 else (),
         )
-        return await upsert_customer(session, validate(new, self.phones), now=self._now())
+        now = self._now()
+        created = await upsert_customer(session, validate(new, self.phones), now=now)
+        enqueue(
+            session,
+            topic="customer.created",
+            key=f"customer.created:{created}",
+            customer_id=created,
+            data={"name": name, "phones": list(new.phones), "lifecycle": "prospect"},
+            now=now,
+        )
+        return created
 
     async def save_survey(
         self,
@@ -238,8 +266,9 @@ class IvrStore:
         customer_id: int | None,
         scores: Mapping[str, int],
     ) -> None:
-        """Store the caller's scores; a question scored again for the same call keeps the new
-        score. Raises ValueError for text too long for its column, StoreUnavailable."""
+        """Store the caller's scores (and have the customer's segments recomputed); a question
+        scored again for the same call keeps the new score. Raises ValueError for text too
+        long for its column, StoreUnavailable."""
         if not scores:
             return
         for field, value, limit in (("pbx", pbx, 64), ("call_id", call_id, 80)):
@@ -264,6 +293,8 @@ class IvrStore:
         with _unavailable():
             async with self.sessions() as session, session.begin():
                 await session.execute(_score_upsert(self.engine.dialect.name), rows)
+                if customer_id is not None:  # satisfaction is part of the customer's segments
+                    await mark_segments_stale(session, [customer_id])
 
     async def scores_for(self, pbx: str, call_id: str) -> dict[str, int]:
         """The call's scores by question. Raises StoreUnavailable."""

@@ -20,7 +20,7 @@ from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
 from crm_sync.store import CustomerCard, Lookup, StoreUnavailable
-from crm_sync.timeline import OutcomeError, OutcomeIn, save_outcome
+from crm_sync.timeline import OutcomeError, OutcomeIn
 from screenpop.auth import Account
 from screenpop.cards import Card, card_view
 from screenpop.errors import ApiError, store_unavailable
@@ -162,7 +162,7 @@ async def outcome(request: web.Request) -> web.StreamResponse:
         followup_owner=_text(body, "followup_owner", 64),
     )
     try:
-        saved = await save_outcome(store.sessions, item, now=request.app[CLOCK]())
+        saved = await store.outcomes.save(item, now=request.app[CLOCK]())
     except OutcomeError as exc:
         raise ApiError(422, "outcome_rejected", str(exc)) from exc
     except (SQLAlchemyError, OSError) as exc:

@@ -3,7 +3,9 @@
 Routes (details in docs/api.md): pages ``/login``, ``/logout``, ``/``, ``/customers/{id}``;
 JSON ``/api/...``; the live push ``/ws``; the supervisors' wallboard (``/wallboard``, its API
 and socket: screenpop/wallboard.py); supervisor controls (pause, queue members, listen, the
-audit log, ratings of agents: screenpop/controls_api.py); static files ``/static/``.
+audit log, ratings of agents: screenpop/controls_api.py); the external CRM's inbound API
+(``/api/crm/…``, bearer token instead of a session: screenpop/crm_api.py); follow-ups (the
+work list, one-click callback, close: screenpop/followups_api.py); static files ``/static/``.
 Middlewares, outermost first: errors (one place turns failures into responses), then
 sessions (every route but the login page and static files needs a session; every unsafe
 method needs the session's CSRF token). Security headers are added to every response,
@@ -25,7 +27,7 @@ from aiohttp.typedefs import Handler
 
 from crm_sync.store import CustomerStore
 from cti.controls import MemberControls
-from screenpop import api, controls_api, views, wallboard, ws
+from screenpop import api, controls_api, crm_api, followups_api, outbox_api, views, wallboard, ws
 from screenpop.auth import Accounts, LoginLimiter, SessionStore
 from screenpop.dispositions import Dispositions
 from screenpop.errors import ApiError, error_middleware, wants_json
@@ -34,8 +36,10 @@ from screenpop.keys import (
     BOARD,
     CLOCK,
     CONTROLS,
+    CRM_TOKEN,
     DISPOSITIONS,
     EPOCH,
+    FOLLOWUPS,
     LOGIN_LIMITER,
     PING_INTERVAL,
     POP,
@@ -48,7 +52,7 @@ from screenpop.keys import (
 from screenpop.pipeline import PopService
 
 STATIC = Path(__file__).parent / "static"
-PUBLIC_ROUTES = frozenset({"login", "static"})
+PUBLIC_ROUTES = frozenset({"login", "static", *crm_api.ROUTES})  # the CRM's: own token
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
@@ -77,9 +81,12 @@ def create_app(
     board: wallboard.BoardView | None = None,
     controls: MemberControls | None = None,
     work_changed: Callable[[], None] = lambda: None,
+    crm_token: str = "",
+    followups: followups_api.FollowupDesk | None = None,
 ) -> web.Application:
     """The aiohttp application. ``pop`` and ``store`` belong to the caller (it closes them);
-    ``now`` is the clock for outcomes and customer cards; ``secure_cookies`` for HTTPS."""
+    ``now`` is the clock for outcomes and customer cards; ``secure_cookies`` for HTTPS;
+    ``crm_token`` turns the CRM's inbound API on (empty: off)."""
     app = web.Application(middlewares=[error_middleware, session_middleware])
     app[POP] = pop
     app[ACCOUNTS] = accounts
@@ -94,6 +101,8 @@ def create_app(
     app[CONTROLS] = controls
     app[WORK_CHANGED] = work_changed
     app[EPOCH] = secrets.token_hex(8)
+    app[CRM_TOKEN] = crm_token
+    app[FOLLOWUPS] = followups
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.PackageLoader("screenpop", "templates"),
@@ -107,6 +116,9 @@ def create_app(
     api.add_routes(app)
     wallboard.add_routes(app)
     controls_api.add_routes(app)
+    crm_api.add_routes(app)
+    followups_api.add_routes(app)
+    outbox_api.add_routes(app)
     app.router.add_get("/ws", ws.websocket, name="ws")
     app.router.add_static("/static/", STATIC, name="static")
     return app

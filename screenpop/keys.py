@@ -15,6 +15,7 @@ from screenpop.dispositions import Dispositions
 from screenpop.pipeline import PopService
 
 if TYPE_CHECKING:
+    from screenpop.followups_api import FollowupDesk  # which imports this module
     from screenpop.wallboard import BoardView  # which imports this module
 
 POP = web.AppKey("pop", PopService)
@@ -32,5 +33,8 @@ CONTROLS = web.AppKey[MemberControls | None]("controls")  # None: no PBX to cont
 WORK_CHANGED = web.AppKey[Callable[[], None]]("work_changed")
 # changes at every start: a browser holding sequence numbers of an earlier run gets a snapshot
 EPOCH = web.AppKey("epoch", str)
+# the external CRM's bearer token for /api/crm/… (empty: that API is off)
+CRM_TOKEN = web.AppKey("crm_token", str)
+FOLLOWUPS: web.AppKey[FollowupDesk | None] = web.AppKey("followups")  # None: no store
 
 SESSION = web.RequestKey("session", Session)

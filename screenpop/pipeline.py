@@ -3,8 +3,10 @@
 :class:`PopService` is an event sink of the CTI service. It never waits: a card goes to the
 agent's mailbox the moment the model says the phone rings, and the customer lookup (started
 as soon as the caller's number is known, usually before any agent rings) enriches the card
-when it returns, within its time budget. When a call ends, it is written to the timeline of
-the customer it was matched to, in the background.
+when it returns, within its time budget (and tells the wallboard the caller's value tier:
+:class:`CallerTiers`). When a call ends, it is written to the timeline of
+the customer it was matched to, in the background; a queue call of that customer nobody
+answered also becomes a callback for the queue (crm_sync.followups.file_missed_call).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from crm_sync.followups import Followups
 from crm_sync.store import CustomerStore, Lookup, StoreUnavailable
 from crm_sync.timeline import record_call
 from cti.events import AgentRinging, CallEnded, CallerIdentified, CallQueued, DomainEvent
@@ -44,6 +47,13 @@ class WrapupControl(Protocol):
     def release(self, pbx: str, agent: str) -> None: ...
 
 
+class CallerTiers(Protocol):
+    """Told the value tier of each call's caller once the lookup knows it (the wallboard:
+    cti.board.Board); None when the number matched nobody or several customers."""
+
+    def set_caller(self, pbx: str, call_id: str, tier: str | None) -> None: ...
+
+
 class PopService:
     def __init__(
         self,
@@ -54,6 +64,7 @@ class PopService:
         clock: Callable[[], datetime],
         budget: float = 0.3,
         wrapup: WrapupControl | None = None,
+        followups: Followups | None = None,
     ) -> None:
         self.book = book
         self.hub = hub
@@ -70,6 +81,8 @@ class PopService:
         self._writes: set[asyncio.Task[None]] = set()
         self.wrapup = wrapup
         self._owed: set[tuple[str, str, str]] = set()  # (pbx, agent, call) in wrap-up
+        self.followups = followups  # files callbacks for missed calls; None: none filed
+        self.callers: CallerTiers | None = None  # the wallboard, told each caller's tier
 
     def publish(self, event: DomainEvent) -> None:
         """EventSink: update cards now; start a lookup or a timeline write in the background."""
@@ -83,7 +96,8 @@ class PopService:
         elif isinstance(event, CallEnded):
             lookup = self._lookups.get(key)
             if self.store is not None and lookup is not None and len(lookup.cards) == 1:
-                self._spawn(self._writes, self._record(self.store, lookup.cards[0].id, event))
+                work = self._record(self.store, lookup.cards[0].id, event, lookup.e164)
+                self._spawn(self._writes, work)
             self._forget_if_settled(key)
 
     def outcome_saved(self, pbx: str, call_id: str, agent: str) -> None:
@@ -141,6 +155,11 @@ class PopService:
             if not still and self.wrapup is not None:
                 self.wrapup.release(card.pbx, update.agent)
 
+    def _tell_tier(self, key: tuple[str, str], lookup: Lookup) -> None:
+        if self.callers is not None:
+            tier = lookup.cards[0].tier if len(lookup.cards) == 1 else None
+            self.callers.set_caller(key[0], key[1], tier)
+
     def lookup_for(self, pbx: str, call_id: str) -> Lookup | None:
         return self._lookups.get((pbx, call_id))
 
@@ -165,6 +184,7 @@ class PopService:
         if key in self._by_ivr:
             return  # the IVR identified the caller: that customer's card is (being) shown
         _remember(self._lookups, key, lookup)
+        self._tell_tier(key, lookup)
         self.send(self.book.enrich(key[0], key[1], lookup))
 
     async def _identified(self, store: CustomerStore, key: tuple[str, str], customer: int) -> None:
@@ -178,10 +198,21 @@ class PopService:
         number = self._numbers.get(key) or self.book.caller_number(*key) or ""
         lookup = Lookup(number, store.phones.to_e164(number) if number else None, "found", (card,))
         _remember(self._lookups, key, lookup)
+        self._tell_tier(key, lookup)
         self.send(self.book.enrich(key[0], key[1], lookup))
 
-    async def _record(self, store: CustomerStore, customer_id: int, event: CallEnded) -> None:
+    async def _record(
+        self, store: CustomerStore, customer_id: int, event: CallEnded, number: str | None
+    ) -> None:
         try:
             await record_call(store.sessions, customer_id, event.record)
         except (SQLAlchemyError, OSError) as exc:
             log.warning("call %s not added to customer %s: %s", event.call_id, customer_id, exc)
+        if self.followups is None:
+            return
+        try:
+            await self.followups.file_missed_call(
+                customer_id, event.record, number=number, now=self.clock()
+            )
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("no callback filed for missed call %s: %s", event.call_id, exc)

@@ -461,6 +461,7 @@ async def test_database_down_gives_503_and_the_draft_can_be_retried(world: World
     dead = create_engine("postgresql://nobody@127.0.0.1:1/none")
     try:
         world.store.sessions = CustomerStore(dead, world.store.phones).sessions
+        world.store.outcomes.sessions = world.store.sessions  # the agent page's writer too
         body = {"key": "retry-0001", "disposition": "resolved"}
         down = await post_outcome(world.client, csrf, "c1", **body)
         assert down.status == 503
@@ -469,11 +470,13 @@ async def test_database_down_gives_503_and_the_draft_can_be_retried(world: World
         assert "Traceback" not in str(error)
         assert [c.state for c in world.pop.book.cards_for("Alice")] == ["answered"]
         world.store.sessions = working  # the database is back; the page retries its draft
+        world.store.outcomes.sessions = working
         up = await post_outcome(world.client, csrf, "c1", **body)
         assert up.status == 200
         assert len(await outcome_rows(world.engine, "c1")) == 1
     finally:
         world.store.sessions = working
+        world.store.outcomes.sessions = working
         await dead.dispose()
 
 

@@ -71,7 +71,8 @@ async def test_callbacks_csat_and_fcr(engine: AsyncEngine) -> None:
             ]
         )
     figures = WorkFigures(engine)
-    assert await figures.callbacks() == {"support": 2}
+    todo = await figures.followups(DAY)
+    assert (todo.queues, todo.agents) == ({"support": (2, 0)}, {"alice": (1, 0)})
     work = await figures.agents(DAY, DAY + timedelta(hours=20))
     assert work["alice"] == AgentWork(fcr=0.5, csat=pytest.approx(3.5))
     assert work["bob"] == AgentWork(fcr=1.0, csat=None)

@@ -884,7 +884,8 @@ _CALLER_ID = re.compile(r'\s*"?([^"<]*?)"?\s*<([^>]*)>\s*')  # "Name" <number>
 async def _originate(client: _Client, action: Message) -> None:
     """manager.c action_originate: checked, then (Async) "successfully queued" and, once the
     phone answered, ``OriginateResponse``; without Async only the final answer. Every
-    simulated phone answers at once unless it is in ``silent_devices``."""
+    simulated phone answers at once unless it is in ``silent_devices``. A ``ChannelId`` is
+    the answered channel's Uniqueid, as Asterisk assigns it."""
     server = client.server
     channel = _one_line(action.get("channel", ""))
     timeout = action.get("timeout", "").strip()
@@ -926,7 +927,9 @@ async def _originate(client: _Client, action: Message) -> None:
             "Application": app,
             "Data": _one_line(action.get("data", "")),
             "Reason": "4" if answered else "3",  # AST_CONTROL_ANSWER / AST_CONTROL_RINGING
-            "Uniqueid": server.pbx.uniqueid(now)[0] if answered else "<null>",
+            "Uniqueid": (_one_line(action.get("channelid", "")) or server.pbx.uniqueid(now)[0])
+            if answered
+            else "<null>",
             "CallerIDNum": _one_line(caller.group(2)) if caller else "<unknown>",
             "CallerIDName": _one_line(caller.group(1)) if caller else "<unknown>",
         }

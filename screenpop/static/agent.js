@@ -1,4 +1,5 @@
-// The agent page: live cards over a WebSocket, the outcome form, and the agent's own pause.
+// The agent page: live cards over a WebSocket, the outcome form, the agent's own pause, and
+// their follow-ups (dial a callback, close one).
 //
 // Cards are whole states with a version: a card is shown, updated or closed only by a version
 // newer than the one already seen, so a duplicate or late message never pops a card twice.
@@ -109,6 +110,10 @@
       if (lastSeq !== null && msg.seq <= lastSeq) return; // already applied
       lastSeq = msg.seq;
       applyCard(msg.card);
+    } else if (msg.type === "followups") {
+      if (lastSeq !== null && msg.seq <= lastSeq) return; // already applied
+      lastSeq = msg.seq;
+      loadFollowups(); // one of the agent's follow-ups changed (in another tab, say)
     } else if (msg.type === "ping") {
       clockOffset = msg.now - Date.now() / 1000;
       if (lastSeq !== null && msg.seq > lastSeq && socket !== null) {
@@ -127,6 +132,7 @@
       if (!current.has(id)) removeEntry(id, entry); // closed while we were away
     }
     for (const card of msg.cards) applyCard(card);
+    loadFollowups(); // what changed while we were away
   }
 
   function applyCard(card) {
@@ -268,9 +274,16 @@
     box.append(name);
     const line = el("p", "type");
     const kind = c.kind === "company" ? "company account" : c.company ? `contact of ${c.company}` : "person";
-    line.append(el("span", "kind", kind), badge(c.tier, `tier tier-${c.tier}`), badge(c.lifecycle, `life life-${c.lifecycle}`));
+    line.append(el("span", "kind", kind), badge(c.tier, `tier tier-${c.tier}`), badge(c.lifecycle.replace("_", " "), `life life-${c.lifecycle}`));
+    if (c.quadrant) line.append(badge(c.quadrant, `quadrant quadrant-${c.quadrant}`));
     if (c.repeat_caller) line.append(badge("called again within 24 h", "repeat"));
     box.append(line);
+    // why the segments say so (crm_sync.segments): the tier's figures first
+    if (c.why && c.why.length) {
+      const why = el("ul", "why");
+      for (const reason of c.why) why.append(el("li", null, reason));
+      box.append(why);
+    }
     const facts = [c.owner && `owner ${c.owner}`, c.language && `speaks ${c.language}`, c.tags.length && c.tags.join(", ")];
     const text = facts.filter(Boolean).join(" · ");
     if (text) box.append(el("p", "facts", text));
@@ -558,6 +571,248 @@
     status.textContent = text;
   }
 
+  // ------------------------------------------------------------------ follow-ups
+
+  // The agent's follow-ups (their own and their queues'). Dial calls the customer, then the
+  // agent's phone, and answers once the customer answered or not; Close ends one by hand.
+  // The list is read again every minute, when the server says one changed, and after a
+  // reconnect; a row just dialled or closed stays shown a while, so the agent sees how it
+  // ended. Text is set with textContent only, like the cards.
+  const followupsEl = document.getElementById("followups");
+  const followupTable = followupsEl.querySelector("table");
+  const followupBody = followupsEl.querySelector("tbody");
+  const followupEmpty = followupsEl.querySelector(".followups-empty");
+  const followupStatus = followupsEl.querySelector(".followups-status");
+  const followupCount = followupsEl.querySelector(".count");
+  const closeTemplate = document.getElementById("close-template");
+  const FOLLOWUP_REFRESH_MS = 60000;
+  const KEEP_SHOWN_MS = 120000;
+  const RESULTS = {
+    reached: "reached",
+    done: "done",
+    cancelled: "cancelled",
+    no_answer: "no answer",
+    busy: "busy",
+    failed: "call failed",
+    unknown: "result unknown",
+    not_placed: "not placed",
+  };
+  const followupRows = new Map(); // id -> {item, tr, form, message}
+  const acted = new Map(); // id -> {item, until}: rows this page just dialled or closed
+  const inFlight = new Set(); // ids with a request on its way
+  let loadingFollowups = false;
+  let loadFollowupsAgain = false;
+
+  async function loadFollowups() {
+    if (loadingFollowups) {
+      loadFollowupsAgain = true;
+      return;
+    }
+    loadingFollowups = true;
+    try {
+      const res = await fetch("/api/followups", { credentials: "same-origin" });
+      if (res.status === 401) {
+        location.assign("/login?next=%2F");
+        return;
+      }
+      if (!res.ok) {
+        followupMessage("error", `Follow-ups not loaded (${res.status}).`);
+        return;
+      }
+      showFollowups((await res.json()).followups);
+      followupMessage("", "");
+    } catch (e) {
+      followupMessage("error", "No connection: follow-ups not loaded.");
+    } finally {
+      loadingFollowups = false;
+      if (loadFollowupsAgain) {
+        loadFollowupsAgain = false;
+        loadFollowups();
+      }
+    }
+  }
+
+  function showFollowups(items) {
+    const now = Date.now();
+    const shown = new Map(items.map((item) => [item.id, item]));
+    for (const [id, kept] of acted) {
+      if (kept.until < now && !inFlight.has(id)) acted.delete(id);
+      else if (inFlight.has(id) || !shown.has(id)) shown.set(id, kept.item);
+    }
+    const ordered = [...shown.values()].sort(byDue);
+    for (const [id, entry] of followupRows) {
+      if (!shown.has(id)) {
+        entry.tr.remove();
+        followupRows.delete(id);
+      }
+    }
+    ordered.forEach((item, index) => {
+      let entry = followupRows.get(item.id);
+      if (!entry) {
+        entry = { item, tr: el("tr"), form: null, message: null };
+        followupRows.set(item.id, entry);
+      }
+      if (!entry.form) {
+        entry.item = item; // a row with its close form open is left as the agent sees it
+        fillFollowup(entry);
+      }
+      const at = followupBody.children[index];
+      if (at !== entry.tr) followupBody.insertBefore(entry.tr, at || null);
+    });
+    countFollowups();
+  }
+
+  function byDue(a, b) {
+    if (!a.due_at !== !b.due_at) return a.due_at ? -1 : 1; // without a due time: last
+    if (a.due_at && b.due_at && a.due_at !== b.due_at) return Date.parse(a.due_at) - Date.parse(b.due_at);
+    return a.id - b.id;
+  }
+
+  function countFollowups() {
+    const todo = [...followupRows.values()].filter((e) => e.item.state !== "closed").length;
+    followupCount.textContent = todo ? `(${todo})` : "";
+    followupTable.hidden = followupRows.size === 0;
+    followupEmpty.hidden = followupRows.size > 0;
+  }
+
+  function fillFollowup(entry) {
+    const f = entry.item;
+    entry.tr.className = `followup state-${f.state}${f.overdue ? " overdue" : ""}`;
+    entry.tr.dataset.followupId = String(f.id);
+    const due = el("td", "col-due", f.due_at ? when(f.due_at) : "–");
+    if (f.overdue && f.state !== "closed") due.append(badge("overdue", "overdue"));
+    const customer = el("td", "col-customer");
+    const name = el("a", "name", f.customer.name);
+    name.href = `/customers/${encodeURIComponent(f.customer.id)}`;
+    name.target = "_blank";
+    name.rel = "noopener";
+    customer.append(name);
+    if (f.number) customer.append(el("small", "number", f.number));
+    const why = el("td", "col-why", f.title);
+    const owner = el("td", "col-owner", ownerText(f.owner));
+    const state = el("td", "col-state", stateText(f));
+    const actions = el("td", "col-actions");
+    if (f.state !== "closed") {
+      const busy = inFlight.has(f.id);
+      const dialButton = el("button", "dial", busy && f.state === "dialling" ? "Dialling…" : "Dial");
+      dialButton.type = "button";
+      dialButton.disabled = busy || f.state === "dialling";
+      dialButton.addEventListener("click", () => dialFollowup(entry));
+      const closeButton = el("button", "close", "Close");
+      closeButton.type = "button";
+      closeButton.disabled = busy;
+      closeButton.addEventListener("click", () => openCloseForm(entry));
+      actions.append(dialButton, closeButton);
+    }
+    if (entry.message) {
+      const message = el("span", `row-status ${entry.message.kind}`, entry.message.text);
+      message.setAttribute("role", "status");
+      actions.append(message);
+    }
+    if (entry.form) actions.append(entry.form);
+    entry.tr.replaceChildren(due, customer, why, owner, state, actions);
+  }
+
+  function stateText(f) {
+    if (f.state === "dialling") return "dialling…";
+    if (f.state === "closed") return `closed · ${RESULTS[f.result] || f.result || "done"}`;
+    return f.result ? `open · last try: ${RESULTS[f.result] || f.result}` : "open";
+  }
+
+  function ownerText(owner) {
+    if (!owner) return "–";
+    if (owner.startsWith("queue:")) return `queue ${owner.slice(6)}`;
+    return owner === config.agent_id ? "you" : owner;
+  }
+
+  async function dialFollowup(entry) {
+    const before = entry.item;
+    if (inFlight.has(before.id)) return;
+    inFlight.add(before.id);
+    entry.message = { kind: "pending", text: "Calling the customer…" };
+    remember({ ...before, state: "dialling" }, entry);
+    const { res, data } = await postJson(`/api/followups/${encodeURIComponent(before.id)}/dial`, {});
+    inFlight.delete(before.id);
+    if (res !== null && res.ok) {
+      const f = data.followup;
+      entry.message = f.state === "closed" ? null : { kind: "error", text: `Not reached: ${RESULTS[f.result] || f.result}.` };
+      remember(f, entry);
+    } else {
+      entry.message = { kind: "error", text: failure(res, data, "Not dialled") };
+      remember(before, entry);
+    }
+  }
+
+  function openCloseForm(entry) {
+    if (entry.form) return;
+    const form = closeTemplate.content.firstElementChild.cloneNode(true);
+    entry.form = form;
+    form.querySelector(".cancel").addEventListener("click", () => {
+      entry.form = null;
+      fillFollowup(entry);
+    });
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const item = entry.item;
+      if (inFlight.has(item.id)) return;
+      inFlight.add(item.id);
+      for (const field of form.elements) field.disabled = true;
+      const body = { result: form.elements.result.value, note: form.elements.note.value };
+      const { res, data } = await postJson(`/api/followups/${encodeURIComponent(item.id)}/close`, body);
+      inFlight.delete(item.id);
+      if (res !== null && res.ok) {
+        entry.form = null;
+        entry.message = null;
+        remember(data.followup, entry);
+        return;
+      }
+      for (const field of form.elements) field.disabled = false;
+      entry.message = { kind: "error", text: failure(res, data, "Not closed") };
+      fillFollowup(entry);
+    });
+    fillFollowup(entry);
+    form.elements.result.focus();
+  }
+
+  function remember(item, entry) {
+    acted.set(item.id, { item, until: Date.now() + KEEP_SHOWN_MS });
+    entry.item = item;
+    fillFollowup(entry);
+    countFollowups();
+  }
+
+  async function postJson(url, body) {
+    let res = null;
+    let data = null;
+    try {
+      res = await fetch(url, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": config.csrf },
+        body: JSON.stringify(body),
+      });
+      data = await res.json();
+    } catch (e) {
+      data = null;
+    }
+    if (res !== null && res.status === 401) location.assign("/login?next=%2F");
+    return { res, data };
+  }
+
+  function failure(res, data, what) {
+    if (res === null) return `${what}: no connection.`;
+    return data && data.message ? data.message : `${what} (${res.status}).`;
+  }
+
+  function followupMessage(state, text) {
+    followupStatus.className = `followups-status ${state}`;
+    followupStatus.textContent = text;
+  }
+
+  function when(iso) {
+    return new Date(iso).toLocaleString([], { dateStyle: "short", timeStyle: "short" });
+  }
+
   // ------------------------------------------------------------------ time
 
   function serverNow() {
@@ -590,7 +845,9 @@
     if (!document.hidden) reconnectNow();
   });
   window.addEventListener("online", reconnectNow);
+  setInterval(loadFollowups, FOLLOWUP_REFRESH_MS);
   setUpPause();
   refreshPage();
+  loadFollowups();
   connect();
 })();

@@ -35,6 +35,7 @@
     available: "available",
     logged_out: "logged out",
   };
+  const TIERS = { vip: "VIP", regular: "regular", low: "low" }; // the caller's value tier
   const MAX_BACKOFF_MS = 15000;
   const DEAD_AFTER_MS = config.idle * 3000; // three idle pushes missed: the link is dead
   const TREND_SECONDS = 3600;
@@ -192,7 +193,8 @@
     const longest = q.waiting > 0 && oldest !== null ? since(oldest) : "–";
     root.append(
       stats("big", [
-        stat("waiting", "waiting", q.waiting),
+        // callers of the VIP tier among them (the pop's lookup told the board)
+        stat("waiting", q.vip_waiting ? `waiting · ${q.vip_waiting} VIP` : "waiting", q.waiting),
         stat("longest", "longest wait", longest),
         stat("sl", `SL (${f.sl_threshold} s)`, pct(f.service_level)),
         stat("abandoned", `abandoned ${pct(f.abandon_rate)}`, f.abandoned),
@@ -206,7 +208,7 @@
       stats("small", [
         stat("asa", "ASA", duration(f.asa)),
         stat("aht", "AHT", duration(f.aht)),
-        stat("callbacks", "callbacks", q.callbacks),
+        stat("callbacks", q.callbacks_overdue ? `callbacks · ${q.callbacks_overdue} overdue` : "callbacks", q.callbacks),
         stat("offered", "offered", f.offered),
         stat("answered", "answered", f.answered),
         stat("short", "short abandons", f.short_abandoned),
@@ -332,8 +334,8 @@
     noAgentsEl.hidden = board.agents.length > 0;
   }
 
-  const COLUMNS = ["agent", "state", "in-state", "reason", "call", "queue", "call-time", "handled", "aht", "fcr", "csat", "rating", "score"];
-  const NUMERIC = new Set(["handled", "aht", "fcr", "csat", "rating", "score"]);
+  const COLUMNS = ["agent", "state", "in-state", "reason", "call", "queue", "call-time", "handled", "aht", "fcr", "csat", "rating", "score", "followups"];
+  const NUMERIC = new Set(["handled", "aht", "fcr", "csat", "rating", "score", "followups"]);
 
   function newRow(agent) {
     const row = el("tr");
@@ -362,6 +364,7 @@
     if (call) {
       const caller = el("span", "customer", call.customer || call.caller || "unknown caller");
       cells.call.replaceChildren(caller);
+      if (Object.hasOwn(TIERS, call.tier ?? "")) cells.call.append(el("span", `tier-badge tier-${call.tier}`, TIERS[call.tier]));
       if (call.customer && call.caller) cells.call.append(el("small", "caller", call.caller));
       cells.queue.textContent = call.queue || "direct";
       cells["call-time"].replaceChildren(since(call.since));
@@ -376,6 +379,10 @@
     cells.csat.textContent = decimal(agent.csat);
     cells.rating.textContent = decimal(agent.supervisor_rating);
     cells.score.textContent = agent.score === null ? "–" : String(Math.round(agent.score));
+    // the agent's own follow-ups to do, and how many are past due
+    const late = agent.followups_overdue || 0;
+    cells.followups.textContent = agent.followups === undefined ? "–" : `${agent.followups}${late ? ` (${late} overdue)` : ""}`;
+    cells.followups.classList.toggle("late", late > 0);
     const paused = state === "paused";
     entry.pause.hidden = paused || state === "logged_out" || !entry.form.hidden;
     entry.unpause.hidden = !paused;

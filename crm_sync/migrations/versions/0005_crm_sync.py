@@ -36,7 +36,7 @@ def upgrade() -> None:
         sa.Column("last_error", sa.String(300)),
         sa.Column("delivered_at", sa.DateTime(timezone=True)),
     )
-    op.create_index("ix_outbox_due", "outbox", ["state", "next_at"])
+    op.create_index("ix_outbox_due", "outbox", ["state", "id", "next_at"])
     op.create_index("ix_outbox_customer", "outbox", ["customer_id", "state", "id"])
     op.add_column("customers", sa.Column("quadrant", sa.String(16)))
     op.add_column("customers", sa.Column("segment_why", sa.JSON()))

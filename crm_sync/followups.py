@@ -1,0 +1,679 @@
+"""Follow-ups as work items: who owns them, what is due, how a callback went, and how often
+the center may call a customer.
+
+Theory of operation
+-------------------
+A follow-up is an ``interactions`` row of kind ``followup``. Its ``owner`` is an agent id, or
+``queue:<name>`` (any member of that queue may do it); ``due_at`` says when; ``status`` is its
+state, ``result`` how it ended (closed) or how the last callback went (open)::
+
+    open ──dial──▶ dialling ──reached──▶ closed (result reached)
+     ▲                │
+     └────────────────┘ no_answer | busy | failed | unknown | not_placed: stays open
+    open | dialling ──close──▶ closed (result done | cancelled | no_answer)
+
+``closed_at`` is when it ended; closed is final: a dial result that arrives after an agent
+closed the follow-up by hand is kept on the call only. A follow-up left ``dialling`` longer
+than the ring time and ``DIAL_GRACE`` lost its result (the service stopped mid-call): it may
+be dialled or closed again, and that old call's result is recorded as ``unknown``.
+
+Every callback is an outbound call on the customer's timeline (kind ``call``, direction
+``outbound``), written when the dial starts, in the transaction that checks the contact rule
+(:func:`contact_decision`). That transaction starts by locking the customer's row (a write
+that changes nothing), so two agents dialling one customer at once cannot both pass the rule.
+The call's ``call_id`` is the Uniqueid the Originate gives the channel
+(``cti-cb-<follow-up id>-<random>``), hence the call id the call model reports for it, and its
+``external_id`` is the one ``crm_sync.timeline.record_call`` would use for that call: it is
+on the timeline once.
+
+The outbox (crm_sync.outbox) hears, each in the transaction of its change:
+``followup.created`` (a missed call filed one), ``call.placed`` (a callback's result, once
+known), ``followup.closed``. Starting a dial is not sent: the call it starts is, with its
+result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from crm_sync.models import Customer, Interaction, Phone
+from crm_sync.outbox import enqueue
+from crm_sync.timeline import followup_data
+from cti.events import CallRecord
+from cti.settings import FollowupSettings
+
+QUEUE_OWNER = "queue:"
+WORKING = ("open", "dialling")  # the states of work still to do
+CLOSE_RESULTS = ("done", "cancelled", "no_answer")  # what an agent may close one with
+DialResult = Literal["reached", "no_answer", "busy", "failed", "unknown", "not_placed"]
+DIAL_TEXT: dict[str, str] = {
+    "reached": "the customer answered",
+    "no_answer": "no answer",
+    "busy": "busy",
+    "failed": "the call failed",
+    "unknown": "result unknown",
+    "not_placed": "not placed",
+}
+CALL_PREFIX = "cti-cb-"  # the Uniqueid prefix of a callback's channel
+DIAL_GRACE = timedelta(seconds=60)  # past the ring time, a dial still running lost its result
+MAX_LIST = 100
+MAX_NOTE = 2000
+# a missed queue call becomes a callback (CallRecord.outcome -> what the follow-up says)
+MISSED: dict[str, str] = {
+    "timeout": "not answered in {queue} (queue timeout)",
+    "leave_empty": "not answered in {queue} (no agent available)",
+    "unanswered": "not answered in {queue}",
+}
+ABANDONED = "hung up while waiting in {queue}"
+_E164_IN_TEXT = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+class FollowupError(Exception):
+    """A follow-up change that was not made (nothing was written). ``kind``: ``missing`` (no
+    such follow-up), ``conflict`` (its state does not allow it), ``invalid`` (bad input),
+    ``refused`` (the contact rule); ``field`` names the bad input, if that was it."""
+
+    def __init__(self, message: str, kind: str = "conflict", field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class ContactDecision:
+    """Whether the center may call the customer now; ``next_at`` when it may, if not."""
+
+    allowed: bool
+    placed: int  # calls placed to the customer inside the window
+    limit: int
+    next_at: datetime | None
+    message: str
+
+
+class ContactRefused(FollowupError):
+    """The contact-frequency rule forbids calling this customer now."""
+
+    def __init__(self, decision: ContactDecision) -> None:
+        super().__init__(decision.message, "refused")
+        self.decision = decision
+
+
+@dataclass(frozen=True, slots=True)
+class FollowupItem:
+    """A follow-up as the work list shows it."""
+
+    id: int
+    customer_id: int
+    customer_name: str
+    number: str | None  # the E.164 number a callback dials
+    title: str  # why
+    body: str | None
+    owner: str | None
+    due_at: datetime | None
+    state: str  # open | dialling | closed
+    result: str | None
+    overdue: bool
+    created_at: datetime
+    closed_at: datetime | None
+    call_id: str | None  # the call it came from
+    dialling_since: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "customer": {"id": self.customer_id, "name": self.customer_name},
+            "number": self.number,
+            "title": self.title,
+            "body": self.body,
+            "owner": self.owner,
+            "due_at": _iso(self.due_at),
+            "state": self.state,
+            "result": self.result,
+            "overdue": self.overdue,
+            "created_at": _iso(self.created_at),
+            "closed_at": _iso(self.closed_at),
+            "call_id": self.call_id,
+            "dialling_since": _iso(self.dialling_since),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Dialling:
+    """A callback being placed: what the Originate needs, and what its result updates."""
+
+    followup_id: int
+    customer_id: int
+    customer_name: str
+    owner: str | None
+    number: str
+    call_id: str
+    pbx: str
+    agent: str
+    placed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WorkCounts:
+    """Follow-ups still to do, and how many of them are overdue: per queue, per agent."""
+
+    queues: dict[str, tuple[int, int]]
+    agents: dict[str, tuple[int, int]]
+
+
+def contact_decision(
+    placed_at: Iterable[datetime], *, now: datetime, limit: int, window: timedelta
+) -> ContactDecision:
+    """At most ``limit`` calls placed to a customer within any ``window``: a call counts while
+    ``now < placed + window``. Refused, ``next_at`` is when enough of them have aged out."""
+    recent = sorted(t for t in placed_at if t > now - window)
+    hours = f"{window.total_seconds() / 3600:g}"
+    if len(recent) < limit:
+        return ContactDecision(True, len(recent), limit, None, "")
+    if limit <= 0:
+        message = "Calling customers back is switched off ([followups] contact_max = 0)."
+        return ContactDecision(False, len(recent), limit, None, message)
+    next_at = recent[len(recent) - limit] + window
+    times = "once" if len(recent) == 1 else f"{len(recent)} times"
+    message = (
+        f"Not called: the center called this customer {times} in the last {hours} hours "
+        f"(at most {limit}); the next call is allowed from "
+        f"{next_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC."
+    )
+    return ContactDecision(False, len(recent), limit, next_at, message)
+
+
+def owners_for(agent_id: str, queues: Iterable[str]) -> list[str]:
+    """The owners whose follow-ups an agent works: themselves and each of their queues."""
+    return [agent_id, *(QUEUE_OWNER + q for q in sorted(queues))]
+
+
+def number_to_call(body: str | None, phones: Sequence[str]) -> str | None:
+    """The number a callback dials: the one the follow-up names ("Call back +86…", what the
+    caller asked to be called on), else the customer's first phone."""
+    found = _E164_IN_TEXT.search(body or "")
+    if found is not None:
+        return found.group(0)
+    return phones[0] if phones else None
+
+
+def missed_call_reason(record: CallRecord, settings: FollowupSettings) -> str | None:
+    """Why this finished call needs a callback (the follow-up's title), or None: only queue
+    calls nobody answered, as switched on by ``from_abandoned`` / ``from_missed``. Other
+    exits (a key, a redirect, withdrawn) were sent on by the dialplan on purpose."""
+    if not record.queues or record.answered_by is not None or record.outcome is None:
+        return None
+    queue = record.queues[-1]
+    if record.outcome == "abandoned":
+        return ABANDONED.format(queue=queue) if settings.from_abandoned else None
+    missed = MISSED.get(record.outcome)
+    return missed.format(queue=queue) if missed is not None and settings.from_missed else None
+
+
+async def work_counts(sessions: async_sessionmaker[AsyncSession], *, now: datetime) -> WorkCounts:
+    """Per owner, follow-ups still to do and how many are past due (one grouped query)."""
+    late = case((Interaction.due_at < _utc(now), 1), else_=0)
+    query = (
+        select(Interaction.owner, func.count(), func.sum(late))
+        .where(
+            Interaction.kind == "followup",
+            Interaction.status.in_(WORKING),
+            Interaction.owner.is_not(None),
+        )
+        .group_by(Interaction.owner)
+    )
+    async with sessions() as session:
+        rows = (await session.execute(query)).all()
+    queues: dict[str, tuple[int, int]] = {}
+    agents: dict[str, tuple[int, int]] = {}
+    for owner, total, overdue in rows:
+        name = str(owner)
+        if name.startswith(QUEUE_OWNER):
+            queues[name[len(QUEUE_OWNER) :]] = (int(total), int(overdue or 0))
+        else:
+            agents[name] = (int(total), int(overdue or 0))
+    return WorkCounts(queues, agents)
+
+
+class Followups:
+    """The follow-up work of the store. Methods raise FollowupError for what they refuse, and
+    SQLAlchemyError / OSError when the database fails."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], settings: FollowupSettings
+    ) -> None:
+        self._sessions = sessions
+        self.settings = settings
+
+    @property
+    def window(self) -> timedelta:
+        return timedelta(hours=self.settings.contact_window_hours)
+
+    @property
+    def dial_timeout(self) -> timedelta:
+        """How long a dial may stay ``dialling`` before its result counts as lost."""
+        return timedelta(seconds=self.settings.ring_seconds) + DIAL_GRACE
+
+    # ------------------------------------------------------------------ reading
+
+    async def work(
+        self, owners: Sequence[str] | None, *, now: datetime, limit: int = MAX_LIST
+    ) -> list[FollowupItem]:
+        """Follow-ups still to do of these owners (None: everybody's), the earliest due (so
+        the overdue) first, those without a due time last."""
+        query = (
+            select(Interaction, Customer.name)
+            .join(Customer, Customer.id == Interaction.customer_id)
+            .where(Interaction.kind == "followup", Interaction.status.in_(WORKING))
+            .order_by(Interaction.due_at.is_(None), Interaction.due_at, Interaction.id)
+            .limit(max(1, min(limit, MAX_LIST)))
+        )
+        if owners is not None:
+            query = query.where(Interaction.owner.in_(list(owners)))
+        async with self._sessions() as session:
+            rows = [(row, str(name)) for row, name in (await session.execute(query)).all()]
+            return await self._items(session, rows, _utc(now))
+
+    async def get(self, followup_id: int, *, now: datetime) -> FollowupItem | None:
+        """One follow-up in any state; None if there is none with this id."""
+        query = (
+            select(Interaction, Customer.name)
+            .join(Customer, Customer.id == Interaction.customer_id)
+            .where(Interaction.id == followup_id, Interaction.kind == "followup")
+        )
+        async with self._sessions() as session:
+            found = (await session.execute(query)).first()
+            if found is None:
+                return None
+            items = await self._items(session, [(found[0], str(found[1]))], _utc(now))
+        return items[0]
+
+    # ------------------------------------------------------------------ callbacks
+
+    async def start_dial(
+        self, followup_id: int, *, agent: str, pbx: str, token: str, now: datetime
+    ) -> Dialling:
+        """Check the follow-up can be dialled and the contact rule allows a call, then mark it
+        ``dialling`` and record the outbound call, in one transaction. ``token`` makes the
+        call's Uniqueid unique. Raises FollowupError, ContactRefused."""
+        now = _utc(now)
+        async with self._sessions() as session, session.begin():
+            row = await session.get(Interaction, followup_id)
+            if row is None or row.kind != "followup":
+                raise FollowupError(f"There is no follow-up {followup_id}.", "missing")
+            # the customer's row is the lock, taken by a write that changes nothing: PostgreSQL
+            # locks the row, SQLite takes its one write lock (a SELECT would take neither). So
+            # two dials of one customer at once see each other's calls.
+            await session.execute(
+                update(Customer)
+                .where(Customer.id == row.customer_id)
+                .values(updated_at=Customer.updated_at)
+                .execution_options(synchronize_session=False)
+            )
+            name = await session.scalar(select(Customer.name).where(Customer.id == row.customer_id))
+            stale = None  # the call of a dial whose result never came
+            if row.status == "dialling":
+                stale = await self._latest_call(session, row.id, row.customer_id)
+                if stale is not None and _utc(stale.occurred_at) + self.dial_timeout > now:
+                    raise FollowupError("This follow-up is being dialled right now.")
+            if row.status not in WORKING:
+                raise FollowupError(f"This follow-up is closed ({row.result or 'done'}).")
+            placed = await session.scalars(
+                select(Interaction.occurred_at).where(
+                    Interaction.customer_id == row.customer_id,
+                    Interaction.kind == "call",
+                    Interaction.direction == "outbound",
+                    Interaction.occurred_at > now - self.window,
+                    (Interaction.result.is_(None)) | (Interaction.result != "not_placed"),
+                )
+            )
+            decision = contact_decision(
+                (_utc(t) for t in placed),
+                now=now,
+                limit=self.settings.contact_max,
+                window=self.window,
+            )
+            if not decision.allowed:
+                raise ContactRefused(decision)
+            number = number_to_call(row.body, await _phones(session, row.customer_id))
+            if number is None:
+                raise FollowupError("The customer has no phone number to call.", "invalid")
+            if stale is not None:
+                await self._settle_call(session, stale, "unknown", "no result came", now)
+            if not await _move(session, row.id, (row.status,), status="dialling"):
+                raise FollowupError("This follow-up changed meanwhile; reload it.")
+            call_id = f"{CALL_PREFIX}{row.id}-{token}"
+            session.add(
+                Interaction(
+                    customer_id=row.customer_id,
+                    kind="call",
+                    direction="outbound",
+                    occurred_at=now,
+                    title=f"Callback to {number}"[:200],
+                    body=row.title,
+                    call_id=call_id,
+                    agent=agent[:64],
+                    external_id=f"call:{pbx}:{call_id}"[:64],
+                )
+            )
+        return Dialling(
+            row.id, row.customer_id, str(name), row.owner, number, call_id, pbx, agent, now
+        )
+
+    async def finish_dial(
+        self, dialling: Dialling, result: DialResult, detail: str, *, now: datetime
+    ) -> FollowupItem | None:
+        """Record how the callback went: on the call, in the outbox (unless it was never
+        placed), and on the follow-up if it is still dialling this call: reached closes it,
+        anything else leaves it open with the attempt's result."""
+        now = _utc(now)
+        for _ in range(2):  # again if it was closed by hand at that very moment
+            try:
+                async with self._sessions() as session, session.begin():
+                    await self._finish(session, dialling, result, detail, now)
+                break
+            except IntegrityError:
+                continue
+        return await self.get(dialling.followup_id, now=now)
+
+    async def _finish(
+        self,
+        session: AsyncSession,
+        dialling: Dialling,
+        result: DialResult,
+        detail: str,
+        now: datetime,
+    ) -> None:
+        call = await session.scalar(
+            select(Interaction).where(
+                Interaction.external_id == f"call:{dialling.pbx}:{dialling.call_id}"[:64]
+            )
+        )
+        if call is None:
+            return
+        await self._settle_call(session, call, result, detail, now)
+        current = await self._latest_call(session, dialling.followup_id, dialling.customer_id)
+        if current is not call:
+            return  # a later dial of the same follow-up is what counts now
+        if result != "reached":
+            await _move(session, dialling.followup_id, ("dialling",), status="open", result=result)
+        elif await _move(
+            session,
+            dialling.followup_id,
+            ("dialling",),
+            status="closed",
+            result="reached",
+            closed_at=now,
+        ):
+            row = await session.get(Interaction, dialling.followup_id)
+            if row is not None:
+                self._closed(session, row, "reached", by=dialling.agent, note="", now=now)
+
+    async def close(
+        self, followup_id: int, *, result: str, note: str, by: str, now: datetime
+    ) -> FollowupItem:
+        """Close a follow-up by hand (``done``, ``cancelled`` or ``no_answer``), with an
+        optional note kept in its text. Raises FollowupError."""
+        if result not in CLOSE_RESULTS:
+            raise FollowupError(f"result: one of {', '.join(CLOSE_RESULTS)}", "invalid", "result")
+        if len(note) > MAX_NOTE or any(not c.isprintable() and c not in "\n\t" for c in note):
+            message = f"note: at most {MAX_NOTE} characters, no control ones"
+            raise FollowupError(message, "invalid", "note")
+        now, note = _utc(now), note.strip()
+        try:
+            async with self._sessions() as session, session.begin():
+                row = await session.get(Interaction, followup_id)
+                if row is None or row.kind != "followup":
+                    raise FollowupError(f"There is no follow-up {followup_id}.", "missing")
+                body = row.body
+                if note:
+                    done = f"Closed ({result}) by {by}: {note}"
+                    body = f"{body}\n\n{done}" if body else done
+                moved = await _move(
+                    session,
+                    row.id,
+                    WORKING,
+                    status="closed",
+                    result=result,
+                    closed_at=now,
+                    body=body,
+                )
+                if not moved:
+                    raise FollowupError(f"This follow-up is closed ({row.result or 'done'}).")
+                self._closed(session, row, result, by=by, note=note, now=now)
+        except IntegrityError as exc:  # closed at the same moment by someone else
+            raise FollowupError("This follow-up was closed meanwhile.") from exc
+        item = await self.get(followup_id, now=now)
+        if item is None:
+            raise FollowupError(f"There is no follow-up {followup_id}.", "missing")
+        return item
+
+    # ------------------------------------------------------------------ automatic ones
+
+    async def file_missed_call(
+        self, customer_id: int, record: CallRecord, *, number: str | None, now: datetime
+    ) -> int | None:
+        """File a callback for the queue of a missed call of a known customer (see
+        :func:`missed_call_reason`), due in ``due_minutes``; once per call, and not while the
+        customer has a follow-up still to do. Its id, or None if none was filed."""
+        why = missed_call_reason(record, self.settings)
+        if why is None:
+            return None
+        now = _utc(now)
+        key = _missed_key(record)
+        queue = record.queues[-1]
+        try:
+            async with self._sessions() as session, session.begin():
+                filed = await session.scalar(
+                    select(Interaction.id).where(Interaction.external_id == key)
+                )
+                pending = await session.scalar(
+                    select(Interaction.id)
+                    .where(
+                        Interaction.customer_id == customer_id,
+                        Interaction.kind == "followup",
+                        Interaction.status.in_(WORKING),
+                    )
+                    .limit(1)
+                )
+                if filed is not None or pending is not None:
+                    return None
+                row = Interaction(
+                    customer_id=customer_id,
+                    kind="followup",
+                    occurred_at=now,
+                    title=f"Call back: {why}"[:200],
+                    body=f"Call back {number}" if number else None,
+                    status="open",
+                    due_at=now + timedelta(minutes=self.settings.due_minutes),
+                    owner=(QUEUE_OWNER + queue)[:64],
+                    call_id=record.call_id,
+                    external_id=key,
+                )
+                session.add(row)
+                await session.flush()
+                enqueue(
+                    session,
+                    topic="followup.created",
+                    key=f"followup.created:{row.id}",
+                    customer_id=customer_id,
+                    data=followup_data(row.id, row, source="missed_call"),
+                    now=now,
+                )
+                return row.id
+        except IntegrityError:
+            return None  # the same call's end, handled at the same moment elsewhere
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _items(
+        self, session: AsyncSession, rows: list[tuple[Interaction, str]], now: datetime
+    ) -> list[FollowupItem]:
+        ids = sorted({row.customer_id for row, _ in rows})
+        phones: dict[int, list[str]] = {i: [] for i in ids}
+        if ids:
+            found = await session.execute(
+                select(Phone.customer_id, Phone.e164)
+                .where(Phone.customer_id.in_(ids))
+                .order_by(Phone.customer_id, Phone.id)
+            )
+            for owner, e164 in found.all():
+                phones[owner].append(e164)
+        items = []
+        for row, name in rows:
+            since = None
+            if row.status == "dialling":
+                call = await self._latest_call(session, row.id, row.customer_id)
+                since = _utc(call.occurred_at) if call is not None else None
+            due = _utc(row.due_at) if row.due_at is not None else None
+            items.append(
+                FollowupItem(
+                    id=row.id,
+                    customer_id=row.customer_id,
+                    customer_name=name,
+                    number=number_to_call(row.body, phones.get(row.customer_id, [])),
+                    title=row.title,
+                    body=row.body,
+                    owner=row.owner,
+                    due_at=due,
+                    state=row.status or "open",
+                    result=row.result,
+                    overdue=row.status in WORKING and due is not None and due < now,
+                    created_at=_utc(row.occurred_at),
+                    closed_at=_utc(row.closed_at) if row.closed_at is not None else None,
+                    call_id=row.call_id,
+                    dialling_since=since,
+                )
+            )
+        return items
+
+    async def _latest_call(
+        self, session: AsyncSession, followup_id: int, customer_id: int
+    ) -> Interaction | None:
+        """The last callback placed for this follow-up (among its customer's rows: indexed)."""
+        prefix = f"{CALL_PREFIX}{followup_id}-"
+        return await session.scalar(
+            select(Interaction)
+            .where(
+                Interaction.customer_id == customer_id,
+                Interaction.kind == "call",
+                Interaction.direction == "outbound",
+                Interaction.call_id.startswith(prefix, autoescape=True),
+            )
+            .order_by(Interaction.occurred_at.desc(), Interaction.id.desc())
+            .limit(1)
+        )
+
+    async def _settle_call(
+        self, session: AsyncSession, call: Interaction, result: str, detail: str, now: datetime
+    ) -> None:
+        """A callback's result, on its call and (once: the key) to the CRM."""
+        if call.result is not None:
+            return  # already settled (a late result of a superseded call)
+        call.result = result
+        call.title = f"Callback to {_number_of(call)}: {DIAL_TEXT.get(result, result)}"[:200]
+        if result == "not_placed":
+            return
+        followup = _followup_of(call.call_id)
+        enqueue(
+            session,
+            topic="call.placed",
+            key=f"call.placed:{call.call_id}",
+            customer_id=call.customer_id,
+            data={
+                "interaction_id": call.id,
+                "call_id": call.call_id,
+                "followup_id": followup,
+                "number": _number_of(call),
+                "agent": call.agent,
+                "placed_at": _utc(call.occurred_at).isoformat(),
+                "result": result,
+                "detail": detail[:200],
+            },
+            now=now,
+        )
+
+    def _closed(
+        self,
+        session: AsyncSession,
+        row: Interaction,
+        result: str,
+        *,
+        by: str,
+        note: str,
+        now: datetime,
+    ) -> None:
+        enqueue(
+            session,
+            topic="followup.closed",
+            key=f"followup.closed:{row.id}",
+            customer_id=row.customer_id,
+            data={
+                "followup_id": row.id,
+                "owner": row.owner,
+                "result": result,
+                "closed_at": now.isoformat(),
+                "by": by,
+                "note": note or None,
+            },
+            now=now,
+        )
+
+
+async def _move(
+    session: AsyncSession, followup_id: int, states: Sequence[str], **values: Any
+) -> bool:
+    """Change the follow-up if it is still in one of ``states`` (checked by the UPDATE
+    itself, so a change committed meanwhile is never overwritten); whether it was."""
+    moved = await session.execute(
+        update(Interaction)
+        .where(Interaction.id == followup_id, Interaction.status.in_(list(states)))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def _phones(session: AsyncSession, customer_id: int) -> list[str]:
+    found = await session.scalars(
+        select(Phone.e164).where(Phone.customer_id == customer_id).order_by(Phone.id)
+    )
+    return list(found)
+
+
+def _number_of(call: Interaction) -> str:
+    """The number a callback row was placed to (its title says it when it is written)."""
+    found = _E164_IN_TEXT.search(call.title)
+    return found.group(0) if found else ""
+
+
+def _followup_of(call_id: str | None) -> int | None:
+    """The follow-up a callback's Uniqueid names (``cti-cb-<id>-<token>``)."""
+    middle = (call_id or "").removeprefix(CALL_PREFIX).split("-", 1)[0]
+    return int(middle) if middle.isdigit() else None
+
+
+def _missed_key(record: CallRecord) -> str:
+    """The automatic follow-up's idempotency key: one per call (fits external_id's 64)."""
+    key = f"missed:{record.pbx}:{record.call_id}"
+    if len(key) <= 64:
+        return key
+    return "missed:" + hashlib.sha256(key.encode()).hexdigest()[:48]
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite keeps no time zone: what it holds is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
