@@ -19,6 +19,7 @@ from aiohttp import web
 
 from crm_sync.relay import SIGNATURE_HEADER, verify
 
+LATEST = 20  # changes the summary shows
 Fault = Literal["ok", "error", "busy", "drop"]  # drop: applied, but the answer never sent
 
 
@@ -43,7 +44,21 @@ class Receiver:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/hook", self.handle)
+        app.router.add_get("/", self.summary)
         return app
+
+    async def summary(self, _request: web.Request) -> web.Response:
+        """What arrived, newest first: what ``cti demo`` points at as its CRM."""
+        latest = list(self.applied.values())[-LATEST:]
+        return web.json_response(
+            {
+                "applied": len(self.applied),
+                "duplicates": self.duplicates,
+                "refused": self.refused,
+                "latest": [a.envelope for a in reversed(latest)],
+            },
+            dumps=lambda value: json.dumps(value, ensure_ascii=False, indent=1),
+        )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1

@@ -12,21 +12,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from aiohttp import web
 from sqlalchemy import select
 
 from crm_sync.db import create_engine
 from crm_sync.migrate import upgrade
 from crm_sync.models import Customer
 from crm_sync.phones import PhoneNormalizer
+from crm_sync.receiver import Receiver
 from crm_sync.seed import seed_demo
 from crm_sync.segments import load_rules
 from cti.console import ConsoleSink
 from cti.settings import (
     DEMO_DATABASE_URL,
     AgentSettings,
+    CrmSettings,
     IvrSettings,
     PbxSettings,
     SegmentSettings,
@@ -145,6 +149,19 @@ async def seed(database_url: str, *, seed: int, rate: float) -> tuple[str, list[
     return report.describe(), numbers
 
 
+@contextlib.asynccontextmanager
+async def _demo_crm() -> AsyncIterator[str]:
+    """The reference receiver on a free loopback port, standing in for the company's CRM."""
+    runner = web.AppRunner(Receiver(DEMO_SECRET).app(), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}/"
+    finally:
+        await runner.cleanup()
+
+
 async def demo(
     *,
     port: int,
@@ -161,8 +178,12 @@ async def demo(
     described, numbers = await seed(database_url, seed=seed_value, rate=rate)
     print(described, flush=True)
     callers: IvrCallers | None = None
-    async with _simulated_pbx(port=port, rate=rate, seed=seed_value, speed=speed) as server:
+    async with (
+        _simulated_pbx(port=port, rate=rate, seed=seed_value, speed=speed) as server,
+        _demo_crm() as crm,
+    ):
         settings = demo_settings(server.port, web_port, database_url, agi_port)
+        settings = replace(settings, crm=CrmSettings(webhook_url=f"{crm}hook", secret=DEMO_SECRET))
         accounts = demo_accounts(settings)
 
         def ready(at: Ready) -> None:
@@ -181,6 +202,8 @@ async def demo(
                 f"  Simulated Asterisk AMI: 127.0.0.1:{server.port} (user {DEMO_USER}, "
                 f"secret {DEMO_SECRET}), about {rate:g} calls/minute\n"
                 f"  IVR (FastAGI): {agi}; demo customers' PIN is {DEMO_PIN}\n"
+                f"  CRM webhook: {crm}   what the demo CRM received (outcomes, calls, "
+                "follow-ups), newest first\n"
                 "Call events follow below. Ctrl-C stops.\n",
                 flush=True,
             )

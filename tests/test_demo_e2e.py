@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import ClientSession
 from playwright.async_api import Browser, expect
 
 from tests.demo_support import running_demo
@@ -53,3 +54,16 @@ async def test_a_simulated_call_pops_a_known_customer_in_the_browser(
     await expect(card.locator(".ivr .ivr-path")).to_contain_text("welcome: played")
     for p in pages:
         await p.close()
+    # and the demo's CRM hears of the calls of known customers through the outbox
+    (crm,) = {m.group(1) for line in lines if (m := re.search(r"CRM webhook: (\S+)", line))}
+    topics: set[str] = set()
+    async with ClientSession() as http:
+        for _ in range(120):
+            async with http.get(crm) as answer:
+                received = await answer.json()
+            topics = {change["topic"] for change in received["latest"]}
+            if "call.ended" in topics:
+                break
+            await asyncio.sleep(0.5)
+    assert "call.ended" in topics, received
+    assert received["refused"] == 0
