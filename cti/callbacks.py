@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from crm_sync.followups import DialResult
 from cti.ami import AmiActionTimeout, AmiClient, AmiError
-from cti.controls import ACTION_TIMEOUT, ControlError, check_text
+from cti.controls import ACTION_TIMEOUT, ControlError, check_text, pick_pbx
 from cti.settings import AgentSettings, FollowupSettings, SettingsError
 
 AGENT_RING = 20  # seconds the agent's phone rings once the customer answered
@@ -119,13 +119,7 @@ class CallbackDialer:
 
     def pbx_for(self, requested: str | None) -> str:
         """The PBX named, or the only one. Raises ControlError (invalid)."""
-        if requested:
-            if requested not in self._clients:
-                raise ControlError.invalid("pbx", f"no PBX named {requested!r}")
-            return requested
-        if len(self._clients) == 1:
-            return next(iter(self._clients))
-        raise ControlError.invalid("pbx", "several PBXs are configured, name one")
+        return pick_pbx(self._clients, requested)
 
     def device_for(self, agent: str) -> str | None:
         """The phone a queue rings for ``agent``: its first configured member interface."""

@@ -63,6 +63,19 @@ class ControlError(Exception):
         return cls(f"{field}: {expected}", "invalid", field)
 
 
+def pick_pbx(clients: Mapping[str, AmiClient], requested: str | None) -> str:
+    """The PBX named, or the only one. Raises ControlError (invalid)."""
+    if requested:
+        if requested not in clients:
+            raise ControlError.invalid("pbx", f"no PBX named {requested!r}")
+        return requested
+    if len(clients) == 1:
+        return next(iter(clients))
+    if not clients:
+        raise ControlError.invalid("pbx", "no PBX is configured")
+    raise ControlError.invalid("pbx", "several PBXs are configured, name one")
+
+
 def check_text(name: str, value: str, *, required: bool = True) -> str:
     """``value`` stripped, if it may go into an AMI header. Raises ControlError (invalid)."""
     text = value.strip()
@@ -102,13 +115,7 @@ class MemberControls:
 
     def pbx_for(self, requested: str | None) -> str:
         """The PBX named, or the only one. Raises ControlError (invalid)."""
-        if requested:
-            if requested not in self._clients:
-                raise ControlError.invalid("pbx", f"no PBX named {requested!r}")
-            return requested
-        if len(self._clients) == 1:
-            return next(iter(self._clients))
-        raise ControlError.invalid("pbx", "several PBXs are configured, name one")
+        return pick_pbx(self._clients, requested)
 
     def knows(self, agent: str) -> bool:
         """Whether ``agent`` is a configured agent."""
