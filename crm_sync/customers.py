@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from operator import itemgetter
 from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import RowMapping, Table, bindparam, delete, insert, select, update
@@ -62,8 +63,6 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _CONTROL_IN_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 _MAX_AMOUNT = Decimal("9999999999.99")  # Numeric(12, 2)
 _CHUNK = 2000  # customers per statement: well inside every driver's bind-parameter limit
-# what an update reads of a stored customer: the key, the version and the CRM's fields
-_COMPARED = ("id", "external_id", "updated_at", *CRM_COLUMNS)
 
 
 class CustomerError(ValueError):
@@ -219,6 +218,14 @@ async def save_customers(
     return [results[i] for i in range(len(customers))]
 
 
+class _Stored(NamedTuple):
+    """What an update compares of a stored customer."""
+
+    id: int
+    updated_at: datetime
+    crm: tuple[Any, ...]  # the columns the CRM owns, in CRM_COLUMNS order
+
+
 async def _save_chunk(
     session: AsyncSession, chunk: list[tuple[int, CustomerIn]], now: datetime
 ) -> dict[int, Saved | CustomerError]:
@@ -226,42 +233,42 @@ async def _save_chunk(
     results: dict[int, Saved | CustomerError] = {}
     keys = [c.external_id for _, c in chunk if c.external_id is not None]
     found = await session.execute(
-        select(*(table.c[name] for name in _COMPARED))
+        select(table.c.external_id, table.c.id, table.c.updated_at, *_CRM)
         .where(one_of(session, table.c.external_id, keys))
         .order_by(table.c.id)
         .with_for_update()
     )
-    existing = {row["external_id"]: row for row in found.mappings()}
+    existing = {row[0]: _Stored(row[1], row[2], tuple(row[3:])) for row in found.all()}
     merged = await survivors(session, [key for key in keys if key not in existing])
     companies = await _companies(session, {c.company_external_id for _, c in chunk})
-    new: list[tuple[int, CustomerIn, dict[str, Any]]] = []
-    old: list[tuple[int, CustomerIn, dict[str, Any], RowMapping]] = []
+    new: list[tuple[int, CustomerIn, tuple[Any, ...]]] = []
+    old: list[tuple[int, CustomerIn, tuple[Any, ...], _Stored]] = []
     for index, c in chunk:
         if c.external_id in merged:
             results[index] = Saved(merged[c.external_id], "merged")
             continue
         try:
-            values = _values(c, companies)
+            crm = _values(c, companies)
         except CustomerError as exc:
             results[index] = exc
             continue
-        row = existing.get(c.external_id)
-        if row is None:
-            new.append((index, c, values))
-        elif is_stale(c.updated_at, row["updated_at"]):
-            results[index] = Saved(row["id"], "stale")
+        stored = existing.get(c.external_id)
+        if stored is None:
+            new.append((index, c, crm))
+        elif is_stale(c.updated_at, stored.updated_at):
+            results[index] = Saved(stored.id, "stale")
         else:
-            old.append((index, c, values, row))
+            old.append((index, c, crm, stored))
     phones: list[dict[str, Any]] = []
     if new:
-        ids = await _insert(session, table, [(c, values) for _, c, values in new], now)
+        ids = await _insert(session, table, [(c, crm) for _, c, crm in new], now)
         for (index, c, _), customer_id in zip(new, ids, strict=True):
             results[index] = Saved(customer_id, "inserted")
             phones.extend({"customer_id": customer_id, "e164": n} for n in c.phones)
     if old:
         changes, versions, phones_gone, phones_new = await _changes(session, old, now)
-        for index, _, _, row in old:
-            results[index] = Saved(row["id"], "updated" if row["id"] in changes else "unchanged")
+        for index, _, _, stored in old:
+            results[index] = Saved(stored.id, "updated" if stored.id in changes else "unchanged")
         phones.extend(phones_new)
         if phones_gone:
             await session.execute(delete(Phone).where(Phone.id.in_(phones_gone)))
@@ -277,7 +284,7 @@ async def _save_chunk(
 async def _insert(
     session: AsyncSession,
     table: Table,
-    new: list[tuple[CustomerIn, dict[str, Any]]],
+    new: list[tuple[CustomerIn, tuple[Any, ...]]],
     now: datetime,
 ) -> list[int]:
     """Insert the new customers; their ids in order. Those with an external id go in one
@@ -285,7 +292,7 @@ async def _insert(
     input order would be row by row on SQLite, many times slower."""
     rows = [
         {
-            **values,
+            **dict(zip(CRM_COLUMNS, crm, strict=True)),
             "tier": c.tier,
             "lifecycle": c.lifecycle,
             "external_id": c.external_id,
@@ -293,7 +300,7 @@ async def _insert(
             "updated_at": c.updated_at or now,
             "segment_stale": True,  # a new customer's segments are still to compute
         }
-        for c, values in new
+        for c, crm in new
     ]
     keyed = [r for r in rows if r["external_id"] is not None]
     added = await insert_rows(session, table, keyed, returning=("external_id", "id"))
@@ -310,38 +317,42 @@ async def _insert(
 
 async def _changes(
     session: AsyncSession,
-    old: list[tuple[int, CustomerIn, dict[str, Any], RowMapping]],
+    old: list[tuple[int, CustomerIn, tuple[Any, ...], _Stored]],
     now: datetime,
 ) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]], list[int], list[dict[str, Any]]]:
     """For customers already stored: the updates (by id) of those that changed, the new
     versions of those that did not, the phone rows to delete and those to add. A kept number
     keeps its row (and label)."""
     query = select(Phone.id, Phone.customer_id, Phone.e164).where(
-        one_of(session, Phone.customer_id, [row["id"] for *_, row in old])
+        one_of(session, Phone.customer_id, [stored.id for *_, stored in old])
     )
     current: dict[int, dict[str, int]] = {}
-    for phone_id, customer_id, e164 in await session.execute(query):
+    for phone_id, customer_id, e164 in (await session.execute(query)).all():
         current.setdefault(customer_id, {})[e164] = phone_id
     changes: dict[int, dict[str, Any]] = {}
     versions: list[dict[str, Any]] = []
     gone: list[int] = []
     added: list[dict[str, Any]] = []
-    for _, c, values, row in old:
-        have = current.get(row["id"], {})
+    for _, c, crm, stored in old:
+        have = current.get(stored.id, {})
         lost = [phone_id for e164, phone_id in have.items() if e164 not in c.phones]
-        fresh = [{"customer_id": row["id"], "e164": n} for n in c.phones if n not in have]
-        gone.extend(lost)
-        added.extend(fresh)
-        if lost or fresh or any(row[key] != value for key, value in values.items()):
-            changes[row["id"]] = {"_id": row["id"], "updated_at": c.updated_at or now, **values}
-        elif c.updated_at is not None and is_stale(row["updated_at"], c.updated_at):
-            versions.append({"_id": row["id"], "updated_at": c.updated_at})
+        fresh = [{"customer_id": stored.id, "e164": n} for n in c.phones if n not in have]
+        if lost or fresh or crm != stored.crm:
+            gone.extend(lost)
+            added.extend(fresh)
+            changes[stored.id] = {
+                "_id": stored.id,
+                "updated_at": c.updated_at or now,
+                **dict(zip(CRM_COLUMNS, crm, strict=True)),
+            }
+        elif c.updated_at is not None and is_stale(stored.updated_at, c.updated_at):
+            versions.append({"_id": stored.id, "updated_at": c.updated_at})
     return changes, versions, gone, added
 
 
-def _values(c: CustomerIn, companies: dict[str, tuple[int, str]]) -> dict[str, Any]:
-    """The columns the CRM owns (conflicts.CRM_COLUMNS) for ``c``; raises CustomerError for
-    a bad company link or number."""
+def _values(c: CustomerIn, companies: dict[str, tuple[int, str]]) -> tuple[Any, ...]:
+    """The columns the CRM owns for ``c``, in conflicts.CRM_COLUMNS order; raises
+    CustomerError for a bad company link or number."""
     for number in c.phones:
         if not _E164.fullmatch(number):
             raise CustomerError("phones", f"{number!r} is not E.164; validate() the customer first")
@@ -369,7 +380,8 @@ def _values(c: CustomerIn, companies: dict[str, tuple[int, str]]) -> dict[str, A
         "balance": c.balance,
         "currency": c.currency,
     }
-    return {name: given[name] for name in CRM_COLUMNS}
+    crm: tuple[Any, ...] = _IN_CRM_ORDER(given)
+    return crm
 
 
 async def _companies(
@@ -395,6 +407,10 @@ async def _companies(
 def _table(model: type[Base]) -> Table:
     """The model's Core table: executemany without the ORM's per-row bookkeeping."""
     return Base.metadata.tables[model.__tablename__]
+
+
+_CRM = tuple(_table(Customer).c[name] for name in CRM_COLUMNS)
+_IN_CRM_ORDER = itemgetter(*CRM_COLUMNS)
 
 
 async def add_interaction(session: AsyncSession, i: InteractionIn) -> int:
