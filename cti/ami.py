@@ -6,7 +6,8 @@ panoramisk 1.4 gives us the parts that work: ``Action`` objects with generated A
 correlation of responses (and of list items, which carry the same ActionID) to the action's
 future, list responses collected up to ``…Complete``, event callbacks by glob
 (``register_event``), and "awaiting actions" (an action left unanswered by a lost connection is
-sent again once the next session reports ``FullyBooted``).
+sent again once the next session reports ``FullyBooted``; never an ``Originate``, which may
+have placed its call already: that one fails with AmiError instead).
 
 What we replaced, and why:
 
@@ -205,12 +206,16 @@ def _fields(message: Any) -> dict[str, str]:
     return {k: "\n".join(v) if isinstance(v, list) else str(v) for k, v in message.items()}
 
 
+NOT_REPEATED = ("originate",)  # actions that must not run twice (see _refuse_repeats)
+
+
 class AmiManager(Manager):  # type: ignore[misc]  # panoramisk is untyped
     """panoramisk's Manager without its connection loop (AmiClient owns it) and with guarded
     dispatch: a failing callback is logged once with the event name and nothing else stops."""
 
     def __init__(self, pbx: str) -> None:
-        super().__init__(log=log)
+        # panoramisk never re-sends these after a reconnect; Originate is failed instead
+        super().__init__(log=log, forgetable_actions=("ping", "login", *NOT_REPEATED))
         self.pbx = pbx
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -326,10 +331,25 @@ class AmiClientProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is unt
         self._report_problems()
         if self._reason is None:
             self._reason = f"connection lost: {exc}" if exc else "connection closed by peer"
+        self._refuse_repeats()
         self.close()  # panoramisk: unanswered actions → manager.awaiting_actions
         self.live = False
         if not self.lost.done():
             self.lost.set_result(self._reason)
+
+    def _refuse_repeats(self) -> None:
+        """An action that places calls (Originate) and got no answer before the link went is
+        failed, not sent again after the next login: Asterisk may have done it already, and
+        a customer called twice is worse than a callback to retry by hand."""
+        for act in list(self.responses.values()):
+            name = str(act.get("Action", "")).lower()
+            if name in NOT_REPEATED and not act.responses and not act.future.done():
+                act.future.set_exception(
+                    AmiError(
+                        f"PBX {self._pbx}: the link went before Asterisk answered {act['Action']}"
+                        "; it may or may not have been done, so it is not sent again"
+                    )
+                )
 
     # --- panoramisk hooks -------------------------------------------------------------------
 
@@ -543,7 +563,8 @@ class AmiClient:
         """Send an action; return its response, or the list ``[response, items…, …Complete]``.
 
         An action still unanswered when the connection drops is sent again after the next
-        login (panoramisk's awaiting actions), within the same timeout.
+        login (panoramisk's awaiting actions), within the same timeout; an Originate raises
+        AmiError instead (it may have placed its call).
         Raises AmiError when not connected, AmiActionTimeout after ``timeout`` (default
         ``settings.action_timeout``), ValueError on a header with CR/LF.
         """

@@ -738,6 +738,32 @@ async def test_action_pending_at_disconnect_is_resent_after_next_login() -> None
     assert status_seen == [1, 2]
 
 
+async def test_an_originate_pending_at_disconnect_fails_and_is_never_sent_twice() -> None:
+    """Asterisk may have placed the call before the link went: calling a customer twice is
+    worse than a callback the agent retries, so the Originate is not in the awaiting list."""
+    booted = encode({"Event": "FullyBooted", "Privilege": "system,all", "Status": "Fully Booted"})
+    originates: list[int] = []
+
+    def answer(action: dict[str, str]) -> bytes | None:
+        if action["Action"] == "Login":
+            reply = {"Response": "Success", "ActionID": action["ActionID"], "Message": "ok"}
+            return encode(reply) + booted
+        if action["Action"] == "Originate":
+            originates.append(peer.connections)
+            raise ConnectionResetError  # the link goes before any answer
+        return None
+
+    async with ScriptedPeer(asterisk_like(answer=answer)) as peer:
+        client = AmiClient(ami_settings(peer.port, action_timeout=3.0), asyncio.Queue())
+        async with running(client):
+            await wait_for_item(client.queue, ResyncEnd)
+            with pytest.raises(AmiError, match="not sent again"):
+                await client.send_action({"Action": "Originate", "Channel": "Local/1@x"})
+            await wait_for_item(client.queue, ResyncEnd)  # the next session is up …
+            await asyncio.sleep(0.2)
+    assert originates == [1]  # … and did not get the Originate again
+
+
 async def test_frame_filter_in_session() -> None:
     queue: asyncio.Queue[Item] = asyncio.Queue()
     client = AmiClient(
