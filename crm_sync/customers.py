@@ -32,7 +32,7 @@ from decimal import Decimal, InvalidOperation
 from operator import itemgetter
 from typing import Any, Literal, NamedTuple
 
-from sqlalchemy import RowMapping, Table, bindparam, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crm_sync.bulk import insert_rows, one_of
