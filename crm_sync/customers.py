@@ -259,12 +259,12 @@ async def _save_chunk(
             results[index] = Saved(stored.id, "stale")
         else:
             old.append((index, c, crm, stored))
-    phones: list[dict[str, Any]] = []
+    phones: list[tuple[int, str]] = []
     if new:
         ids = await _insert(session, table, [(c, crm) for _, c, crm in new], now)
         for (index, c, _), customer_id in zip(new, ids, strict=True):
             results[index] = Saved(customer_id, "inserted")
-            phones.extend({"customer_id": customer_id, "e164": n} for n in c.phones)
+            phones.extend((customer_id, n) for n in c.phones)
     if old:
         changes, versions, phones_gone, phones_new = await _changes(session, old, now)
         for index, _, _, stored in old:
@@ -277,7 +277,7 @@ async def _save_chunk(
             await session.execute(by_id, list(changes.values()))
         if versions:  # unchanged, but a newer version: older ones must be refused from now on
             await session.execute(by_id, versions)
-    await insert_rows(session, _table(Phone), phones)
+    await insert_rows(session, _table(Phone), ("customer_id", "e164"), phones)
     return results
 
 
@@ -291,27 +291,19 @@ async def _insert(
     statement (crm_sync.bulk) that returns each id with its external id: rows returned in
     input order would be row by row on SQLite, many times slower."""
     rows = [
-        {
-            **dict(zip(CRM_COLUMNS, crm, strict=True)),
-            "tier": c.tier,
-            "lifecycle": c.lifecycle,
-            "external_id": c.external_id,
-            "created_at": now,
-            "updated_at": c.updated_at or now,
-            "segment_stale": True,  # a new customer's segments are still to compute
-        }
-        for c, crm in new
+        (*crm, c.tier, c.lifecycle, c.external_id, now, c.updated_at or now, True) for c, crm in new
     ]
-    keyed = [r for r in rows if r["external_id"] is not None]
-    added = await insert_rows(session, table, keyed, returning=("external_id", "id"))
+    keyed = [row for row in rows if row[_KEY] is not None]
+    added = await insert_rows(session, table, _NEW, keyed, returning=("external_id", "id"))
     by_key: dict[str | None, int] = {row[0]: row[1] for row in added}
     ids: list[int] = []
     for row in rows:
-        if row["external_id"] is None:
-            added = await session.execute(insert(table).values(row).returning(table.c.id))
-            ids.append(added.scalar_one())
+        if row[_KEY] is None:
+            values = dict(zip(_NEW, row, strict=True))
+            one = await session.execute(insert(table).values(values).returning(table.c.id))
+            ids.append(one.scalar_one())
         else:
-            ids.append(by_key[row["external_id"]])
+            ids.append(by_key[row[_KEY]])
     return ids
 
 
@@ -319,7 +311,7 @@ async def _changes(
     session: AsyncSession,
     old: list[tuple[int, CustomerIn, tuple[Any, ...], _Stored]],
     now: datetime,
-) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]], list[int], list[dict[str, Any]]]:
+) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]], list[int], list[tuple[int, str]]]:
     """For customers already stored: the updates (by id) of those that changed, the new
     versions of those that did not, the phone rows to delete and those to add. A kept number
     keeps its row (and label)."""
@@ -332,11 +324,11 @@ async def _changes(
     changes: dict[int, dict[str, Any]] = {}
     versions: list[dict[str, Any]] = []
     gone: list[int] = []
-    added: list[dict[str, Any]] = []
+    added: list[tuple[int, str]] = []
     for _, c, crm, stored in old:
         have = current.get(stored.id, {})
         lost = [phone_id for e164, phone_id in have.items() if e164 not in c.phones]
-        fresh = [{"customer_id": stored.id, "e164": n} for n in c.phones if n not in have]
+        fresh = [(stored.id, n) for n in c.phones if n not in have]
         if lost or fresh or crm != stored.crm:
             gone.extend(lost)
             added.extend(fresh)
@@ -411,6 +403,18 @@ def _table(model: type[Base]) -> Table:
 
 _CRM = tuple(_table(Customer).c[name] for name in CRM_COLUMNS)
 _IN_CRM_ORDER = itemgetter(*CRM_COLUMNS)
+# the columns of a new customer, in the order _insert gives them (its segments are stale:
+# still to compute)
+_NEW = (
+    *CRM_COLUMNS,
+    "tier",
+    "lifecycle",
+    "external_id",
+    "created_at",
+    "updated_at",
+    "segment_stale",
+)
+_KEY = _NEW.index("external_id")
 
 
 async def add_interaction(session: AsyncSession, i: InteractionIn) -> int:

@@ -25,6 +25,7 @@ from typing import Any, Literal, cast
 from sqlalchemy import CursorResult, Executable, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crm_sync.bulk import one_of
 from crm_sync.conflicts import merge_fill, utc
 from crm_sync.models import Base, CallScore, Customer, CustomerMerge, Interaction, OutboxRow, Phone
 from crm_sync.outbox import enqueue
@@ -62,7 +63,7 @@ async def survivors(session: AsyncSession, external_ids: Iterable[str]) -> dict[
         return {}
     query = (
         select(CustomerMerge.merged_external_id, CustomerMerge.survivor_id)
-        .where(CustomerMerge.merged_external_id.in_(wanted))
+        .where(one_of(session, CustomerMerge.merged_external_id, wanted))
         .order_by(CustomerMerge.id)  # the latest merge of an id wins
     )
     return {key: id_ for key, id_ in await session.execute(query) if key}

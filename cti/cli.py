@@ -82,6 +82,10 @@ def _bench(args: argparse.Namespace) -> int:
         from cti.bench import run_lookups
 
         run_lookups(args.customers, pg_url=None if args.no_postgres else pg_url)
+    if args.import_customers > 0 and not args.no_postgres:
+        from cti.bench_import import run_import
+
+        run_import(args.import_customers, pg_url)
     return 0
 
 
@@ -591,6 +595,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="wallboard",
         action="store_false",
         help="skip the wallboard recompute figure (200 queues, 2,000 agents)",
+    )
+    bench.add_argument(
+        "--import-customers",
+        type=int,
+        default=1_000_000,
+        help="customers of the bulk import figure, a CSV through `cti import` into "
+        "PostgreSQL (default 1,000,000; 0: skip)",
     )
     bench.set_defaults(func=_bench)
 
