@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := cti crm_sync screenpop ivr tests
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-dates lint bench clean
 
 $(BIN)/cti: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ lint: install
 
 test: lint
 	$(BIN)/pytest -q
+
+# The suite 400 days ahead, across a New Year and a summer-time change (needs faketime).
+test-dates: lint
+	PYTEST=$(BIN)/pytest tests/on_other_days.sh
 
 bench: install
 	$(BIN)/cti bench

@@ -28,7 +28,7 @@ class Arrival:
     key: str
     customer: int | None
     sequence: int
-    received: float  # time.time()
+    received: float  # the receiver's clock, in seconds since the epoch
     envelope: dict[str, Any]
 
 
@@ -40,6 +40,7 @@ class Receiver:
     requests: int = 0  # every request, duplicates and refused ones included
     duplicates: int = 0  # requests for a key already applied
     refused: int = 0  # bad signature or body
+    clock: Callable[[], float] = time.time  # checks signatures' times, stamps arrivals
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -63,7 +64,7 @@ class Receiver:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
         body = await request.read()
-        if not verify(self.secret, request.headers.get(SIGNATURE_HEADER, ""), body, time.time()):
+        if not verify(self.secret, request.headers.get(SIGNATURE_HEADER, ""), body, self.clock()):
             self.refused += 1
             return web.json_response({"error": "bad signature"}, status=401)
         try:
@@ -86,7 +87,7 @@ class Receiver:
                 continue
             customer = change.get("customer") or {}
             self.applied[key] = Arrival(
-                key, customer.get("id"), int(change["sequence"]), time.time(), change
+                key, customer.get("id"), int(change["sequence"]), self.clock(), change
             )
         if fault == "drop" and request.transport is not None:
             request.transport.abort()  # the work is done, the answer is lost

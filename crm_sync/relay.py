@@ -22,7 +22,6 @@ import hmac
 import json
 import logging
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -194,7 +193,7 @@ class Relay:
         else:
             content = {"batch": [r.envelope for r in rows]}
         body = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
-        headers[SIGNATURE_HEADER] = sign(self.policy.secret, int(time.time()), body)
+        headers[SIGNATURE_HEADER] = sign(self.policy.secret, int(self.clock().timestamp()), body)
         try:
             async with http.post(self.policy.url, data=body, headers=headers) as answer:
                 await answer.read()

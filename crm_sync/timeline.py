@@ -49,9 +49,14 @@ class OutcomeSaved:
 
 
 async def record_call(
-    sessions: async_sessionmaker[AsyncSession], customer_id: int, record: CallRecord
+    sessions: async_sessionmaker[AsyncSession],
+    customer_id: int,
+    record: CallRecord,
+    *,
+    now: datetime,
 ) -> bool:
-    """Add a finished call to the customer's timeline; False if it was already there."""
+    """Add a finished call to the customer's timeline; False if it was already there. The
+    call's own times come from the record; ``now`` stamps the outbox row."""
     when = datetime.fromtimestamp(record.started_at or record.ended_at or 0, UTC)
     who = ", ".join(record.handled_by) or "nobody"
     queues = ", ".join(record.queues) or "no queue"
@@ -77,7 +82,7 @@ async def record_call(
                     key=row.external_id or f"call:{row.id}",
                     customer_id=customer_id,
                     data={"interaction_id": row.id, "call": record.to_json()},
-                    now=datetime.now(UTC),
+                    now=now,
                 )
         except IntegrityError:
             return False  # this call's end was recorded before (a replay, a restart)

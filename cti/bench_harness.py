@@ -17,6 +17,7 @@ from pathlib import Path
 
 from crm_sync.benchdata import load_sqlite
 from crm_sync.migrate import upgrade
+from cti.children import preexec
 
 START_TIMEOUT = 60.0
 
@@ -48,6 +49,7 @@ async def start_product(config: Path, port: int, log: Path) -> asyncio.subproces
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "cti", "serve", "--config", str(config),
             stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
+            preexec_fn=preexec(),  # a killed benchmark leaves no product behind
         )  # fmt: skip
     deadline = time.monotonic() + START_TIMEOUT
     while True:

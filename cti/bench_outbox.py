@@ -32,6 +32,7 @@ from crm_sync.outbox import Outbox
 from crm_sync.receiver import Receiver
 from crm_sync.relay import Relay, RelayPolicy
 from crm_sync.timeline import OutcomeIn
+from cti.children import die_with_parent
 
 SECRET = "bench-secret"
 CUSTOMERS = 10_000
@@ -64,6 +65,7 @@ class OutboxFigure:
 
 def _receive(port: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     """The child process: the reference receiver plus a /stats route with arrival times."""
+    die_with_parent()  # a killed benchmark leaves no receiver behind
     receiver = Receiver(SECRET)
 
     async def stats(_request: web.Request) -> web.Response:

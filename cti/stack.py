@@ -102,7 +102,7 @@ async def run_stack(
     pop.callers = board  # the wallboard shows each caller's tier
     service = CtiService(settings, [*sinks, pop, board], [board])
     work_changed = asyncio.Event()
-    refresher = asyncio.create_task(refresh_work(board, WorkFigures(engine), work_changed))
+    refresher = asyncio.create_task(refresh_work(board, WorkFigures(engine), work_changed, utc_now))
     segmenter = asyncio.create_task(keep_segments(store.sessions, rules, clock=utc_now))
     relay = _relay(settings, store)
     clients = {f.settings.name: f.client for f in service.followers}
@@ -164,7 +164,11 @@ async def run_stack(
 
 
 async def refresh_work(
-    board: Board, figures: WorkFigures, wake: asyncio.Event, every: float = WORK_EVERY
+    board: Board,
+    figures: WorkFigures,
+    wake: asyncio.Event,
+    clock: Callable[[], datetime],
+    every: float = WORK_EVERY,
 ) -> None:
     """Feed the board what only the store knows (follow-ups, CSAT, FCR, ratings), every
     ``every`` s or as soon as ``wake`` is set (a rating was saved, a follow-up changed); a
@@ -172,7 +176,7 @@ async def refresh_work(
     while True:
         wake.clear()
         try:
-            now = datetime.now(board.rules.timezone)
+            now = clock().astimezone(board.rules.timezone)
             todo = await figures.followups(now)
             board.set_callbacks(
                 {q: n for q, (n, _) in todo.queues.items()},

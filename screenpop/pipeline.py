@@ -205,7 +205,7 @@ class PopService:
         self, store: CustomerStore, customer_id: int, event: CallEnded, number: str | None
     ) -> None:
         try:
-            await record_call(store.sessions, customer_id, event.record)
+            await record_call(store.sessions, customer_id, event.record, now=self.clock())
         except (SQLAlchemyError, OSError) as exc:
             log.warning("call %s not added to customer %s: %s", event.call_id, customer_id, exc)
         if self.followups is None:

@@ -3,9 +3,10 @@ real browser (Debian's Chromium at /usr/bin/chromium, driven by Playwright).
 
 PostgreSQL comes from ``TEST_DATABASE_URL`` (default: the local server with trust auth,
 database ``test``). Each test gets a fresh database created from it and dropped after. Where
-no PostgreSQL answers, those tests are skipped with the reason; under CI (``CI`` set) that
-skip is a failure instead, so a green CI run has really used PostgreSQL. The same holds for
-Chromium.
+PostgreSQL does not answer, the run stops at once with one line saying so (rather than every
+test waiting for its own connect timeout); with ``TEST_SKIP_SERVICES=1`` (ignored under CI,
+``CI`` set) the tests that need it are skipped with the reason instead, so a green CI run has
+really used PostgreSQL. Chromium is checked the same way when a test first asks for it.
 """
 
 from __future__ import annotations
@@ -37,25 +38,58 @@ ARGS = [
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+def _postgres_down() -> str | None:
+    """Why the PostgreSQL of ``TEST_DATABASE_URL`` cannot be used, or None if it answers."""
+
+    async def probe() -> None:
+        await (await _connect()).close()
+
+    try:
+        asyncio.run(probe())
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        url = make_url(PG_URL).render_as_string(hide_password=True)
+        return f"no PostgreSQL at {url}: {exc or type(exc).__name__}"
+    return None
+
+
+_DOWN: dict[str, str] = {}  # service -> why it cannot be used, found once per run
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Check the services once, in seconds, before any test runs."""
+    reason = _postgres_down()
+    if reason is None:
+        return
+    if os.environ.get("CI") or not os.environ.get("TEST_SKIP_SERVICES"):
+        pytest.exit(f"{reason} (TEST_SKIP_SERVICES=1 skips the tests that need it)", returncode=3)
+    _DOWN["postgresql"] = reason
+
+
 def _missing(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"CI needs this service: {reason}")
     pytest.skip(reason)
 
 
-async def _admin() -> asyncpg.Connection:
+async def _connect() -> asyncpg.Connection:
     url = make_url(PG_URL)
+    return await asyncpg.connect(
+        host=url.host,
+        port=url.port,
+        user=url.username,
+        password=url.password,
+        database=url.database,
+        timeout=3,
+    )
+
+
+async def _admin() -> asyncpg.Connection:
+    if "postgresql" in _DOWN:
+        _missing(_DOWN["postgresql"])
     try:
-        return await asyncpg.connect(
-            host=url.host,
-            port=url.port,
-            user=url.username,
-            password=url.password,
-            database=url.database,
-            timeout=3,
-        )
+        return await _connect()
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        _missing(f"no PostgreSQL at {url.render_as_string(hide_password=True)}: {exc}")
+        _missing(f"PostgreSQL stopped answering: {exc}")
         raise
 
 

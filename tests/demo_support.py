@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cti.children import preexec
+
 
 @contextmanager
 def running_demo(
@@ -25,7 +27,12 @@ def running_demo(
         "--url", f"sqlite:///{tmp_path / 'demo.sqlite3'}",
     ]  # fmt: skip
     with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        preexec_fn=preexec(),
     ) as process:
         assert process.stdout is not None
         stdout = process.stdout

@@ -15,6 +15,8 @@ import sys
 import pytest
 from panoramisk.fast_agi import Application, Request
 
+from cti.children import preexec
+
 # Run in a child process: the bug freezes the whole event loop in a busy loop, so no in-process
 # timeout can fire. wait_for(0.2 s) would print "timed out" if the loop ever got control back.
 FREEZE_CHILD = """
@@ -63,7 +65,12 @@ def _request(replies: bytes) -> tuple[Request, _Writer]:
 
 def test_peer_closing_before_the_blank_line_freezes_the_event_loop() -> None:
     with pytest.raises(subprocess.TimeoutExpired) as frozen:
-        subprocess.run([sys.executable, "-c", FREEZE_CHILD], capture_output=True, timeout=2.0)
+        subprocess.run(
+            [sys.executable, "-c", FREEZE_CHILD],
+            capture_output=True,
+            timeout=2.0,
+            preexec_fn=preexec(),  # an interrupted run must not leave it spinning
+        )
     # the child got as far as the handler, then its loop never ran again: not even the 0.2 s
     # timeout fired in 2 s of wall time (subprocess.run killed it)
     assert frozen.value.stdout == b"spinning\n"

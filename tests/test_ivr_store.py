@@ -28,6 +28,7 @@ from crm_sync.models import CallScore, Customer, Interaction, Phone
 from crm_sync.phones import PhoneNormalizer
 from crm_sync.seed import seed_demo
 from crm_sync.store import CustomerStore, StoreUnavailable
+from cti.children import preexec
 from ivr.store import CALLBACK_TITLE, IvrStore
 from ivr.walk import CustomerInfo, FigureValue, speech
 from tests.conftest import PG_URL
@@ -576,6 +577,7 @@ def cti(*args: str, stdin: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
         check=False,
+        preexec_fn=preexec(),
     )
 
 

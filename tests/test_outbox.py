@@ -96,8 +96,8 @@ async def test_the_outcome_is_not_saved_when_its_outbox_row_cannot_be(outbox: Ou
 
 
 async def test_a_finished_call_enters_the_outbox_once(outbox: Outbox) -> None:
-    assert await record_call(outbox.sessions, 2, record("c9")) is True
-    assert await record_call(outbox.sessions, 2, record("c9")) is False
+    assert await record_call(outbox.sessions, 2, record("c9"), now=NOW) is True
+    assert await record_call(outbox.sessions, 2, record("c9"), now=NOW) is False
     ((topic, key, customer),) = await rows(outbox)
     assert (topic, key, customer) == ("call.ended", "call:p:c9", 2)
     (claimed,) = await outbox.claim(NOW + timedelta(seconds=5), 10, lease=30)

@@ -26,6 +26,7 @@ from crm_sync.models import Customer, OutboxRow
 from crm_sync.outbox import Outbox
 from crm_sync.receiver import Fault, Receiver
 from crm_sync.timeline import OutcomeIn, save_outcome
+from cti.children import preexec
 from cti.simulator.server import AmiServer
 from tests.screenpop_support import served
 from tests.test_outbox import NOW
@@ -66,6 +67,7 @@ def start(path: Path, log: Path) -> subprocess.Popen[bytes]:
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=path.parent,
+            preexec_fn=preexec(),
         )
 
 

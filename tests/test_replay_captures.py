@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from cti.children import preexec
 from cti.codec import AmiDecoder
 from cti.events import AgentRingStopped, CallRecord
 from cti.replay import ReplayResult, replay_file
@@ -422,6 +423,7 @@ def test_cli_json_prints_the_calls_of_capture_extra() -> None:
         capture_output=True,
         text=True,
         check=True,
+        preexec_fn=preexec(),
     )
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [(c["call_id"], c["outcome"], c["answered_by"]) for c in lines] == [

@@ -23,6 +23,7 @@ from crm_sync.models import Customer, Interaction, Phone
 from crm_sync.phones import PhoneNormalizer
 from crm_sync.seed import seed_demo, simulated_callers
 from crm_sync.store import CustomerStore
+from cti.children import preexec
 from cti.settings import SettingsError, load
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -332,6 +333,7 @@ def cti(
         text=True,
         timeout=60,
         check=False,
+        preexec_fn=preexec(),
     )
 
 

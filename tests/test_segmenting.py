@@ -32,6 +32,7 @@ from crm_sync.segmenting import (
 )
 from crm_sync.segments import DEFAULT_RULES
 from crm_sync.store import CustomerStore
+from cti.children import preexec
 from ivr.store import IvrStore
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -373,4 +374,5 @@ async def cti(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
         check=False,
+        preexec_fn=preexec(),
     )

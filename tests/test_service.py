@@ -20,6 +20,7 @@ import pytest
 
 from cti.agents import AgentDirectory
 from cti.ami import AmiEvent
+from cti.children import preexec
 from cti.events import CallEnded, CallQueued, CallStarted, DomainEvent
 from cti.service import CtiService, PbxFollower
 from cti.settings import PbxSettings, Settings
@@ -171,7 +172,9 @@ def free_port() -> int:
 def test_serve_with_wrong_credentials_stops_with_one_clear_error(tmp_path: Path) -> None:
     port = free_port()
     command = [sys.executable, "-m", "cti", "simulate", "--port", str(port), "--rate", "1"]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as simulator:
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, text=True, preexec_fn=preexec()
+    ) as simulator:
         try:
             assert simulator.stdout is not None
             assert "PBX simulator: AMI on 127.0.0.1" in simulator.stdout.readline()
@@ -185,6 +188,7 @@ def test_serve_with_wrong_credentials_stops_with_one_clear_error(tmp_path: Path)
                 text=True,
                 timeout=30,
                 cwd=tmp_path,  # the default customer store lives in ./data
+                preexec_fn=preexec(),
             )
         finally:
             simulator.terminate()

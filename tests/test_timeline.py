@@ -149,8 +149,8 @@ def record(call_id: str = "c1") -> CallRecord:
 
 
 async def test_record_call_is_idempotent(store: CustomerStore) -> None:
-    assert await record_call(store.sessions, 1, record()) is True
-    assert await record_call(store.sessions, 1, record()) is False
+    assert await record_call(store.sessions, 1, record(), now=NOW) is True
+    assert await record_call(store.sessions, 1, record(), now=NOW) is False
     assert await count(store, "call") == 1
     (card,) = (await store.lookup("13800138000", now=NOW)).cards
     assert card.repeat_caller is True

@@ -97,16 +97,17 @@ async def test_supervisor_ratings_mean_over_30_days(engine: AsyncEngine) -> None
 async def test_the_refresher_takes_a_rating_in_when_woken(engine: AsyncEngine) -> None:
     """``cti.stack.refresh_work`` reads the store every 30 s, and at once when woken."""
     board = Board(BoardRules())
+    now = DAY + timedelta(hours=20)
     board.observe(MemberUpdated("p", time.time(), "support", "carol", "carol", "PJSIP/1003",
                                 1, False, "", False, 0.0))  # fmt: skip
     wake = asyncio.Event()
-    refresher = asyncio.create_task(refresh_work(board, WorkFigures(engine), wake, every=3600))
+    figures = WorkFigures(engine)
+    refresher = asyncio.create_task(refresh_work(board, figures, wake, lambda: now, every=3600))
     try:
         await asyncio.sleep(0.3)  # the first read: nothing rated yet
         [row] = board.snapshot(time.time())["agents"]
         assert row["supervisor_rating"] is None
         sessions = async_sessionmaker(engine, expire_on_commit=False)
-        now = datetime.now(UTC)
         await ratings.record(sessions, at=now, agent="carol", rater="sue", score=4, note="")
         wake.set()
         for _ in range(50):
