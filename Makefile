@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-SOURCES := cti crm_sync screenpop ivr tests
+SOURCES := cti crm_sync screenpop ivr pbxsim cti_bench cti_app tests
 
 .PHONY: install demo test test-dates lint bench clean
 
@@ -21,6 +21,7 @@ lint: install
 	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 test: lint
 	$(BIN)/pytest -q

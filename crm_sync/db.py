@@ -14,7 +14,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-DEFAULT_URL = "sqlite+aiosqlite:///data/cti.sqlite3"
+from cti.settings import DEFAULT_URL
 
 
 def async_url(url: str) -> URL:

@@ -39,7 +39,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -48,13 +48,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from crm_sync.models import Customer, Interaction, Phone
 from crm_sync.outbox import enqueue
 from crm_sync.timeline import followup_data
+from cti.callbacks import DialResult
 from cti.events import CallRecord
 from cti.settings import FollowupSettings
 
 QUEUE_OWNER = "queue:"
 WORKING = ("open", "dialling")  # the states of work still to do
 CLOSE_RESULTS = ("done", "cancelled", "no_answer")  # what an agent may close one with
-DialResult = Literal["reached", "no_answer", "busy", "failed", "unknown", "not_placed"]
 DIAL_TEXT: dict[str, str] = {
     "reached": "the customer answered",
     "no_answer": "no answer",

@@ -27,12 +27,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
-from crm_sync.followups import DialResult
 from cti.ami import AmiActionTimeout, AmiClient, AmiError
 from cti.controls import ACTION_TIMEOUT, ControlError, check_text, pick_pbx
 from cti.settings import AgentSettings, FollowupSettings, SettingsError
 
+DialResult = Literal["reached", "no_answer", "busy", "failed", "unknown", "not_placed"]
 AGENT_RING = 20  # seconds the agent's phone rings once the customer answered
 _CONTEXT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from crm_sync.db import DEFAULT_URL
+DEFAULT_URL = "sqlite+aiosqlite:///data/cti.sqlite3"  # the embedded store, ./data
+
 
 DEMO_DATABASE_URL = "sqlite:///data/demo.sqlite3"  # `cti demo`'s own store, apart from serve's
 

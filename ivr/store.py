@@ -44,9 +44,9 @@ from crm_sync.outbox import enqueue
 from crm_sync.phones import PhoneNormalizer
 from crm_sync.store import CustomerStore, Figures, StoreUnavailable
 from crm_sync.timeline import followup_data
+from cti.hashing import HashError, hash_password, verify_password
 from ivr.menus import Figure
 from ivr.walk import CustomerInfo, FigureValue
-from screenpop.auth import AccountsError, hash_password, verify_password
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class IvrStore:
             return False
         try:
             return await asyncio.to_thread(verify_password, pin, stored)
-        except AccountsError:
+        except HashError:
             log.warning("customer %d has a malformed PIN hash; PIN refused", customer_id)
             return False
 

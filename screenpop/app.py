@@ -33,13 +33,11 @@ from screenpop.dispositions import Dispositions
 from screenpop.errors import ApiError, error_middleware, wants_json
 from screenpop.keys import (
     ACCOUNTS,
-    BOARD,
     CLOCK,
     CONTROLS,
     CRM_TOKEN,
     DISPOSITIONS,
     EPOCH,
-    FOLLOWUPS,
     LOGIN_LIMITER,
     PING_INTERVAL,
     POP,
@@ -97,12 +95,12 @@ def create_app(
     app[LOGIN_LIMITER] = LoginLimiter()
     app[SECURE_COOKIES] = secure_cookies
     app[PING_INTERVAL] = ping_interval
-    app[BOARD] = board
+    app[wallboard.BOARD] = board
     app[CONTROLS] = controls
     app[WORK_CHANGED] = work_changed
     app[EPOCH] = secrets.token_hex(8)
     app[CRM_TOKEN] = crm_token
-    app[FOLLOWUPS] = followups
+    app[followups_api.FOLLOWUPS] = followups
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.PackageLoader("screenpop", "templates"),

@@ -1,8 +1,8 @@
 """Who may use the screen pop: accounts, password hashes, sessions and login throttling.
 
-Passwords are kept only as scrypt hashes (``scrypt$n$r$p$salt$hash``, base64), checked in
-constant time; an unknown login costs the same scrypt run as a known one, so timing does not
-tell which logins exist. Sessions live in memory on the server: the browser holds only a
+Passwords are kept only as scrypt hashes (:mod:`cti.hashing`), checked in constant time; an
+unknown login costs the same scrypt run as a known one, so timing does not tell which logins
+exist. Sessions live in memory on the server: the browser holds only a
 random token (in an HttpOnly cookie), each session has its own CSRF token, and a session
 unused for ``idle`` seconds is gone. The WebSockets a session opened are attached to it, so
 logging out (or expiry) also ends the live push.
@@ -12,9 +12,7 @@ Run ``python -m screenpop.auth`` to hash a password for an accounts file.
 
 from __future__ import annotations
 
-import base64
 import getpass
-import hashlib
 import hmac
 import re
 import secrets
@@ -28,14 +26,19 @@ from typing import Any, Literal, cast
 
 from aiohttp import web
 
+from cti.hashing import (
+    SCRYPT_N,
+    SCRYPT_P,
+    SCRYPT_R,
+    HashError,
+    hash_password,
+    parse_hash,
+    verify_password,
+)
 from cti.settings import AgentSettings
 
 Role = Literal["agent", "supervisor"]
 ROLES: tuple[Role, ...] = ("agent", "supervisor")
-SCRYPT_N = 2**14  # ~50 ms and 16 MiB per check on a current server
-SCRYPT_R = 8
-SCRYPT_P = 1
-_MAX_N = 2**20  # refuse hashes that would make one login check eat the machine
 _DEVICE = re.compile(r"[A-Za-z][A-Za-z0-9_]*/[^\s,\x00-\x1f\x7f]{1,60}")  # Tech/resource
 
 
@@ -65,19 +68,6 @@ class Account:
         }
 
 
-def hash_password(password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
-    """A salted scrypt hash of ``password`` in the accounts file format."""
-    salt = secrets.token_bytes(16)
-    digest = _scrypt(password, salt, n, r, p)
-    return "$".join(("scrypt", str(n), str(r), str(p), _b64(salt), _b64(digest)))
-
-
-def verify_password(password: str, encoded: str) -> bool:
-    """True if ``password`` matches ``encoded``. Raises AccountsError for a malformed hash."""
-    n, r, p, salt, expected = _parse_hash(encoded)
-    return hmac.compare_digest(_scrypt(password, salt, n, r, p, len(expected)), expected)
-
-
 class Accounts:
     """The accounts, by login (logins are case-insensitive)."""
 
@@ -90,7 +80,7 @@ class Accounts:
                 raise AccountsError(f"login {account.login!r} appears twice")
             self._by_login[key] = account
         # an unknown login is checked against this, so it takes as long as a known one
-        costliest = max((_parse_hash(a.password_hash)[:3] for a in self), default=None)
+        costliest = max((parse_hash(a.password_hash)[:3] for a in self), default=None)
         n, r, p = costliest or (SCRYPT_N, SCRYPT_R, SCRYPT_P)
         self._decoy = hash_password(secrets.token_urlsafe(16), n=n, r=r, p=p)
 
@@ -238,35 +228,6 @@ class LoginLimiter:
         return times
 
 
-def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, length: int = 32) -> bytes:
-    return hashlib.scrypt(
-        password.encode(), salt=salt, n=n, r=r, p=p, maxmem=256 * n * r * p, dklen=length
-    )
-
-
-def _parse_hash(encoded: str) -> tuple[int, int, int, bytes, bytes]:
-    parts = encoded.split("$")
-    try:
-        if len(parts) != 6 or parts[0] != "scrypt":
-            raise ValueError("not scrypt$n$r$p$salt$hash")
-        n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
-        salt, digest = (
-            base64.b64decode(parts[4], validate=True),
-            base64.b64decode(parts[5], validate=True),
-        )
-    except ValueError as exc:
-        raise AccountsError(f"bad password hash: {exc}") from None
-    if not (1 < n <= _MAX_N and n & (n - 1) == 0 and 0 < r <= 32 and 0 < p <= 16):
-        raise AccountsError("bad password hash: scrypt parameters out of range")
-    if len(salt) < 8 or len(digest) < 16:
-        raise AccountsError("bad password hash: salt or hash too short")
-    return n, r, p, salt, digest
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 def _check(account: Account) -> None:
     if not account.login or account.login != account.login.strip():
         raise AccountsError(f"login {account.login!r}: empty or padded with spaces")
@@ -276,7 +237,10 @@ def _check(account: Account) -> None:
         raise AccountsError(f"login {account.login!r}: an agent account needs an agent_id")
     if account.device and not _DEVICE.fullmatch(account.device):
         raise AccountsError(f"login {account.login!r}: device must be like PJSIP/2001")
-    _parse_hash(account.password_hash)
+    try:
+        parse_hash(account.password_hash)
+    except HashError as exc:
+        raise AccountsError(f"login {account.login!r}: {exc}") from None
 
 
 def _account(index: int, body: Mapping[str, Any]) -> Account:

@@ -41,7 +41,7 @@ from cti.controls import ControlError
 from screenpop.api import _body
 from screenpop.auth import Account
 from screenpop.errors import ApiError, store_unavailable
-from screenpop.keys import CLOCK, FOLLOWUPS, POP, SESSION, STORE, WORK_CHANGED
+from screenpop.keys import CLOCK, POP, SESSION, STORE, WORK_CHANGED
 
 log = logging.getLogger(__name__)
 Placed = tuple[DialOutcome, FollowupItem | None]  # how a dial ended; the follow-up after it
@@ -75,6 +75,9 @@ class FollowupDesk:
     async def close(self) -> None:
         """Let dials in flight record their result (the PBX link ends them at shutdown)."""
         await asyncio.gather(*self._dials, return_exceptions=True)
+
+
+FOLLOWUPS = web.AppKey[FollowupDesk | None]("followups")  # None: no store
 
 
 def add_routes(app: web.Application) -> None:

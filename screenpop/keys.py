@@ -1,10 +1,11 @@
-"""Every AppKey and RequestKey of the screen-pop application, in one place."""
+"""The AppKeys and RequestKeys the screen-pop modules share. A key for an object of one
+module's own (the wallboard's view, the follow-up desk) lives in that module, so this one
+imports none of the modules that import it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -13,10 +14,6 @@ from cti.controls import MemberControls
 from screenpop.auth import Accounts, LoginLimiter, Session, SessionStore
 from screenpop.dispositions import Dispositions
 from screenpop.pipeline import PopService
-
-if TYPE_CHECKING:
-    from screenpop.followups_api import FollowupDesk  # which imports this module
-    from screenpop.wallboard import BoardView  # which imports this module
 
 POP = web.AppKey("pop", PopService)
 ACCOUNTS = web.AppKey("accounts", Accounts)
@@ -27,7 +24,6 @@ SESSIONS = web.AppKey("sessions", SessionStore)
 LOGIN_LIMITER = web.AppKey("login_limiter", LoginLimiter)
 SECURE_COOKIES = web.AppKey("secure_cookies", bool)
 PING_INTERVAL = web.AppKey("ping_interval", float)
-BOARD: web.AppKey[BoardView | None] = web.AppKey("board")
 CONTROLS = web.AppKey[MemberControls | None]("controls")  # None: no PBX to control
 # tells the wallboard's store refresher that a rating changed a figure (no-op without one)
 WORK_CHANGED = web.AppKey[Callable[[], None]]("work_changed")
@@ -35,6 +31,5 @@ WORK_CHANGED = web.AppKey[Callable[[], None]]("work_changed")
 EPOCH = web.AppKey("epoch", str)
 # the external CRM's bearer token for /api/crm/… (empty: that API is off)
 CRM_TOKEN = web.AppKey("crm_token", str)
-FOLLOWUPS: web.AppKey[FollowupDesk | None] = web.AppKey("followups")  # None: no store
 
 SESSION = web.RequestKey("session", Session)

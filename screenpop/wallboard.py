@@ -40,7 +40,7 @@ from aiohttp import web
 
 from screenpop.auth import Session
 from screenpop.errors import ApiError
-from screenpop.keys import BOARD, CLOCK, POP, SESSION, SESSIONS
+from screenpop.keys import CLOCK, POP, SESSION, SESSIONS
 from screenpop.pipeline import PopService
 from screenpop.views import SESSION_LOST
 from screenpop.ws import HEARTBEAT, SEND_TIMEOUT
@@ -56,6 +56,9 @@ class BoardView(Protocol):
     def snapshot(self, now: float) -> dict[str, Any]:
         """Every figure at ``now`` (epoch seconds), JSON-ready (schema in docs/api.md)."""
         ...
+
+
+BOARD = web.AppKey[BoardView | None]("board")  # None: no PBX, no wallboard
 
 
 class _Outbox:
