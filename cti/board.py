@@ -214,6 +214,7 @@ class _Agent:
     row_at: float = 0.0  # when the row was last redone
     index: int = -1  # its position in the board's agent order
     places: dict[str, Place] = field(default_factory=dict)  # queue -> what it counts there
+    counted: Place = None  # what it counts in all queues' total: its state (and pause reason)
 
 
 @dataclass(slots=True)
@@ -244,7 +245,9 @@ class Board:
         self._dirty: set[_Agent] = set()  # agents whose row must be redone
         self._row_times: deque[tuple[float, _Agent]] = deque()  # (row_at, agent), oldest first
         self._rev = 0  # numbers each distinct queue view and agent row: a push sends new ones
-        self._tally: dict[str, int] = dict.fromkeys(_PLACES, 0)  # every queue's tally added up
+        # logged-in agents by state for all queues' total: each agent once (its ``counted``)
+        self._tally: dict[str, int] = dict.fromkeys(_PLACES, 0)
+        self._reasons: dict[str, int] = {}  # paused agents by reason, for the total
         self._feeds: dict[str, tuple[bool, float]] = {}
         self._gaps: dict[str, list[Gap]] = {}
         self._now = 0.0
@@ -569,16 +572,14 @@ class Board:
                 places[name] = place
         for name in [name for name in places if name not in agent.members]:
             self._move(self._queue(agent.pbx, name), places.pop(name), None)
+        counted = _counted(agent)
+        if counted != agent.counted:
+            _retally(self._tally, self._reasons, agent.counted, counted)
+            agent.counted = counted
 
     def _move(self, queue: _Queue, was: Place, place: Place) -> None:
         """A member's place in ``queue`` changed (the queue is redone at the next snapshot)."""
-        for tally in (queue.tally, self._tally):
-            if was is not None:
-                tally["logged_in"] -= 1
-                tally[was[0]] -= 1
-            if place is not None:
-                tally["logged_in"] += 1
-                tally[place[0]] = tally.get(place[0], 0) + 1
+        _retally(queue.tally, None, was, place)
         if (was is not None and was[1] is not None) or (place is not None and place[1] is not None):
             queue.reasons = None
         queue.places = None
@@ -753,19 +754,19 @@ class Board:
         rows = {key: [c.windows[key] for c in counts] for key, _, _ in _WINDOWS}
         rows["today"] = [c.today for c in counts]
         totals = {key: _column_sums(rows[key]) for key, _, _ in windows}
+        # each call counted against its own queue's threshold: one only when all queues agree
+        thresholds = {self._sl_threshold(q) for q in self._queues.values()}
+        threshold = next(iter(thresholds)) if len(thresholds) == 1 else None
         figures = {}
         for key, _, since in windows:
             gaps = sorted(
                 (g for pbx in self._gaps for g in self._gaps_between(pbx, since, now)),
                 key=lambda g: g[0],
             )
-            figures[key] = _figures(totals[key], None, gaps)
+            figures[key] = _figures(totals[key], threshold, gaps)
         waits = [q["longest_wait"] for q in queues if q["longest_wait"] is not None]
-        agents = {name: self._tally.get(name, 0) for name in _PLACES}  # the queues' sums
-        reasons: dict[str, int] = {}
-        for q in queues:
-            for reason, n in q["paused_reasons"].items():
-                reasons[reason] = reasons.get(reason, 0) + n
+        agents = {name: self._tally.get(name, 0) for name in _PLACES}
+        reasons = dict(self._reasons)
         levels = {q["level"] for q in queues}
         return {
             "pbx": "",
@@ -773,7 +774,7 @@ class Board:
             "waiting": sum(q["waiting"] for q in queues),
             "vip_waiting": sum(q["vip_waiting"] for q in queues),
             "longest_wait": max(waits) if waits else None,
-            "agents": agents,  # member places: an agent in two queues counts twice
+            "agents": agents,  # each agent once, in its state (not its places in queues)
             "paused_reasons": reasons,
             "callbacks": sum(q["callbacks"] for q in queues),
             "callbacks_overdue": sum(q["callbacks_overdue"] for q in queues),
@@ -968,6 +969,39 @@ def _place(agent: _Agent, member: MemberUpdated) -> Place:
     if state in ("available", "paused"):
         state = "paused" if member.paused else "available"
     return state, (member.reason or "no reason given") if state == "paused" else None
+
+
+def _counted(agent: _Agent) -> Place:
+    """Where the agent counts in all queues' total: nowhere unless logged in to some queue,
+    else once, in its own state (the grid's), with its pause reason when paused."""
+    reason = None
+    logged_in = False
+    for place in agent.places.values():
+        if place is not None:
+            logged_in = True
+            if place[1] is not None:
+                reason = place[1]
+                break
+    if not logged_in:
+        return None
+    return agent.state, reason if agent.state == "paused" else None
+
+
+def _retally(tally: dict[str, int], reasons: dict[str, int] | None, was: Place, now: Place) -> None:
+    """Count a member or agent out of the place it ``was`` and into the one it is in ``now``
+    (and, given ``reasons``, out of and into those by pause reason)."""
+    if was is not None:
+        tally["logged_in"] -= 1
+        tally[was[0]] -= 1
+        if reasons is not None and was[1] is not None:
+            reasons[was[1]] -= 1
+            if not reasons[was[1]]:
+                del reasons[was[1]]
+    if now is not None:
+        tally["logged_in"] += 1
+        tally[now[0]] = tally.get(now[0], 0) + 1
+        if reasons is not None and now[1] is not None:
+            reasons[now[1]] = reasons.get(now[1], 0) + 1
 
 
 def _wrapup_paused(agent: _Agent) -> bool:

@@ -196,7 +196,8 @@
         // callers of the VIP tier among them (the pop's lookup told the board)
         stat("waiting", q.vip_waiting ? `waiting · ${q.vip_waiting} VIP` : "waiting", q.waiting),
         stat("longest", "longest wait", longest),
-        stat("sl", `SL (${f.sl_threshold} s)`, pct(f.service_level)),
+        // all queues: each call against its own queue's threshold (one, if they all agree)
+        stat("sl", typeof f.sl_threshold === "number" ? `SL (${f.sl_threshold} s)` : "SL (per queue)", pct(f.service_level)),
         stat("abandoned", `abandoned ${pct(f.abandon_rate)}`, f.abandoned),
       ]),
       stats("people", [
@@ -213,7 +214,7 @@
         stat("answered", "answered", f.answered),
         stat("short", "short abandons", f.short_abandoned),
         stat("other", "other exits", f.other_exits),
-        stat("logged-in", "logged in", q.agents.logged_in),
+        stat("logged-in", "logged in", q.agents.logged_in), // all queues: each agent once
       ]),
     );
     const reasons = Object.entries(q.paused_reasons || {});

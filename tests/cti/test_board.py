@@ -23,6 +23,7 @@ from cti.events import (
     CallQueued,
     CallRecord,
     FeedStatus,
+    MemberRemoved,
     MemberUpdated,
     QueueDefined,
 )
@@ -396,3 +397,66 @@ def test_a_cached_queue_view_is_redone_after_any_change() -> None:
     board.publish(CallQueued("p", "c1", T0 + 6, "q", 1, "+1", ""))
     assert queue_view(board, T0 + 7)["longest_wait"] == 1.0
     assert queue_view(board, T0 + 9)["longest_wait"] == 3.0  # the wait moves with the clock
+
+
+def in_queue(at: float, queue: str, agent: str, **state: Any) -> MemberUpdated:
+    """A member of ``queue`` (``member`` is always in "q")."""
+    fields: dict[str, Any] = {
+        "status": 1, "paused": False, "reason": "", "in_call": False, "wrapup": 0.0, **state
+    }  # fmt: skip
+    return MemberUpdated("p", at, queue, agent, agent, f"PJSIP/{agent}", **fields)
+
+
+def test_all_queues_count_each_agent_once_in_the_state_of_the_grid() -> None:
+    """Nine memberships of five logged-in agents: the total says five, each in one state (an
+    agent paused in one queue but not in another takes calls: available)."""
+    board = Board(BoardRules())
+    for agent in ("alice", "bob", "dave", "frank"):
+        board.observe(in_queue(T0, "q", agent))
+        board.observe(in_queue(T0, "r", agent))
+    board.observe(in_queue(T0, "q", "carol", paused=True, reason="lunch"))
+    board.observe(in_queue(T0, "q", "eve", status=5))  # device unavailable: not logged in
+    board.observe(in_queue(T0 + 1, "q", "dave", paused=True, reason="wrap-up"))
+    board.observe(in_queue(T0 + 1, "r", "dave", paused=True, reason="wrap-up"))
+    board.observe(in_queue(T0 + 1, "q", "frank", paused=True, reason="coaching"))
+    board.publish(CallQueued("p", "c1", T0 + 2, "q", 1, "+100", ""))
+    board.publish(CallAnswered("p", "c1", T0 + 5, "bob", "q", 3.0, 1.0))
+    snap = board.snapshot(T0 + 10)
+    states = {a["id"]: a["state"] for a in snap["agents"]}
+    assert states == {
+        "alice": "available", "bob": "on_call", "carol": "paused", "dave": "wrap_up",
+        "eve": "logged_out", "frank": "available",
+    }  # fmt: skip
+    queues = {q["name"]: q for q in snap["queues"]}
+    assert queues["q"]["agents"]["logged_in"] + queues["r"]["agents"]["logged_in"] == 5 + 4
+    assert queues["q"]["paused_reasons"] == {"lunch": 1, "coaching": 1}  # per queue: places
+    total = snap["total"]
+    assert total["agents"] == {
+        "logged_in": 5, "available": 2, "on_call": 1, "ringing": 0, "wrap_up": 1, "paused": 1
+    }  # fmt: skip
+    assert total["paused_reasons"] == {"lunch": 1}
+
+    board.observe(in_queue(T0 + 20, "q", "carol"))  # back from lunch
+    board.observe(in_queue(T0 + 20, "q", "eve"))  # her phone registers
+    board.observe(in_queue(T0 + 21, "q", "dave"))  # outcome saved: unpaused everywhere
+    board.observe(in_queue(T0 + 21, "r", "dave"))
+    board.publish(CallEnded("p", "c1", T0 + 25, record("c1", "bob", 20.0, T0 + 25)))
+    total = board.snapshot(T0 + 60)["total"]  # bob's wrap-up (grace 5 s) is over
+    assert total["agents"] == {
+        "logged_in": 6, "available": 6, "on_call": 0, "ringing": 0, "wrap_up": 0, "paused": 0
+    }  # fmt: skip
+    assert total["paused_reasons"] == {}
+    board.observe(MemberRemoved("p", T0 + 70, "q", "eve", "PJSIP/eve"))
+    board.observe(in_queue(T0 + 70, "q", "alice", status=5))  # still logged in to r
+    assert board.snapshot(T0 + 71)["total"]["agents"]["logged_in"] == 5
+
+
+def test_all_queues_give_a_service_level_threshold_only_when_every_queue_has_it() -> None:
+    board = Board(BoardRules())
+    board.observe(QueueDefined("p", T0, "q", 20.0))
+    board.observe(QueueDefined("p", T0, "r", 30.0))
+    today = board.snapshot(T0 + 1)["total"]["figures"]["today"]
+    assert "sl_threshold" not in today  # each call counts against its own queue's threshold
+    board.observe(QueueDefined("p", T0 + 2, "r", 20.0))
+    today = board.snapshot(T0 + 3)["total"]["figures"]["today"]
+    assert today["sl_threshold"] == 20.0

@@ -15,6 +15,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,9 +26,12 @@ from playwright.async_api import Browser, Page, expect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_sync import audit, ratings
+from crm_sync.store import CustomerStore
 from cti.ami import AmiClient
+from cti.board import Board
 from cti.controls import MemberControls
-from cti.settings import AgentSettings
+from cti.events import MemberUpdated, QueueDefined
+from cti.settings import AgentSettings, BoardRules
 from screenpop.keys import SESSIONS, STORE
 from screenpop.wallboard import FEED, WallboardFeed
 from tests.screenpop.test_wallboard_app import (
@@ -203,8 +207,9 @@ async def site(engine: AsyncEngine) -> AsyncIterator[Site]:
         await pop.close()
 
 
-async def log_in(page: Page, site: Site, login: str) -> None:
-    await page.goto(site.url + "/wallboard")
+async def log_in(page: Page, site: Site | str, login: str) -> None:
+    """Log in on the way to the wallboard of ``site`` (or of the site at that URL)."""
+    await page.goto((site if isinstance(site, str) else site.url) + "/wallboard")
     await expect(page).to_have_url(re.compile(r"/login\?next="))
     await page.get_by_label("Login").fill(login)
     await page.get_by_label("Password").fill(PASSWORDS[login])
@@ -479,3 +484,66 @@ async def queue_members(ami: AmiClient, queue: str) -> set[str]:
     reply = await ami.send_action({"Action": "QueueStatus", "Queue": queue}, timeout=5)
     items = reply if isinstance(reply, list) else [reply]
     return {m["Location"] for m in items if m.get("Event") == "QueueMember"}
+
+
+# ---------------------------------------------------------------- with the real board
+
+T0 = 1_795_399_980.0  # a whole minute (epoch seconds), in 2026-11: the board's fixed clock
+
+
+def in_queue(queue: str, agent: str, at: float = T0, **state: Any) -> MemberUpdated:
+    """What the member tracker reports of an agent's membership (logged in, not paused)."""
+    fields: dict[str, Any] = {
+        "status": 1, "paused": False, "reason": "", "in_call": False, "wrapup": 0.0, **state
+    }  # fmt: skip
+    return MemberUpdated(PBX, at, queue, agent, agent, f"Local/{agent}@agents/n", **fields)
+
+
+@asynccontextmanager
+async def real_board(
+    board: Board, store: CustomerStore, controls: MemberControls | None = None
+) -> AsyncIterator[str]:
+    """The app with a real :class:`cti.board.Board` fed by the test, its snapshots taken at a
+    fixed time after the events; yields the base URL."""
+    pop = new_pop(store)
+    app = build_app(pop, store, board=board, controls=controls or MemberControls({}, []))
+    app[FEED] = WallboardFeed(board, pop, interval=0.1, clock=lambda: T0 + 120)
+    try:
+        async with served(app) as url:
+            yield url
+    finally:
+        await pop.close()
+
+
+async def test_the_all_queues_tile_counts_agents_not_memberships(
+    browser: Browser, engine: AsyncEngine
+) -> None:
+    """Five agents, seven memberships of two queues with different service-level thresholds:
+    the total tile says five logged in, and no threshold of its own until the queues agree."""
+    names = {"Alice": "Alice Martin", "Bob": "Bob Keller", "Carol": "Carol Nguyen"}
+    names |= {"Dave": "Dave Okafor", "Eve": "Eve Rossi"}
+    board = Board(BoardRules(), [AgentSettings(i, name) for i, name in names.items()])
+    board.observe(QueueDefined(PBX, T0, "support", 20.0))
+    board.observe(QueueDefined(PBX, T0, "sales", 30.0))
+    for agent_id in ("Alice", "Bob"):
+        board.observe(in_queue("support", agent_id))
+        board.observe(in_queue("sales", agent_id))
+    board.observe(in_queue("support", "Carol"))
+    board.observe(in_queue("sales", "Dave", paused=True, reason="lunch"))
+    board.observe(in_queue("support", "Eve"))
+    async with real_board(board, new_store(engine)) as url:
+        page = await browser.new_page(viewport={"width": 1600, "height": 1000})
+        await log_in(page, url, "sue")
+        await expect(page.locator("#link")).to_have_text("live")
+        support = page.locator(f'.tile[data-queue="{PBX}/support"]')
+        await expect(support.locator(".stat-logged-in .value")).to_have_text("4")
+        await expect(support.locator(".stat-sl .label")).to_have_text("SL (20 s)")
+        total = page.locator('.tile[data-queue="total"]')
+        await expect(total.locator(".stat-logged-in .value")).to_have_text("5")
+        await expect(total.locator(".stat-available .value")).to_have_text("4")
+        await expect(total.locator(".stat-paused .value")).to_have_text("1")
+        await expect(total.locator(".reasons")).to_have_text("paused: lunch 1")
+        await expect(total.locator(".stat-sl .label")).to_have_text("SL (per queue)")
+        board.observe(QueueDefined(PBX, T0 + 60, "sales", 20.0))  # now every queue says 20 s
+        await expect(total.locator(".stat-sl .label")).to_have_text("SL (20 s)")
+        await page.close()
