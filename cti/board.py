@@ -846,6 +846,8 @@ class Board:
             "state": agent.state,
             "since": agent.since,
             "reason": paused[0] if agent.state in ("paused", "wrap_up") and paused else None,
+            # held by the service's wrap-up pause (cti.wrapup), whatever its state: releasable
+            "wrapup_paused": _wrapup_paused(agent),
             "queues": sorted(agent.members),
             "call": call,
             "handled_today": agent.handled,

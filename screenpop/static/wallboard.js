@@ -384,17 +384,22 @@
     const late = agent.followups_overdue || 0;
     cells.followups.textContent = agent.followups === undefined ? "–" : `${agent.followups}${late ? ` (${late} overdue)` : ""}`;
     cells.followups.classList.toggle("late", late > 0);
-    const paused = state === "paused";
-    entry.pause.hidden = paused || state === "logged_out" || !entry.form.hidden;
+    // paused for wrap-up (the service holds an agent who owes an outcome): whatever the state
+    // (wrap-up, or a call taken meanwhile), a supervisor may release the agent
+    const held = agent.wrapup_paused === true;
+    const paused = state === "paused" && !held;
+    entry.pause.hidden = paused || held || state === "logged_out" || !entry.form.hidden;
     entry.unpause.hidden = !paused;
+    entry.release.hidden = !held;
     entry.listen.hidden = !(call && state === "on_call");
-    if (paused || state === "logged_out") entry.form.hidden = true;
+    if (paused || held || state === "logged_out") entry.form.hidden = true;
   }
 
   function controls(entry) {
     const cell = el("td", "col-control");
     const pause = button("Pause", "pause");
     const unpause = button("Unpause", "unpause");
+    const release = button("Release wrap-up", "release");
     const listen = button("Listen", "listen");
     const rate = button("Rate", "rate");
     const queues = button("Queues", "queues");
@@ -403,7 +408,7 @@
     const rating = rateTemplate.content.firstElementChild.cloneNode(true);
     const status = el("span", "control-status", "");
     status.setAttribute("role", "status");
-    Object.assign(entry, { pause, unpause, listen, form, status });
+    Object.assign(entry, { pause, unpause, release, listen, form, status });
     queues.addEventListener("click", () => {
       membership.hidden = !membership.hidden;
       if (membership.hidden) return;
@@ -464,13 +469,15 @@
       if (await setPaused(entry, true, reason)) closeForm(entry);
     });
     unpause.addEventListener("click", () => setPaused(entry, false, ""));
+    // the same control as Unpause (and audited alike); the outcome stays owed on the agent's card
+    release.addEventListener("click", () => setPaused(entry, false, "", "Released from wrap-up ✓"));
     listen.addEventListener("click", () => {
       const call = entry.agent.call;
       if (!call) return;
       const url = `/api/calls/${encodeURIComponent(call.pbx)}/${encodeURIComponent(call.call_id)}/listen`;
       command(entry, url, { mode: "listen" }, "Listening ✓");
     });
-    cell.append(pause, unpause, listen, queues, rate, form, membership, rating, status);
+    cell.append(pause, unpause, release, listen, queues, rate, form, membership, rating, status);
     return cell;
   }
 
@@ -480,9 +487,9 @@
     fillRow(entry);
   }
 
-  function setPaused(entry, paused, reason) {
+  function setPaused(entry, paused, reason, done = paused ? "Paused ✓" : "Unpaused ✓") {
     const url = `/api/agents/${encodeURIComponent(entry.agent.id)}/pause`;
-    return command(entry, url, { paused, reason }, paused ? "Paused ✓" : "Unpaused ✓");
+    return command(entry, url, { paused, reason }, done);
   }
 
   async function command(entry, url, body, done, method = "POST") {

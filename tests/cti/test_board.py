@@ -460,3 +460,20 @@ def test_all_queues_give_a_service_level_threshold_only_when_every_queue_has_it(
     board.observe(QueueDefined("p", T0 + 2, "r", 20.0))
     today = board.snapshot(T0 + 3)["total"]["figures"]["today"]
     assert today["sl_threshold"] == 20.0
+
+
+def test_an_agent_held_in_wrap_up_says_so_in_any_state() -> None:
+    """The grid offers to release an agent paused for wrap-up, even one who took a call."""
+    board = Board(BoardRules())
+    board.observe(member(T0))
+    (agent,) = board.snapshot(T0 + 1)["agents"]
+    assert agent["wrapup_paused"] is False
+    board.observe(member(T0 + 2, paused=True, reason="wrap-up"))
+    (agent,) = board.snapshot(T0 + 3)["agents"]
+    assert (agent["state"], agent["reason"], agent["wrapup_paused"]) == ("wrap_up", "wrap-up", True)
+    board.publish(CallAnswered("p", "d1", T0 + 4, "alice", None, 0.0, 1.0))  # a direct call
+    (agent,) = board.snapshot(T0 + 5)["agents"]
+    assert (agent["state"], agent["wrapup_paused"]) == ("on_call", True)
+    board.observe(member(T0 + 6, paused=True, reason="lunch"))
+    (agent,) = board.snapshot(T0 + 7)["agents"]
+    assert agent["wrapup_paused"] is False

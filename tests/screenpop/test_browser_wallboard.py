@@ -32,6 +32,7 @@ from cti.board import Board
 from cti.controls import MemberControls
 from cti.events import MemberUpdated, QueueDefined
 from cti.settings import AgentSettings, BoardRules
+from cti.wrapup import QueuePauseWrapup
 from screenpop.keys import SESSIONS, STORE
 from screenpop.wallboard import FEED, WallboardFeed
 from tests.screenpop.test_wallboard_app import (
@@ -547,3 +548,59 @@ async def test_the_all_queues_tile_counts_agents_not_memberships(
         board.observe(QueueDefined(PBX, T0 + 60, "sales", 20.0))  # now every queue says 20 s
         await expect(total.locator(".stat-sl .label")).to_have_text("SL (20 s)")
         await page.close()
+
+
+async def test_a_supervisor_releases_an_agent_held_in_wrap_up(
+    browser: Browser, engine: AsyncEngine
+) -> None:
+    """Against the PBX simulator: the service holds Alice in wrap-up (QueuePause, reason
+    wrap-up); the grid offers "Release wrap-up" instead of Pause, which unpauses her through
+    the supervisors' pause control, audited as an unpause; an agent on a plain pause keeps
+    Unpause."""
+    store = new_store(engine)
+    alice = AgentSettings("Alice", "Alice Martin", members=("Alice", ALICE, "PJSIP/1001"))
+    board = Board(BoardRules(), [alice, AgentSettings("Eve", "Eve Rossi")])
+    async with simulated_pbx() as (_, ami):
+        held = QueuePauseWrapup({PBX: ami}, [alice])
+        held.hold(PBX, "Alice")  # as the pop does when her card owes an outcome
+        await held.close()
+        assert (await queue_member(ami, "support", ALICE))["PausedReason"] == "wrap-up"
+        # what the member tracker reports of it, and of Eve at lunch
+        board.observe(in_queue("support", "Alice", T0 + 30, paused=True, reason="wrap-up"))
+        board.observe(in_queue("support", "Eve", paused=True, reason="lunch"))
+        controls = MemberControls({PBX: ami}, [alice])
+        async with real_board(board, store, controls) as url:
+            page = await browser.new_page(viewport={"width": 1600, "height": 1000})
+            await log_in(page, url, "sue")
+            row = page.locator(f'#agents tr[data-agent="{PBX}/Alice"]')
+            await expect(row.locator(".state-badge")).to_have_text("wrap-up")
+            await expect(row.locator(".col-reason")).to_have_text("wrap-up")
+            release = row.get_by_role("button", name="Release wrap-up")
+            await expect(release).to_be_visible()
+            await expect(row.get_by_role("button", name="Pause")).to_be_hidden()
+            await expect(row.get_by_role("button", name="Unpause")).to_be_hidden()
+            eve = page.locator(f'#agents tr[data-agent="{PBX}/Eve"]')
+            await expect(eve.get_by_role("button", name="Unpause")).to_be_visible()
+            await expect(eve.get_by_role("button", name="Release wrap-up")).to_be_hidden()
+
+            await release.click()
+            await expect(row.locator(".control-status")).to_have_text("Released from wrap-up ✓")
+            member = await queue_member(ami, "support", ALICE)
+            assert (member["Paused"], member["PausedReason"]) == ("0", "")
+            entries = await audit.recent(store.sessions)
+            assert [(e.login, e.action, e.agent, e.pbx, e.detail, e.result) for e in entries] == [
+                ("sue", "unpause", "Alice", PBX, "", "ok")
+            ]
+            # the tracker reports the unpause: she is available, the usual controls are back
+            board.observe(in_queue("support", "Alice", T0 + 60))
+            await expect(row.locator(".state-badge")).to_have_text("available")
+            await expect(release).to_be_hidden()
+            await expect(row.get_by_role("button", name="Pause")).to_be_visible()
+            await page.close()
+
+
+async def queue_member(ami: AmiClient, queue: str, location: str) -> dict[str, str]:
+    reply = await ami.send_action({"Action": "QueueStatus", "Queue": queue}, timeout=5)
+    items = reply if isinstance(reply, list) else [reply]
+    (found,) = [m for m in items if m.get("Event") == "QueueMember" and m["Location"] == location]
+    return dict(found)

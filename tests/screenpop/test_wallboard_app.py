@@ -104,6 +104,7 @@ def agent(agent_id: str, name: str, at: float, **changes: Any) -> dict[str, Any]
         "state": "available",
         "since": at - 70,
         "reason": None,
+        "wrapup_paused": False,
         "queues": ["support"],
         "call": None,
         "handled_today": 12,
