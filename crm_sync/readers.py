@@ -243,8 +243,8 @@ def card_rows(url: URL) -> CardRows:
 
 def _timeline_sql(ids: str, recent: str) -> str:
     return f"""
-        SELECT customer_id, kind, occurred_at, title, status, agent, due_at, rank FROM (
-            SELECT customer_id, kind, occurred_at, title, status, agent, due_at,
+        SELECT customer_id, kind, occurred_at, title, status, agent, due_at, body, rank FROM (
+            SELECT customer_id, kind, occurred_at, title, status, agent, due_at, body,
                    row_number() OVER (PARTITION BY customer_id ORDER BY occurred_at DESC) AS rank
             FROM interactions WHERE customer_id {ids}
         ) AS ranked WHERE rank <= {recent} OR status = 'open'
@@ -263,8 +263,8 @@ def _sqlite_customer(row: Row) -> Row:
 
 
 def _sqlite_entry(row: Row) -> Row:
-    customer, kind, at, title, status, agent, due, rank = row
-    return (customer, kind, _utc_text(at), title, status, agent, _utc_text(due), rank)
+    customer, kind, at, title, status, agent, due, body, rank = row
+    return (customer, kind, _utc_text(at), title, status, agent, _utc_text(due), body, rank)
 
 
 def _pg_customer(row: Any) -> Row:

@@ -48,6 +48,7 @@ class TimelineEntry:
     status: str | None
     agent: str | None
     due_at: datetime | None
+    body: str | None  # what was written: an outcome's notes, a ticket's text
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +183,8 @@ def _cards_from(rows: Rows, recent_count: int) -> tuple[CustomerCard, ...]:
         phones[owner].append(e164)
     recent: dict[int, list[tuple[int, TimelineEntry]]] = {row[0]: [] for row in customers}
     open_items: dict[int, list[TimelineEntry]] = {row[0]: [] for row in customers}
-    for owner, kind, at, title, status, agent, due, position in timeline:
-        entry = TimelineEntry(kind, at, title, status, agent, due)
+    for owner, kind, at, title, status, agent, due, body, position in timeline:
+        entry = TimelineEntry(kind, at, title, status, agent, due, body)
         if position <= recent_count:
             recent[owner].append((position, entry))
         if status == "open":

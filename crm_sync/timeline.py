@@ -38,6 +38,7 @@ class OutcomeIn:
     caller_e164: str | None
     followup_due: datetime | None = None
     followup_owner: str | None = None
+    label: str | None = None  # the disposition as the agent read it: the follow-up's title
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +147,7 @@ def outcome_rows(
         customer_id=customer_id,
         kind="followup",
         occurred_at=now,
-        title=f"Follow up: {outcome.disposition.strip()}"[:200],
+        title=f"Follow up: {(outcome.label or outcome.disposition).strip()}"[:200],
         body=outcome.notes or None,
         status="open",
         due_at=outcome.followup_due.astimezone(UTC),

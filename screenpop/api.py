@@ -148,18 +148,21 @@ async def outcome(request: web.Request) -> web.StreamResponse:
     ):
         customer_id = lookup.cards[0].id  # the one match, when the client did not say
     number = pop.book.caller_number(pbx, call_id) or ""
+    key, code = _key(body), _disposition(request, body)
+    chosen = request.app[DISPOSITIONS].get(code)
     item = OutcomeIn(
-        key=_key(body),
+        key=key,
         pbx=pbx,
         call_id=call_id,
         agent=agent,
-        disposition=_disposition(request, body),
+        disposition=code,
         notes=_text(body, "notes", MAX_NOTES) or "",
         customer_id=customer_id,
         new_customer_name=_text(body, "new_customer_name", 200),
         caller_e164=lookup.e164 if lookup and lookup.e164 else store.phones.to_e164(number),
         followup_due=_followup_due(body),
         followup_owner=_text(body, "followup_owner", 64),
+        label=chosen.label if chosen else None,
     )
     try:
         saved = await store.outcomes.save(item, now=request.app[CLOCK]())
@@ -169,6 +172,10 @@ async def outcome(request: web.Request) -> web.StreamResponse:
         log.warning("outcome of %s/%s not saved: %s", pbx, call_id, exc)
         raise store_unavailable() from exc
     pop.outcome_saved(pbx, call_id, agent)
+    if saved.followup_id is not None and not saved.duplicate:
+        owner = item.followup_owner or agent  # a queue's list is read when its agents look
+        for told in {agent, owner} - {""}:
+            pop.hub.publish(told, {"type": "followups", "id": saved.followup_id, "state": "open"})
     return web.json_response({"saved": True, **dataclasses.asdict(saved)})
 
 

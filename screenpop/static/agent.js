@@ -303,6 +303,7 @@
       li.append(el("span", "title", label));
       if (item.due_at) li.append(el("span", "due", `due ${day(item.due_at)}`));
       if (item.agent) li.append(el("span", "agent", item.agent));
+      if (item.body) li.append(el("p", "note", item.body)); // what the last agent wrote
       list.append(li);
     }
     part.append(list);
@@ -689,6 +690,7 @@
     customer.append(name);
     if (f.number) customer.append(el("small", "number", f.number));
     const why = el("td", "col-why", f.title);
+    if (f.body) why.append(el("p", "note", f.body)); // the notes of the call that asked for it
     const owner = el("td", "col-owner", ownerText(f.owner));
     const state = el("td", "col-state", stateText(f));
     const actions = el("td", "col-actions");

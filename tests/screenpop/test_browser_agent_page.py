@@ -220,7 +220,7 @@ async def test_agent_page_end_to_end(browser: Browser, site: Site) -> None:
     timeline = (await response.json())["recent"]
     assert {(e["kind"], e["title"], e["agent"]) for e in timeline[:2]} == {
         ("outcome", "callback", "Alice"),  # the same instant: either may come first
-        ("followup", "Follow up: callback", "Alice"),
+        ("followup", "Follow up: Callback needed", "Alice"),
     }
 
     # a late, stale copy of the closed card (its ringing version) never pops it again

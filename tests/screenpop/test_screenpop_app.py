@@ -344,16 +344,20 @@ async def test_outcome_is_answered_only_after_the_commit(world: World) -> None:
         ("followup", world.seeded.wei, "wants a refund"),
     ]
     missed = buffered(world.pop.hub, "Alice", since)
-    assert [(m["card"]["state"], m["card"]["closed_reason"]) for m in missed] == [
+    assert [(m["card"]["state"], m["card"]["closed_reason"]) for m in missed if "card" in m] == [
         ("closed", "outcome saved")
     ]
+    # the new follow-up is announced to whoever will see it in their list: Alice and carol
+    told = [("followups", saved["followup_id"], "open")]
+    assert [(m["type"], m["id"], m["state"]) for m in missed if m["type"] == "followups"] == told
+    assert [(m["type"], m["id"], m["state"]) for m in buffered(world.pop.hub, "carol")] == told
     assert world.pop.book.cards_for("Alice") == []
     # in the customer's timeline
     card = await (await world.client.get(f"/api/customers/{world.seeded.wei}")).json()
     recent = {(e["kind"], e["title"], e["agent"]) for e in card["recent"]}
     assert {
         ("outcome", "callback", "Alice"),
-        ("followup", "Follow up: callback", "Alice"),
+        ("followup", "Follow up: Callback needed", "Alice"),
     } <= recent
     followup = next(e for e in card["open_items"] if e["kind"] == "followup" and e["agent"])
     assert followup["due_at"].startswith("2031-05-06T01:00:00")  # stored in UTC
