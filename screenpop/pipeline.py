@@ -135,19 +135,21 @@ class PopService:
             self._spawn(self._lookups_running, self._identified(self.store, key, customer))
 
     def _track_wrapup(self, update: CardUpdate) -> None:
-        """An agent is held from the first card entering wrap-up until the last one closes.
+        """An agent is held from a card entering wrap-up until the last one closes.
 
-        Only an agent with the page open is held: one who cannot record the outcome would
-        otherwise be taken out of the queues without anybody noticing.
+        Every card that enters wrap-up holds again: the agent (or a supervisor) may have
+        unpaused them while an earlier outcome was still owed, and the next call must not
+        slip through (QueuePause of a paused member changes nothing in Asterisk). Only an
+        agent with the page open is held: one who cannot record the outcome would otherwise
+        be taken out of the queues without anybody noticing.
         """
         card = update.card
         key = (card.pbx, update.agent, card.call_id)
-        owing = {(p, a) for p, a, _ in self._owed}
         if card.state == "wrapup" and key not in self._owed:
             if not self.hub.connected(update.agent):
                 return
             self._owed.add(key)
-            if (card.pbx, update.agent) not in owing and self.wrapup is not None:
+            if self.wrapup is not None:
                 self.wrapup.hold(card.pbx, update.agent)
         elif card.state == "closed" and key in self._owed:
             self._owed.discard(key)

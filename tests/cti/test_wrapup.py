@@ -48,17 +48,20 @@ def talk(pop: PopService, call_id: str) -> None:
     pop.publish(CallEnded("p", call_id, 9.0, record(call_id)))
 
 
-def test_held_from_the_first_wrapup_until_the_last_outcome() -> None:
+def test_held_at_every_wrapup_until_the_last_outcome() -> None:
+    """Each card entering wrap-up holds again (the agent may have unpaused in between);
+    the hold ends with the last outcome owed."""
     hub, recorder = Hub(), Recorder()
     pop = PopService(PopBook(), hub, None, clock=now, wrapup=recorder)
     hub.subscribe("alice")  # the page is open
     talk(pop, "c1")
     talk(pop, "c2")
-    assert recorder.calls == [("hold", "p", "alice")]
+    held = [("hold", "p", "alice"), ("hold", "p", "alice")]
+    assert recorder.calls == held
     pop.send(pop.book.outcome_saved("p", "c1", "alice"))
-    assert recorder.calls == [("hold", "p", "alice")]
+    assert recorder.calls == held
     pop.send(pop.book.outcome_saved("p", "c2", "alice"))
-    assert recorder.calls == [("hold", "p", "alice"), ("release", "p", "alice")]
+    assert recorder.calls == [*held, ("release", "p", "alice")]
 
 
 def test_an_agent_without_the_page_open_is_not_held() -> None:

@@ -4,21 +4,27 @@ an agent meets it."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Locator, Page, expect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_sync.followups import Followups
+from cti.ami import AmiClient
 from cti.board import Board
 from cti.callbacks import CallbackDialer
+from cti.controls import MemberControls
 from cti.events import MemberUpdated
 from cti.settings import FollowupSettings
+from cti.wrapup import QueuePauseWrapup
+from screenpop.cards import PopBook
 from screenpop.followups_api import FollowupDesk
+from screenpop.hub import Hub
 from screenpop.pipeline import PopService
 from tests.screenpop.test_followups_api import AGENTS, ALICE
 from tests.support.screenpop import (
@@ -28,8 +34,8 @@ from tests.support.screenpop import (
     Calls,
     Seeded,
     build_app,
-    new_pop,
     new_store,
+    now,
     seed,
     served,
     simulated_pbx,
@@ -45,14 +51,16 @@ class Site:
     pop: PopService
     calls: Calls
     seeded: Seeded
+    ami: AmiClient
 
 
 @pytest.fixture
 async def site(engine: AsyncEngine) -> AsyncIterator[Site]:
     store = new_store(engine)
-    pop = new_pop(store)
     seeded = await seed(store)
     async with simulated_pbx() as (_server, ami):
+        held = QueuePauseWrapup({PBX: ami}, AGENTS)  # require_outcome is on in the config
+        pop = PopService(PopBook(), Hub(), store, clock=now, wrapup=held)
         board = Board(agents=AGENTS)
         board.observe(MemberUpdated(PBX, time.time(), "support", "Alice", "Alice", ALICE, 1,
                                     False, "", False, 0.0))  # fmt: skip
@@ -62,10 +70,13 @@ async def site(engine: AsyncEngine) -> AsyncIterator[Site]:
             board.queues_of,
         )
         try:
-            async with served(build_app(pop, store, followups=desk)) as url:
-                yield Site(url, pop, Calls(pop), seeded)
+            controls = MemberControls({PBX: ami}, AGENTS)
+            app = build_app(pop, store, followups=desk, controls=controls)
+            async with served(app) as url:
+                yield Site(url, pop, Calls(pop), seeded, ami)
         finally:
             await pop.close()
+            await held.close()
 
 
 async def log_in(page: Page, site: Site, login: str = "alice") -> None:
@@ -74,6 +85,33 @@ async def log_in(page: Page, site: Site, login: str = "alice") -> None:
     await page.get_by_label("Password").fill(PASSWORDS[login])
     await page.get_by_role("button", name="Log in").click()
     await expect(page.locator("#link")).to_have_text("live")
+
+
+async def pause_state(ami: AmiClient) -> tuple[str, str]:
+    """Alice's (Paused, PausedReason) in the simulator's support queue, as Asterisk says."""
+    reply = await ami.send_action({"Action": "QueueStatus", "Queue": "support"}, timeout=5)
+    items = reply if isinstance(reply, list) else [reply]
+    [alice] = [m for m in items if m.get("Event") == "QueueMember" and m["Location"] == ALICE]
+    return alice["Paused"], alice["PausedReason"]
+
+
+async def until_paused(ami: AmiClient, expected: tuple[str, str]) -> None:
+    for _ in range(100):
+        if await pause_state(ami) == expected:
+            return
+        await asyncio.sleep(0.05)
+    assert await pause_state(ami) == expected
+
+
+async def take_call(page: Page, site: Site, call_id: str) -> Locator:
+    """A call from 张伟 rings, is answered and ends: its card is in wrap-up."""
+    site.calls.ring(call_id, "Alice", WEI)
+    site.calls.answer(call_id, "Alice")
+    card = page.locator(f'[data-card-id="{PBX}/{call_id}/Alice"]')
+    await expect(card.locator("form.outcome")).to_be_visible()
+    site.calls.end(call_id, "Alice", WEI)
+    await expect(card.locator(".badge.state")).to_have_text("wrap-up")
+    return card
 
 
 async def test_what_an_agent_wrote_is_seen_again(browser: Browser, site: Site) -> None:
@@ -118,3 +156,23 @@ async def test_what_an_agent_wrote_is_seen_again(browser: Browser, site: Site) -
     await expect(outcome.locator(".note")).to_have_text(NOTE)
     assert re.search(r"\n", await outcome.locator(".note").inner_text()), "lines are kept"
     assert errors == []
+
+
+async def test_every_call_that_ends_holds_the_agent_again(browser: Browser, site: Site) -> None:
+    """Defect 2: after the agent clicked Unpause while an outcome was still owed, the next
+    call's end no longer held them (the hold was sent only for the first card owed)."""
+    page = await browser.new_page(viewport={"width": 1200, "height": 900})
+    await log_in(page, site)
+    first = await take_call(page, site, "c1")
+    await until_paused(site.ami, ("1", "wrap-up"))
+    await page.locator("#pause-control").get_by_role("button", name="Unpause").click()
+    await until_paused(site.ami, ("0", ""))
+
+    second = await take_call(page, site, "c2")
+    await until_paused(site.ami, ("1", "wrap-up"))  # held again, with the reason
+
+    for card in (first, second):
+        await card.get_by_label("Disposition").select_option("resolved")
+        await card.get_by_role("button", name="Save outcome").click()
+        await expect(card).to_have_count(0)
+    await until_paused(site.ami, ("0", ""))  # nothing owed: released
