@@ -145,6 +145,21 @@ class MemberControls:
             actions.append(action)
         await _to_any(client, actions, self.timeout)
 
+    async def paused_in(self, pbx: str, agent: str) -> dict[str, str | None]:
+        """Where the agent is a member, as Asterisk says now (``QueueStatus``): queue name ->
+        the pause reason (``""`` when paused without one), or None when not paused. The
+        page reads it on load, so a reload shows a pause the service or a supervisor put."""
+        client = self._client(pbx)
+        interfaces = set(self._interfaces(agent))
+        replies = await _send(client, {"Action": "QueueStatus"}, self.timeout)
+        if replies[0].get("Response") not in (None, "Success"):
+            raise ControlError(replies[0].get("Message", "") or "QueueStatus refused")
+        return {
+            m.get("Queue", ""): (m.get("PausedReason", "") if m.get("Paused") == "1" else None)
+            for m in replies
+            if m.get("Event") == "QueueMember" and m.get("Location") in interfaces
+        }
+
     async def add(self, pbx: str, agent: str, queue: str, penalty: int | None = None) -> None:
         """Log the agent in to ``queue`` (a dynamic member, under its first interface)."""
         client = self._client(pbx)

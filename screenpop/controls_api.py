@@ -37,6 +37,7 @@ _IDS = {"invalid": "invalid_field", "refused": "pbx_refused", "failed": "pbx_fai
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/agents/{agent_id}/pause", pause, name="api_pause")
+    app.router.add_get("/api/agents/{agent_id}/pause", pause_state, name="api_pause_state")
     app.router.add_post("/api/queues/{queue}/members", queue_add, name="api_queue_add")
     app.router.add_delete(
         "/api/queues/{queue}/members/{agent_id}", queue_remove, name="api_queue_remove"
@@ -72,6 +73,29 @@ async def pause(request: web.Request) -> web.StreamResponse:
     pbx = _pbx(controls, _text(body, "pbx"))
     attempt = _Attempt("pause" if paused else "unpause", agent, queue, pbx, reason)
     return await _run(request, attempt, lambda: controls.pause(pbx, agent, paused, reason, queue))
+
+
+async def pause_state(request: web.Request) -> web.StreamResponse:
+    """The agent's pause in Asterisk now: ``{"paused", "reason", "queues": {queue: reason or
+    null}}`` (``?pbx=`` when several). Paused when paused in any queue; a read, not audited."""
+    agent = request.match_info["agent_id"]
+    account = request[SESSION].account
+    if account.role != "supervisor" and account.agent_id != agent:
+        raise ApiError(403, "not_allowed", "Agents may see only their own pause.")
+    controls = request.app[CONTROLS]
+    if controls is None:
+        raise ApiError(503, "no_pbx", "No PBX is configured: member controls are unavailable.")
+    pbx = _pbx(controls, request.query.get("pbx"))
+    try:
+        queues = await controls.paused_in(pbx, agent)
+    except ControlError as exc:
+        if exc.kind == "invalid":
+            raise ApiError(422, "invalid_field", exc.message, field=exc.field) from exc
+        raise ApiError(_STATUS[exc.kind], _IDS[exc.kind], exc.message) from exc
+    reasons = [r for r in queues.values() if r is not None]
+    return web.json_response(
+        {"paused": bool(reasons), "reason": next(iter(reasons), ""), "queues": queues}
+    )
 
 
 async def queue_add(request: web.Request) -> web.StreamResponse:

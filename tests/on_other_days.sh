@@ -16,9 +16,10 @@ if [ -z "$LIB" ]; then
 fi
 PYTEST=${PYTEST:-.venv/bin/pytest}
 
-run() {  # run <label> <TZ> <offset in seconds> [pytest args]
-    local label=$1 zone=$2 offset=$3
+run() {  # run <label> <TZ> <start, epoch seconds> [pytest args]: the clock starts there
+    local label=$1 zone=$2 start=$3 offset
     shift 3
+    offset=$((start - $(date +%s)))  # taken now: an earlier run must not make us start late
     echo "== $label: TZ=$zone, clock moved by ${offset} s"
     TZ=$zone FAKETIME="$(printf '%+ds' "$offset")" LD_PRELOAD=$LIB date '+   it starts at %F %T %Z'
     TZ=$zone FAKETIME="$(printf '%+ds' "$offset")" LD_PRELOAD=$LIB "$PYTEST" -q "$@"
@@ -38,6 +39,6 @@ spring_in() {  # 01:59 Paris time on the last Sunday of March of year $1, in epo
 spring=$(spring_in "$(date +%Y)")
 if [ "$spring" -le "$now" ]; then spring=$(spring_in $(($(date +%Y) + 1))); fi
 
-run "400 days ahead" "$local_zone" $((400 * 86400)) "$@"
-run "New Year's Eve" "$local_zone" $((new_year - now)) "$@"
-run "summer time begins" Europe/Paris $((spring - now)) "$@"
+run "400 days ahead" "$local_zone" $(($(date +%s) + 400 * 86400)) "$@"
+run "New Year's Eve" "$local_zone" "$new_year" "$@"
+run "summer time begins" Europe/Paris "$spring" "$@"

@@ -133,6 +133,7 @@
     }
     for (const card of msg.cards) applyCard(card);
     loadFollowups(); // what changed while we were away
+    loadPause();
   }
 
   function applyCard(card) {
@@ -566,6 +567,25 @@
     pauseStatus(form, "error", message);
   }
 
+  // What Asterisk says of the agent's pause now: after a reload or a reconnect the page shows
+  // a pause it did not place itself (the wrap-up hold, a supervisor's, another tab's).
+  async function loadPause() {
+    const form = document.getElementById("pause-control");
+    let res = null;
+    try {
+      res = await fetch(`/api/agents/${encodeURIComponent(config.agent_id)}/pause`, {
+        credentials: "same-origin",
+      });
+    } catch (e) {
+      return; // no connection: the reconnect reads it again
+    }
+    if (!res.ok) return; // no PBX configured: there is no pause to show
+    const state = await res.json();
+    if (!state.paused) pauseStatus(form, "ok", "Available");
+    else if (state.reason === "wrap-up") pauseStatus(form, "ok", "Held in wrap-up");
+    else pauseStatus(form, "ok", state.reason ? `Paused: ${state.reason}` : "Paused");
+  }
+
   function pauseStatus(form, state, text) {
     const status = form.querySelector(".pause-status");
     status.className = `pause-status ${state}`;
@@ -849,6 +869,7 @@
   window.addEventListener("online", reconnectNow);
   setInterval(loadFollowups, FOLLOWUP_REFRESH_MS);
   setUpPause();
+  loadPause();
   refreshPage();
   loadFollowups();
   connect();

@@ -176,3 +176,30 @@ async def test_every_call_that_ends_holds_the_agent_again(browser: Browser, site
         await card.get_by_role("button", name="Save outcome").click()
         await expect(card).to_have_count(0)
     await until_paused(site.ami, ("0", ""))  # nothing owed: released
+
+
+async def test_a_reload_shows_the_pause_asterisk_has(browser: Browser, site: Site) -> None:
+    """Defect 8: after a reload the page did not show that the agent was paused."""
+    page = await browser.new_page(viewport={"width": 1200, "height": 900})
+    await log_in(page, site)
+    control = page.locator("#pause-control")
+    status = control.locator(".pause-status")
+    await expect(status).to_have_text("Available")
+    await control.get_by_label("Pause reason").select_option("lunch")
+    await control.get_by_role("button", name="Pause", exact=True).click()
+    await expect(status).to_have_text("Paused: lunch")
+    await page.reload()
+    await expect(page.locator("#link")).to_have_text("live")
+    await expect(status).to_have_text("Paused: lunch")
+
+    # a pause the page did not place itself: the service's wrap-up hold
+    await control.get_by_role("button", name="Unpause").click()
+    await until_paused(site.ami, ("0", ""))
+    await take_call(page, site, "c1")
+    await until_paused(site.ami, ("1", "wrap-up"))
+    await page.reload()
+    await expect(status).to_have_text("Held in wrap-up")
+
+    # what Asterisk says is read for this agent only: another agent may not look
+    other = await page.request.get(f"{site.url}/api/agents/Bob/pause")
+    assert other.status == 403
