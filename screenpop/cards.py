@@ -8,8 +8,10 @@ cards by ``(pbx, call_id, agent)``: a second tab, a reconnect or a replayed even
 update the same card. ``AgentRinging`` opens (or re-opens, for a new ring attempt) the card;
 ``AgentRingStopped`` and an unanswered end close it; ``CallAnswered`` keeps it open; the
 end of an answered call (or the agent transferring it away) puts it in ``wrapup``, where the
-outcome form lives until the outcome is saved. A transfer target's card carries the history
-of the call so far, so the next agent never asks again. Customer data arrives separately
+outcome form lives until the outcome is saved. An outcome saved while the call goes on keeps
+the card open (``outcome_saved``) until the call ends, which then closes it without a wrap-up.
+A transfer target's card carries the history of the call so far, so the next agent never asks
+again. Customer data arrives separately
 (:meth:`PopBook.enrich`) because the pop never waits for the store, and what the IVR learned
 (:meth:`PopBook.learned`) over its own connection, usually before the first ring.
 """
@@ -62,6 +64,7 @@ class Card:
     history: tuple[tuple[float | None, str], ...]  # (when, what happened), oldest first
     lookup: Lookup | None
     ivr: dict[str, Any] | None  # what the IVR learned: ivr.walk.Findings.to_json()
+    outcome_saved: bool  # saved while the call went on: it closes when the call ends
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready (datetimes as ISO 8601 strings)."""
@@ -170,7 +173,7 @@ class PopBook:
                     _line(event.at, f"{t.type} transfer from {t.from_agent or '?'} to {t.to}")
                 )
                 if t.from_agent is not None:
-                    return self._set(call, t.from_agent, "wrapup", reason="transferred")
+                    return self._after_talk(call, t.from_agent, "transferred")
                 return []
             case CallAbandoned():
                 call.history.append(_line(event.at, f"left {event.queue} ({event.reason})"))
@@ -182,7 +185,7 @@ class PopBook:
                 updates = self._close_ringing(call, "ended")
                 for agent, card in list(call.cards.items()):
                     if card.state == "answered":
-                        updates += self._set(call, agent, "wrapup", reason="ended")
+                        updates += self._after_talk(call, agent, "ended")
                 call.ended = True
                 self._settle(call)
                 return updates
@@ -214,10 +217,14 @@ class PopBook:
         return self._touch_all(call)
 
     def outcome_saved(self, pbx: str, call_id: str, agent: str) -> list[CardUpdate]:
-        """The agent's outcome is committed: the wrap-up card closes."""
+        """The agent's outcome is committed: the wrap-up card closes. Saved while the call
+        goes on, the card stays (the agent is still talking) and closes when the call ends,
+        without a wrap-up."""
         call = self._calls.get((pbx, call_id))
         if call is None or agent not in call.cards:
             return []
+        if call.cards[agent].state == "answered":
+            return self._put(call, agent, "answered", outcome_saved=True)
         updates = self._set(call, agent, "closed", reason="outcome saved")
         self._settle(call)
         return updates
@@ -251,6 +258,13 @@ class PopBook:
         where = f" from {event.queue}" if event.queue else ""
         call.history.append(_line(event.at, f"ringing {event.agent}{where}"))
         return self._put(call, event.agent, "ringing", ringing_at=event.at, closed_reason=None)
+
+    def _after_talk(self, call: _Call, agent: str, why: str) -> list[CardUpdate]:
+        """The agent's part of the call is over: wrap-up, unless the outcome is saved."""
+        card = call.cards.get(agent)
+        if card is not None and card.outcome_saved:
+            return self._set(call, agent, "closed", reason="outcome saved")
+        return self._set(call, agent, "wrapup", reason=why)
 
     def _set(
         self,
@@ -293,6 +307,7 @@ class PopBook:
             history=(),
             lookup=None,
             ivr=None,
+            outcome_saved=False,
         )
         card = replace(
             base,

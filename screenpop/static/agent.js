@@ -383,6 +383,7 @@
 
   function updateForm(entry) {
     const { card, form } = entry;
+    if (card.outcome_saved && !entry.saved) showSaved(entry); // saved in another tab, or before a reload
     const lookup = card.lookup;
     const status = lookup ? lookup.status : null;
     form.querySelector(".wrapup-hint").hidden = !(config.require_outcome && card.state === "wrapup");
@@ -455,6 +456,8 @@
   async function post(entry, body) {
     entry.saving = true;
     const button = entry.form.querySelector("button[type=submit]");
+    // the button is disabled while saving: keyboard focus waits on the status, in the card
+    if (entry.form.contains(document.activeElement)) entry.form.querySelector(".save-status").focus();
     button.disabled = true;
     saveStatus(entry, "pending", "Saving…");
     const url = `/api/calls/${encodeURIComponent(entry.card.pbx)}/${encodeURIComponent(entry.card.call_id)}/outcome`;
@@ -471,9 +474,7 @@
     }
     entry.saving = false;
     if (res !== null && res.ok) {
-      entry.saved = true;
-      saveStatus(entry, "saved", "Saved ✓");
-      for (const field of entry.form.elements) field.disabled = true;
+      showSaved(entry);
       return;
     }
     button.disabled = false;
@@ -498,6 +499,15 @@
     }
     entry.key = null; // nothing was written: the corrected draft is a new submission
     saveStatus(entry, "error", message);
+  }
+
+  // Saved: the form is done with. During the call the card stays (it closes when the call
+  // ends).
+  function showSaved(entry) {
+    entry.saved = true;
+    const during = entry.card.state === "answered";
+    saveStatus(entry, "saved", during ? "Saved ✓ — the card closes when the call ends." : "Saved ✓");
+    for (const field of entry.form.elements) field.disabled = true;
   }
 
   function saveStatus(entry, state, text) {

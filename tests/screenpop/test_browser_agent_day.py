@@ -203,3 +203,37 @@ async def test_a_reload_shows_the_pause_asterisk_has(browser: Browser, site: Sit
     # what Asterisk says is read for this agent only: another agent may not look
     other = await page.request.get(f"{site.url}/api/agents/Bob/pause")
     assert other.status == 403
+
+
+async def test_saving_during_the_call_keeps_the_card(browser: Browser, site: Site) -> None:
+    """Defect 3: saving the outcome while the call went on removed the card, and keyboard
+    focus fell to the page's body. Now the card stays until the call ends, focus stays in
+    it, and the end closes it without a wrap-up (nothing is owed)."""
+    page = await browser.new_page(viewport={"width": 1200, "height": 900})
+    await log_in(page, site)
+    site.calls.ring("c1", "Alice", WEI)
+    site.calls.answer("c1", "Alice")
+    card = page.locator(f'[data-card-id="{PBX}/c1/Alice"]')
+    await card.get_by_label("Disposition").select_option("resolved")
+    await card.get_by_label("Notes").fill("sorted while talking")
+    await card.get_by_role("button", name="Save outcome").focus()
+    await page.keyboard.press("Enter")
+    status = card.locator(".save-status")
+    await expect(status).to_have_text("Saved ✓ — the card closes when the call ends.")
+    await expect(status).to_be_focused()
+    await page.wait_for_timeout(1500)  # longer than the fade of a closing card
+    await expect(card).to_have_count(1)
+    await expect(card.locator(".badge.state")).to_have_text("answered")
+
+    # a reload (or a second tab) shows it saved, not an empty form to fill again
+    await page.reload()
+    await expect(card.locator(".save-status")).to_have_text(
+        "Saved ✓ — the card closes when the call ends."
+    )
+    await expect(card.get_by_role("button", name="Save outcome")).to_be_disabled()
+
+    # the call ends: the card closes, no wrap-up, no hold
+    site.calls.end("c1", "Alice", WEI)
+    await expect(card).to_have_count(0)
+    await expect(page.locator("#wrapup-banner")).to_be_hidden()
+    assert await pause_state(site.ami) == ("0", "")

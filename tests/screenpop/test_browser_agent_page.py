@@ -36,6 +36,7 @@ from tests.support.screenpop import (
     PASSWORDS,
     PBX,
     ROOT,
+    TWINS,
     WEI,
     Calls,
     Seeded,
@@ -259,8 +260,9 @@ async def test_agent_page_end_to_end(browser: Browser, site: Site) -> None:
     await new.get_by_label("New customer's name").fill("Zoë Neu")
     await new.get_by_label("Disposition").select_option("info_given")
     await new.get_by_role("button", name="Save outcome").click()
-    await expect(several.locator(".save-status")).to_have_text("Saved ✓")
-    await expect(new.locator(".save-status")).to_have_text("Saved ✓")
+    during = "Saved ✓ — the card closes when the call ends."  # both calls go on
+    await expect(several.locator(".save-status")).to_have_text(during)
+    await expect(new.locator(".save-status")).to_have_text(during)
     async with site.engine.connect() as conn:
         rows = await conn.execute(
             select(Interaction.call_id, Customer.name)
@@ -269,6 +271,9 @@ async def test_agent_page_end_to_end(browser: Browser, site: Site) -> None:
             .order_by(Interaction.call_id)
         )
         assert [tuple(r) for r in rows] == [("c2", "Zoë Neu"), ("c3", "Bea Twin")]
+    await expect(page.locator("#cards .card")).to_have_count(2)
+    site.calls.end("c3", "Alice", TWINS)
+    site.calls.end("c2", "Alice", NOBODY)
     await expect(page.locator("#cards .card")).to_have_count(0)
 
     assert dialogs == [], "no script from customer data ran"

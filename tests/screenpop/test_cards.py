@@ -104,6 +104,16 @@ def test_enrich_updates_open_cards_and_outcome_closes_wrapup() -> None:
     assert book.cards_for("alice") == []
 
 
+def test_an_outcome_saved_during_the_call_keeps_the_card_until_it_ends() -> None:
+    book = PopBook()
+    book.apply(AgentRinging("p", "c1", 2.0, "alice", "Alice", "x", "q", "+86138", "张伟"))
+    book.apply(CallAnswered("p", "c1", 3.0, "alice", "q", 1.0, 1.0))
+    (saved,) = book.outcome_saved("p", "c1", "alice")
+    assert (saved.card.state, saved.card.outcome_saved) == ("answered", True)
+    moved = book.apply(CallTransferred("p", "c1", 9.0, Transfer("blind", "alice", "1002", 9.0)))
+    assert [(u.card.state, u.card.closed_reason) for u in moved] == [("closed", "outcome saved")]
+
+
 def test_transfer_moves_the_card_with_the_history() -> None:
     book = PopBook()
     book.apply(CallStarted("p", "c1", 1.0, "", "", "s"))

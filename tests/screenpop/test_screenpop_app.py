@@ -385,6 +385,10 @@ async def test_only_the_agent_who_handled_the_call_records_its_outcome(world: Wo
     done = await post_outcome(world.client, sue, "c1", agent="Alice", **body)
     assert done.status == 200  # a supervisor closes an agent's call for them
     assert [k for k, _, _ in await outcome_rows(world.engine, "c1")] == ["outcome"]
+    # saved while the call goes on: Alice's card stays open, and closes when the call ends
+    [card] = world.pop.book.cards_for("Alice")
+    assert (card.state, card.outcome_saved) == ("answered", True)
+    world.calls.end("c1", "Alice", WEI)
     assert world.pop.book.cards_for("Alice") == []
 
 
