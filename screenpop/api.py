@@ -24,7 +24,7 @@ from crm_sync.timeline import OutcomeError, OutcomeIn
 from screenpop.auth import Account
 from screenpop.cards import Card, card_view
 from screenpop.errors import ApiError, store_unavailable
-from screenpop.keys import ACCOUNTS, CLOCK, DISPOSITIONS, POP, SESSION, STORE
+from screenpop.keys import ACCOUNTS, CLOCK, DISPOSITIONS, FOLLOWUP_OWNERS, POP, SESSION, STORE
 from screenpop.pipeline import PopService
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ async def outcome(request: web.Request) -> web.StreamResponse:
         new_customer_name=_text(body, "new_customer_name", 200),
         caller_e164=lookup.e164 if lookup and lookup.e164 else store.phones.to_e164(number),
         followup_due=_followup_due(body),
-        followup_owner=_text(body, "followup_owner", 64),
+        followup_owner=_followup_owner(request, body),
         label=chosen.label if chosen else None,
     )
     try:
@@ -228,6 +228,19 @@ def _disposition(request: web.Request, body: Mapping[str, Any]) -> str:
             422, "unknown_disposition", "Choose one of the disposition codes.", field="disposition"
         )
     return code
+
+
+def _followup_owner(request: web.Request, body: Mapping[str, Any]) -> str | None:
+    """An agent or a queue offered on the form; None: the agent who saves the outcome."""
+    owner = _text(body, "followup_owner", 64)
+    if owner is not None and owner not in request.app[FOLLOWUP_OWNERS]():
+        raise ApiError(
+            422,
+            "unknown_owner",
+            "Give the follow-up to an agent or a queue.",
+            field="followup_owner",
+        )
+    return owner
 
 
 def _text(body: Mapping[str, Any], name: str, limit: int) -> str | None:

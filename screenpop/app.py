@@ -38,6 +38,7 @@ from screenpop.keys import (
     CRM_TOKEN,
     DISPOSITIONS,
     EPOCH,
+    FOLLOWUP_OWNERS,
     LOGIN_LIMITER,
     PING_INTERVAL,
     POP,
@@ -101,6 +102,7 @@ def create_app(
     app[EPOCH] = secrets.token_hex(8)
     app[CRM_TOKEN] = crm_token
     app[followups_api.FOLLOWUPS] = followups
+    app[FOLLOWUP_OWNERS] = lambda: followups_api.owners_offered(accounts, followups)
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.PackageLoader("screenpop", "templates"),

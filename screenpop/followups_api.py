@@ -39,7 +39,7 @@ from crm_sync.followups import (
 from cti.callbacks import CallbackDialer, DialOutcome
 from cti.controls import ControlError
 from screenpop.api import _body
-from screenpop.auth import Account
+from screenpop.auth import Account, Accounts
 from screenpop.errors import ApiError, store_unavailable
 from screenpop.keys import CLOCK, POP, SESSION, STORE, WORK_CHANGED
 
@@ -78,6 +78,17 @@ class FollowupDesk:
 
 
 FOLLOWUPS = web.AppKey[FollowupDesk | None]("followups")  # None: no store
+
+
+def owners_offered(accounts: Accounts, desk: FollowupDesk | None) -> dict[str, str]:
+    """Who a follow-up may be given to: every agent with an account, then every queue one of
+    them is a member of now (as Asterisk says, through the board)."""
+    agents = {a.agent_id: a.name or a.agent_id for a in accounts if a.agent_id}
+    queues: set[str] = set()
+    if desk is not None:
+        for agent in agents:
+            queues |= desk.queues_of(agent)
+    return {**agents, **{QUEUE_OWNER + q: f"queue {q}" for q in sorted(queues)}}
 
 
 def add_routes(app: web.Application) -> None:

@@ -33,3 +33,6 @@ EPOCH = web.AppKey("epoch", str)
 CRM_TOKEN = web.AppKey("crm_token", str)
 
 SESSION = web.RequestKey("session", Session)
+# who may own a follow-up, value -> what the agent reads ("Bob", "queue support"): the outcome
+# form offers these and the API takes nothing else, so a typo never hides a follow-up
+FOLLOWUP_OWNERS = web.AppKey[Callable[[], dict[str, str]]]("followup_owners")

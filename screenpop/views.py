@@ -22,6 +22,7 @@ from screenpop.api import customer_card
 from screenpop.keys import (
     ACCOUNTS,
     DISPOSITIONS,
+    FOLLOWUP_OWNERS,
     LOGIN_LIMITER,
     PING_INTERVAL,
     SECURE_COOKIES,
@@ -137,6 +138,7 @@ async def agent_page(request: web.Request) -> web.StreamResponse:
             "csrf": session.csrf,
             "config": config,
             "dispositions": dispositions,
+            "owners": request.app[FOLLOWUP_OWNERS](),
         },
     )
 

@@ -109,6 +109,7 @@ async def take_call(page: Page, site: Site, call_id: str) -> Locator:
     site.calls.answer(call_id, "Alice")
     card = page.locator(f'[data-card-id="{PBX}/{call_id}/Alice"]')
     await expect(card.locator("form.outcome")).to_be_visible()
+    await expect(card.locator(".who .name")).to_have_text("张伟")  # the lookup answered
     site.calls.end(call_id, "Alice", WEI)
     await expect(card.locator(".badge.state")).to_have_text("wrap-up")
     return card
@@ -214,6 +215,7 @@ async def test_saving_during_the_call_keeps_the_card(browser: Browser, site: Sit
     site.calls.ring("c1", "Alice", WEI)
     site.calls.answer("c1", "Alice")
     card = page.locator(f'[data-card-id="{PBX}/c1/Alice"]')
+    await expect(card.locator(".who .name")).to_have_text("张伟")  # the lookup answered
     await card.get_by_label("Disposition").select_option("resolved")
     await card.get_by_label("Notes").fill("sorted while talking")
     await card.get_by_role("button", name="Save outcome").focus()
@@ -237,3 +239,25 @@ async def test_saving_during_the_call_keeps_the_card(browser: Browser, site: Sit
     await expect(card).to_have_count(0)
     await expect(page.locator("#wrapup-banner")).to_be_hidden()
     assert await pause_state(site.ami) == ("0", "")
+
+
+async def test_a_followup_goes_to_an_agent_or_queue_picked_from_a_list(
+    browser: Browser, site: Site
+) -> None:
+    """Defect 9: the follow-up's owner was free text, so a typo ("bobb") made a follow-up
+    nobody ever saw. The form now offers the agents and the queues, and the API refuses any
+    other owner."""
+    page = await browser.new_page(viewport={"width": 1200, "height": 900})
+    await log_in(page, site)
+    card = await take_call(page, site, "c1")
+    await card.get_by_label("Disposition").select_option("callback")
+    await card.locator("summary").filter(has_text="Follow-up").click()
+    owner = card.get_by_label("Owner")
+    await expect(owner.locator("option")).to_have_text(["me (Alice Agent)", "Bob Agent", "queue support"])
+    await owner.select_option(label="queue support")
+    await card.get_by_label("Due").fill("2031-05-06")
+    await card.get_by_role("button", name="Save outcome").click()
+    await expect(card).to_have_count(0)
+    # Alice is in the support queue: the queue's follow-up is in her list, owned by the queue
+    row = page.locator("#followups tbody tr").filter(has_text="Callback needed")
+    await expect(row.locator(".col-owner")).to_have_text("queue support")

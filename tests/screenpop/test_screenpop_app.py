@@ -328,7 +328,7 @@ async def test_outcome_is_answered_only_after_the_commit(world: World) -> None:
         "disposition": "callback",
         "notes": "wants a refund",
         "followup_due": "2031-05-06T09:00:00+08:00",
-        "followup_owner": "carol",
+        "followup_owner": "Bob",
     }
     async with writes_blocked(world.engine):
         pending = asyncio.create_task(post_outcome(world.client, csrf, "c1", **body))
@@ -347,10 +347,10 @@ async def test_outcome_is_answered_only_after_the_commit(world: World) -> None:
     assert [(m["card"]["state"], m["card"]["closed_reason"]) for m in missed if "card" in m] == [
         ("closed", "outcome saved")
     ]
-    # the new follow-up is announced to whoever will see it in their list: Alice and carol
+    # the new follow-up is announced to whoever will see it in their list: Alice and Bob
     told = [("followups", saved["followup_id"], "open")]
     assert [(m["type"], m["id"], m["state"]) for m in missed if m["type"] == "followups"] == told
-    assert [(m["type"], m["id"], m["state"]) for m in buffered(world.pop.hub, "carol")] == told
+    assert [(m["type"], m["id"], m["state"]) for m in buffered(world.pop.hub, "Bob")] == told
     assert world.pop.book.cards_for("Alice") == []
     # in the customer's timeline
     card = await (await world.client.get(f"/api/customers/{world.seeded.wei}")).json()
@@ -403,6 +403,7 @@ BAD_OUTCOMES: list[tuple[Any, int, str]] = [
     ({"key": K, "disposition": D, "customer_id": 999999}, 422, "outcome_rejected"),
     ({"key": K, "disposition": D, "followup_due": "2031-05-06T09:00"}, 422, "invalid_field"),
     ({"key": K, "disposition": D, "followup_due": "next week"}, 422, "invalid_field"),
+    ({"key": K, "disposition": D, "followup_owner": "bobb"}, 422, "unknown_owner"),  # a typo
     ({"key": K, "disposition": D}, 422, "outcome_rejected"),  # which of the two customers?
     (["not", "an", "object"], 400, "bad_json"),
 ]
