@@ -138,6 +138,11 @@ async def dial(request: web.Request) -> web.StreamResponse:
         raise ApiError(422, "invalid_field", exc.message, field=exc.field) from exc
     device = account.device or (dialer.device_for(account.agent_id) or "")
     detail = f"follow-up {item.id} to {item.number or 'no number'}"
+    talking = [c.call_id for c in request.app[POP].book.cards_for(agent) if c.state == "answered"]
+    if talking:
+        message = "You are on a call: dial the callback when it has ended."
+        await _audit(request, "followup_dial", agent, queue, pbx, detail, f"refused: {message}")
+        raise ApiError(409, "agent_busy", message, calls=talking)
     if not device:
         message = "Your account has no phone to call from (device, or an [[agents]] interface)."
         await _audit(request, "followup_dial", agent, queue, pbx, detail, f"refused: {message}")
@@ -164,6 +169,7 @@ async def dial(request: web.Request) -> web.StreamResponse:
         desk.run(_place(request.app, desk, dialer, dialling, device, account.agent_id))
     )
     said = f"{outcome.result}: {outcome.detail}"
+    log.info("callback of follow-up %s by %s on %s: %s", item.id, agent, pbx, said)
     result = "failed" if outcome.result in ("unknown", "not_placed") else "ok"
     await _audit(request, "followup_dial", agent, queue, pbx, f"{detail}: {said}", result)
     if done is None:  # the call happened: retrying would call the customer again

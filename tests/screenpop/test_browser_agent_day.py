@@ -26,7 +26,7 @@ from screenpop.cards import PopBook
 from screenpop.followups_api import FollowupDesk
 from screenpop.hub import Hub
 from screenpop.pipeline import PopService
-from tests.screenpop.test_followups_api import AGENTS, ALICE
+from tests.screenpop.test_followups_api import AGENTS, ALICE, add_followups
 from tests.support.screenpop import (
     PASSWORDS,
     PBX,
@@ -253,7 +253,9 @@ async def test_a_followup_goes_to_an_agent_or_queue_picked_from_a_list(
     await card.get_by_label("Disposition").select_option("callback")
     await card.locator("summary").filter(has_text="Follow-up").click()
     owner = card.get_by_label("Owner")
-    await expect(owner.locator("option")).to_have_text(["me (Alice Agent)", "Bob Agent", "queue support"])
+    await expect(owner.locator("option")).to_have_text(
+        ["me (Alice Agent)", "Bob Agent", "queue support"]
+    )
     await owner.select_option(label="queue support")
     await card.get_by_label("Due").fill("2031-05-06")
     await card.get_by_role("button", name="Save outcome").click()
@@ -261,3 +263,28 @@ async def test_a_followup_goes_to_an_agent_or_queue_picked_from_a_list(
     # Alice is in the support queue: the queue's follow-up is in her list, owned by the queue
     row = page.locator("#followups tbody tr").filter(has_text="Callback needed")
     await expect(row.locator(".col-owner")).to_have_text("queue support")
+
+
+async def test_no_callback_is_dialled_while_the_agent_is_on_a_call(
+    browser: Browser, site: Site
+) -> None:
+    """Defect 6: Dial on a follow-up placed the callback while the agent was talking on
+    another call (the customer was "reached" into a busy agent, no card, no log line). Now
+    it is refused with the reason, audited, and works once the call has ended."""
+    ids = await add_followups(site.pop, site.seeded)
+    page = await browser.new_page(viewport={"width": 1200, "height": 900})
+    await log_in(page, site)
+    row = page.locator(f'#followups tr[data-followup-id="{ids["queue:support"]}"]')
+    card = await take_call(page, site, "c1")  # ends in wrap-up: not talking any more
+    site.calls.ring("c2", "Alice", WEI)
+    site.calls.answer("c2", "Alice")  # talking now
+    await row.get_by_role("button", name="Dial").click()
+    await expect(row.locator(".row-status")).to_have_text(
+        "You are on a call: dial the callback when it has ended."
+    )
+    await expect(row.locator(".col-state")).to_have_text("open")
+
+    site.calls.end("c2", "Alice", WEI)
+    await row.get_by_role("button", name="Dial").click()
+    await expect(row.locator(".col-state")).to_have_text("closed · reached")
+    assert await card.count() == 1  # the first call's wrap-up card is still owed
