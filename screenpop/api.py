@@ -39,6 +39,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/calls", calls, name="api_calls")
     app.router.add_get("/api/calls/{pbx}/{call_id}", call, name="api_call")
     app.router.add_post("/api/calls/{pbx}/{call_id}/outcome", outcome, name="api_outcome")
+    app.router.add_post("/api/calls/{pbx}/{call_id}/dismiss", dismiss, name="api_dismiss")
     app.router.add_get("/api/customers", customers, name="api_customers")
     app.router.add_get(r"/api/customers/{customer_id:\d{1,18}}", customer, name="api_customer")
 
@@ -177,6 +178,25 @@ async def outcome(request: web.Request) -> web.StreamResponse:
         for told in {agent, owner} - {""}:
             pop.hub.publish(told, {"type": "followups", "id": saved.followup_id, "state": "open"})
     return web.json_response({"saved": True, **dataclasses.asdict(saved)})
+
+
+async def dismiss(request: web.Request) -> web.StreamResponse:
+    """Close, without an outcome, the agent's wrap-up card of a call that ended while their
+    page was closed (``{"agent"?: str}`` for a supervisor). 409 ``not_dismissable`` for any
+    other card: those the agent was held for need their outcome."""
+    pbx, call_id = request.match_info["pbx"], request.match_info["call_id"]
+    account = request[SESSION].account
+    pop = request.app[POP]
+    body = await _body(request) if request.can_read_body else {}
+    agent = _agent_for(account, body, pop.book.handled_by(pbx, call_id))
+    if not pop.dismiss(pbx, call_id, agent):
+        raise ApiError(
+            409,
+            "not_dismissable",
+            "Only a call that ended while your page was closed can be dismissed.",
+        )
+    log.info("%s dismissed the wrap-up of %s/%s without an outcome", agent, pbx, call_id)
+    return web.json_response({"dismissed": True})
 
 
 def _lookup(pop: PopService, pbx: str, call_id: str, agent: str) -> Lookup | None:

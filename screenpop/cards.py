@@ -65,6 +65,7 @@ class Card:
     lookup: Lookup | None
     ivr: dict[str, Any] | None  # what the IVR learned: ivr.walk.Findings.to_json()
     outcome_saved: bool  # saved while the call went on: it closes when the call ends
+    away: bool  # in wrap-up from a call that ended while the agent's page was closed
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready (datetimes as ISO 8601 strings)."""
@@ -229,6 +230,26 @@ class PopBook:
         self._settle(call)
         return updates
 
+    def mark_away(self, pbx: str, call_id: str, agent: str) -> list[CardUpdate]:
+        """The call ended while the agent's page was closed: nobody held them for it, so its
+        wrap-up card is one they may finish or dismiss, not one that stops their work."""
+        call = self._calls.get((pbx, call_id))
+        card = call.cards.get(agent) if call is not None else None
+        if call is None or card is None or card.state != "wrapup" or card.away:
+            return []
+        return self._put(call, agent, "wrapup", away=True)
+
+    def dismiss(self, pbx: str, call_id: str, agent: str) -> list[CardUpdate] | None:
+        """Close a wrap-up card of a call that ended while the agent was away, without an
+        outcome; None if there is no such card (only those may be dismissed)."""
+        call = self._calls.get((pbx, call_id))
+        card = call.cards.get(agent) if call is not None else None
+        if call is None or card is None or card.state != "wrapup" or not card.away:
+            return None
+        updates = self._set(call, agent, "closed", reason="dismissed")
+        self._settle(call)
+        return updates
+
     # ---------------------------------------------------------------- internals
 
     def _call(self, key: tuple[str, str]) -> _Call:
@@ -308,6 +329,7 @@ class PopBook:
             lookup=None,
             ivr=None,
             outcome_saved=False,
+            away=False,
         )
         card = replace(
             base,

@@ -100,6 +100,16 @@ class PopService:
                 self._spawn(self._writes, work)
             self._forget_if_settled(key)
 
+    def dismiss(self, pbx: str, call_id: str, agent: str) -> bool:
+        """Close a wrap-up card from a call that ended while the agent was away; False if
+        there is none to close."""
+        updates = self.book.dismiss(pbx, call_id, agent)
+        if updates is None:
+            return False
+        self.send(updates)
+        self._forget_if_settled((pbx, call_id))
+        return True
+
     def outcome_saved(self, pbx: str, call_id: str, agent: str) -> None:
         """The agent's outcome is committed: their wrap-up card closes."""
         self.send(self.book.outcome_saved(pbx, call_id, agent))
@@ -145,8 +155,9 @@ class PopService:
         """
         card = update.card
         key = (card.pbx, update.agent, card.call_id)
-        if card.state == "wrapup" and key not in self._owed:
+        if card.state == "wrapup" and key not in self._owed and not card.away:
             if not self.hub.connected(update.agent):
+                self.send(self.book.mark_away(card.pbx, card.call_id, update.agent))
                 return
             self._owed.add(key)
             if self.wrapup is not None:

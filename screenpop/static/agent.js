@@ -179,7 +179,8 @@
   function refreshPage() {
     const open = [...entries.values()].filter((e) => e.card.state !== "closed");
     emptyEl.hidden = open.length > 0;
-    bannerEl.hidden = !(config.require_outcome && open.some((e) => e.card.state === "wrapup"));
+    // held in wrap-up only for calls that ended with the page open (away: nobody held them)
+    bannerEl.hidden = !(config.require_outcome && open.some((e) => e.card.state === "wrapup" && !e.card.away));
   }
 
   // ------------------------------------------------------------------ rendering
@@ -214,6 +215,46 @@
       }
       updateForm(entry);
     }
+    awayPart(entry);
+  }
+
+  // A call that ended while the page was closed: the agent may still record its outcome,
+  // or dismiss it; it does not hold them (the server only lets such cards be dismissed).
+  function awayPart(entry) {
+    const away = entry.card.state === "wrapup" && entry.card.away;
+    if (!away) {
+      if (entry.away) entry.away.remove();
+      entry.away = null;
+      return;
+    }
+    if (entry.away) return;
+    const part = el("p", "away-note", "This call ended while your page was closed: record its outcome, or dismiss it. ");
+    const button = el("button", "dismiss", "Dismiss");
+    button.type = "button";
+    button.setAttribute("aria-label", `Dismiss the call from ${entry.card.display_number || "an unknown number"}`);
+    button.addEventListener("click", () => dismissCard(entry, button));
+    part.append(button);
+    entry.root.append(part);
+    entry.away = part;
+  }
+
+  async function dismissCard(entry, button) {
+    button.disabled = true;
+    const url = `/api/calls/${encodeURIComponent(entry.card.pbx)}/${encodeURIComponent(entry.card.call_id)}/dismiss`;
+    let res = null;
+    try {
+      res = await fetch(url, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": config.csrf },
+        body: "{}",
+      });
+    } catch (e) {
+      res = null;
+    }
+    if (res !== null && res.ok) return; // the card closes with the push that follows
+    button.disabled = false;
+    entry.away.append(el("span", "away-status error", res === null ? " No connection." : ` Not dismissed (${res.status}).`));
   }
 
   function header(card) {
@@ -386,7 +427,7 @@
     if (card.outcome_saved && !entry.saved) showSaved(entry); // saved in another tab, or before a reload
     const lookup = card.lookup;
     const status = lookup ? lookup.status : null;
-    form.querySelector(".wrapup-hint").hidden = !(config.require_outcome && card.state === "wrapup");
+    form.querySelector(".wrapup-hint").hidden = !(config.require_outcome && card.state === "wrapup" && !card.away);
     const pick = form.querySelector(".pick");
     pick.hidden = status !== "several";
     const choices = pick.querySelector(".choices");

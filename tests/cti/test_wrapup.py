@@ -69,6 +69,11 @@ def test_an_agent_without_the_page_open_is_not_held() -> None:
     pop = PopService(PopBook(), Hub(), None, clock=now, wrapup=recorder)
     talk(pop, "c1")
     assert recorder.calls == []
+    [card] = pop.book.cards_for("alice")  # the card says so, and may be dismissed
+    assert (card.state, card.away) == ("wrapup", True)
+    assert pop.dismiss("p", "c1", "alice") is True
+    assert pop.book.cards_for("alice") == []
+    assert pop.dismiss("p", "c1", "alice") is False
 
 
 @pytest.fixture
