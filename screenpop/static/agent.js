@@ -15,6 +15,9 @@
   const bannerEl = document.getElementById("wrapup-banner");
   const linkEl = document.getElementById("link");
   const formTemplate = document.getElementById("outcome-template");
+  const ringBar = document.getElementById("ring-bar");
+  const announcer = document.getElementById("announcer");
+  const pageTitle = document.title;
 
   const FADE_MS = 2000;
   const MAX_BACKOFF_MS = 15000;
@@ -146,9 +149,11 @@
       if (entry) closeEntry(card.id, entry);
       return;
     }
+    const wasRinging = entry ? entry.card.state === "ringing" && !entry.fading : false;
     if (!entry) {
       entry = { card, root: el("article", "card"), info: null, form: null, chosen: null };
       entry.root.dataset.cardId = card.id;
+      entry.root.tabIndex = -1; // "Show the card" moves focus here
       entries.set(card.id, entry);
       cardsEl.prepend(entry.root);
     }
@@ -159,6 +164,90 @@
     }
     entry.card = card;
     render(entry);
+    if (card.state === "ringing" && !wasRinging) ringing(card);
+  }
+
+  // ------------------------------------------------------------------ a ring that is noticed
+
+  function caller(card) {
+    const lookup = card.lookup;
+    if (lookup && lookup.cards && lookup.cards.length === 1) return lookup.cards[0].name;
+    if (card.ivr && card.ivr.customer_name) return card.ivr.customer_name;
+    return card.display_number || card.caller_name || "an unknown number";
+  }
+
+  // Once per ring: one polite announcement (the ticking wait time is not announced), and the
+  // sound and desktop notification the agent switched on.
+  function ringing(card) {
+    const where = card.queue ? ` (queue ${card.queue})` : "";
+    announcer.textContent = `Call from ${caller(card)} ringing${where}`;
+    if (alertOn("ring-sound")) beep();
+    if (alertOn("ring-notify") && document.hidden && "Notification" in window && Notification.permission === "granted") {
+      const note = new Notification("Call ringing", { body: `${caller(card)}${where}`, tag: card.id });
+      note.onclick = () => {
+        window.focus();
+        showCard(card.id);
+      };
+    }
+  }
+
+  function ringBarUpdate(open) {
+    const rings = open.filter((e) => e.card.state === "ringing");
+    ringBar.hidden = rings.length === 0;
+    if (!rings.length) {
+      document.title = pageTitle;
+      return;
+    }
+    const latest = rings.map((e) => e.card).reduce((a, b) => ((b.ringing_at || 0) > (a.ringing_at || 0) ? b : a));
+    const more = rings.length > 1 ? ` and ${rings.length - 1} more` : "";
+    ringBar.querySelector(".ring-text").textContent = `Ringing: ${caller(latest)}${latest.queue ? ` · queue ${latest.queue}` : ""}${more}`;
+    ringBar.dataset.ringCard = latest.id;
+    document.title = `☎ ${caller(latest)} · ${pageTitle}`;
+  }
+
+  function showCard(id) {
+    const entry = entries.get(id);
+    if (!entry) return;
+    entry.root.scrollIntoView({ block: "center", behavior: reducedMotion() ? "auto" : "smooth" });
+    entry.root.focus({ preventScroll: true });
+  }
+
+  function reducedMotion() {
+    return window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+  }
+
+  function alertOn(name) {
+    return localStorage.getItem(`cti.${name}`) === "on";
+  }
+
+  let audio = null;
+  function beep() {
+    try {
+      audio = audio || new AudioContext();
+      const tone = audio.createOscillator();
+      const gain = audio.createGain();
+      tone.frequency.value = 880;
+      gain.gain.value = 0.1;
+      tone.connect(gain).connect(audio.destination);
+      tone.start();
+      tone.stop(audio.currentTime + 0.25);
+    } catch (e) {
+      // no audio here: the bar and the title still show the ring
+    }
+  }
+
+  function setUpAlerts() {
+    ringBar.querySelector(".ring-show").addEventListener("click", () => showCard(ringBar.dataset.ringCard));
+    for (const name of ["ring-sound", "ring-notify"]) {
+      const box = document.querySelector(`input[name="${name}"]`);
+      box.checked = alertOn(name);
+      box.addEventListener("change", async () => {
+        if (box.checked && name === "ring-notify" && "Notification" in window && Notification.permission === "default") {
+          await Notification.requestPermission(); // asked once, when the agent asks for it
+        }
+        localStorage.setItem(`cti.${name}`, box.checked ? "on" : "off");
+      });
+    }
   }
 
   function closeEntry(id, entry) {
@@ -181,6 +270,7 @@
     emptyEl.hidden = open.length > 0;
     // held in wrap-up only for calls that ended with the page open (away: nobody held them)
     bannerEl.hidden = !(config.require_outcome && open.some((e) => e.card.state === "wrapup" && !e.card.away));
+    ringBarUpdate(open);
   }
 
   // ------------------------------------------------------------------ rendering
@@ -920,6 +1010,7 @@
   window.addEventListener("online", reconnectNow);
   setInterval(loadFollowups, FOLLOWUP_REFRESH_MS);
   setUpPause();
+  setUpAlerts();
   loadPause();
   refreshPage();
   loadFollowups();

@@ -327,3 +327,45 @@ async def test_calls_that_ended_while_the_page_was_closed_do_not_hold(
     await expect(page.locator("#wrapup-banner")).to_be_visible()
     await expect(held.locator(".away-note")).to_have_count(0)
     assert site.pop.dismiss(PBX, "c3", "Alice") is False
+
+
+async def test_a_ring_is_noticed_wherever_the_agent_has_scrolled(
+    browser: Browser, site: Site
+) -> None:
+    """ "A ring that is noticed": the card pops at the top of a long page; an agent who has
+    scrolled down sees a bar that stays in view and the tab's title, a screen reader hears
+    one announcement (not the ticking wait time), and "Show the card" brings it into view."""
+    context = await browser.new_context(
+        viewport={"width": 1200, "height": 600}, reduced_motion="reduce"
+    )
+    page = await context.new_page()
+    await log_in(page, site)
+    title = await page.title()
+    await page.evaluate("document.querySelector('main').style.paddingBottom = '6000px'")
+    await page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+    bar = page.locator("#ring-bar")
+    await expect(bar).to_be_hidden()
+    assert await page.locator("#cards").get_attribute("aria-live") is None
+
+    site.calls.ring("c1", "Alice", WEI)
+    card = page.locator(f'[data-card-id="{PBX}/c1/Alice"]')
+    await expect(card.locator(".who .name")).to_have_text("张伟")
+    await expect(bar).to_be_in_viewport()
+    await expect(bar.locator(".ring-text")).to_have_text("Ringing: 张伟 · queue support")
+    await expect(page).to_have_title(f"☎ 张伟 · {title}")
+    await expect(card).not_to_be_in_viewport()
+    announced = page.locator("#announcer")
+    await expect(announced).to_contain_text("ringing (queue support)")
+    said = await announced.text_content()
+    await page.wait_for_timeout(1500)  # the wait time ticks on the card ...
+    assert await announced.text_content() == said  # ... and is not announced again
+    # no looping animation for an agent who asked for reduced motion
+    assert await bar.evaluate("b => getComputedStyle(b).animationName") == "none"
+
+    await bar.get_by_role("button", name="Show the card").click()
+    await expect(card).to_be_in_viewport()
+    await expect(card).to_be_focused()
+    site.calls.answer("c1", "Alice")
+    await expect(bar).to_be_hidden()
+    await expect(page).to_have_title(title)
+    await context.close()
