@@ -526,6 +526,13 @@ class AmiServer:
             for key in ("Paused", "PausedReason", "LastPause"):
                 event[key] = member.get(key, event.get(key, ""))
 
+    def member_paused(self, queue: str, agent: Agent) -> bool:
+        """Whether ``agent`` is paused in ``queue`` now (QueuePause, by anyone): Asterisk
+        offers such a member no call, and neither does the traffic."""
+        live = self.live.queues.get(queue)
+        member = live.members.get(agent.interface) if live is not None else None
+        return member is not None and member.get("Paused") == "1"
+
     async def play(
         self, offset_events: Iterable[tuple[float, Mapping[str, str]]], speed: float = 1.0
     ) -> None:

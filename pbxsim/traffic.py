@@ -15,7 +15,7 @@ import contextlib
 import heapq
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from cti.codec import encode
@@ -94,7 +94,13 @@ def random_timings(rng: random.Random) -> Timings:
 class _Planner:
     """Chooses and builds the next call; pure apart from the state it keeps."""
 
-    def __init__(self, pbx: Pbx, rng: random.Random, mix: Mapping[str, float] | None) -> None:
+    def __init__(
+        self,
+        pbx: Pbx,
+        rng: random.Random,
+        mix: Mapping[str, float] | None,
+        paused: Callable[[str, Agent], bool] = lambda _queue, _agent: False,
+    ) -> None:
         mix = DEFAULT_MIX if mix is None else mix
         unknown = set(mix) - set(SCENARIOS)
         if unknown or not mix or min(mix.values()) < 0 or sum(mix.values()) <= 0:
@@ -104,6 +110,7 @@ class _Planner:
         self.kinds = list(mix)
         self.weights = [mix[k] for k in self.kinds]
         self.busy_until = {a.name: 0.0 for a in pbx.agents}
+        self.paused = paused  # Asterisk never rings a member paused in the queue
         self.in_queue: dict[str, list[tuple[float, float]]] = {q: [] for q in pbx.queues}
 
     def free(self, queue: str, at: float, exclude: tuple[Agent, ...] = ()) -> list[Agent]:
@@ -112,7 +119,11 @@ class _Planner:
             return []
         # rotate like rrmemory so that the load spreads over the members
         rotated = self.pbx.next_agents(queue, len(members))
-        return [a for a in rotated if self.busy_until[a.name] <= at and a not in exclude]
+        return [
+            a
+            for a in rotated
+            if self.busy_until[a.name] <= at and a not in exclude and not self.paused(queue, a)
+        ]
 
     def position(self, queue: str, at: float) -> int:
         spans = [s for s in self.in_queue[queue] if s[1] > at - 120.0]
@@ -216,13 +227,14 @@ async def run_traffic(
         raise ValueError("rate_per_minute must be positive")
     rng = random.Random(seed)
     stop = asyncio.Event() if stop is None else stop
-    planner = _Planner(server.pbx, rng, mix)
+    planner = _Planner(server.pbx, rng, mix, server.member_paused)
     clock = time.time()  # a virtual clock: gaps are added unscaled, slept scaled
     tasks: set[asyncio.Task[None]] = set()
     try:
         while not stop.is_set():
             if planner.pbx is not server.pbx:  # the server restarted: counters start over
-                planner, clock = _Planner(server.pbx, rng, mix), max(clock, time.time())
+                planner = _Planner(server.pbx, rng, mix, server.member_paused)
+                clock = max(clock, time.time())
             task = asyncio.create_task(server.play(planner.next_call(clock), speed))
             tasks.add(task)
             task.add_done_callback(tasks.discard)

@@ -621,6 +621,40 @@ async def test_queue_pause_changes_member_state(server: AmiServer, peer: Peer) -
     assert [i["Paused"] for i in items if i["Event"] == "QueueMember"] == ["1", "1"]
 
 
+async def test_a_paused_member_is_not_rung(server: AmiServer, peer: Peer) -> None:
+    """Asterisk offers a paused member no call: with every member of both queues paused
+    (QueuePause, as the agent page or the wrap-up hold sends it), live traffic rings nobody;
+    after the unpause it rings again."""
+    interfaces = {a.interface for a in server.pbx.agents}
+    for n, iface in enumerate(sorted(interfaces)):
+        peer.send(
+            Action="QueuePause", Interface=iface, Paused="true", Reason="lunch", ActionID=f"p{n}"
+        )
+        await peer.until(lambda m, n=n: m.get("ActionID") == f"p{n}")
+    assert all(server.member_paused(q, a) for a in server.pbx.agents for q in a.queues)
+
+    async def rung(seconds: float) -> set[str]:
+        stop = asyncio.Event()
+        traffic = asyncio.create_task(
+            run_traffic(server, rate_per_minute=1200, seed=5, stop=stop, speed=20)
+        )
+        members: set[str] = set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while True:
+                    msg = await peer.read()
+                    if msg.get("Event") == "AgentCalled":
+                        members.add(msg["Interface"])
+        stop.set()
+        await asyncio.wait_for(traffic, 2)
+        return members
+
+    assert await rung(1.0) == set()
+    peer.send(Action="QueuePause", Interface="Local/1001@agents/n", Paused="false", ActionID="u")
+    await peer.until(lambda m: m.get("ActionID") == "u")
+    assert await rung(1.5) == {"Local/1001@agents/n"}
+
+
 async def test_write_timeout_drops_a_reader_that_stalls(server: AmiServer, peer: Peer) -> None:
     stalled = await Peer.open(server.port, rcvbuf=4096)
     await stalled.login()
