@@ -96,6 +96,8 @@ async def login(request: web.Request) -> web.StreamResponse:
         await _close(old.sockets)
     session = sessions.create(account)
     log.info("%s logged in", account.login)
+    if target == "/" and account.role == "supervisor" and not account.agent_id:
+        target = "/wallboard"  # no calls pop for them: they land where their work is
     response = web.Response(status=303, headers={"Location": target})
     response.set_cookie(
         session_cookie(app),

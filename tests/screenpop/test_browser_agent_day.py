@@ -369,3 +369,20 @@ async def test_a_ring_is_noticed_wherever_the_agent_has_scrolled(
     await expect(bar).to_be_hidden()
     await expect(page).to_have_title(title)
     await context.close()
+
+
+async def test_a_supervisor_lands_on_the_wallboard(browser: Browser, site: Site) -> None:
+    """A supervisor who logs in from the start page lands on the wallboard (no calls pop for
+    them on the agent page); a link they followed to another page is kept."""
+    page = await browser.new_page(viewport={"width": 1280, "height": 800})
+    await page.goto(site.url + "/")
+    await page.get_by_label("Login").fill("sue")
+    await page.get_by_label("Password").fill(PASSWORDS["sue"])
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page).to_have_url(site.url + "/wallboard")
+    page = await browser.new_page(viewport={"width": 1280, "height": 800})  # a new session
+    await page.goto(f"{site.url}/customers/{site.seeded.wei}")
+    await page.get_by_label("Login").fill("sue")
+    await page.get_by_label("Password").fill(PASSWORDS["sue"])
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page).to_have_url(f"{site.url}/customers/{site.seeded.wei}")
