@@ -540,7 +540,28 @@
         choices.append(label);
       }
     }
-    form.querySelector(".new-customer").hidden = status === "found" || status === "several" || status === "internal";
+    const known = status === "found" || status === "several" || status === "internal";
+    form.querySelector(".new-customer").hidden = known;
+    // what the network says the caller is called: offered, never filled in behind the agent
+    const offer = form.querySelector(".caller-id-name");
+    const name = callerIdName(card.caller_name);
+    offer.hidden = known || !name || entry.saved;
+    if (!offer.hidden) {
+      const button = offer.querySelector("button");
+      button.textContent = `Use the caller ID name: ${name}`;
+      button.onclick = () => {
+        form.elements.new_customer_name.value = name;
+        form.elements.new_customer_name.focus();
+      };
+    }
+  }
+
+  // A caller ID name worth offering: not empty, not a number, not a carrier's placeholder.
+  function callerIdName(raw) {
+    const name = (raw || "").trim();
+    if (!name || /^[+\d\s()-]+$/.test(name)) return "";
+    if (/^(unknown|anonymous|private|restricted|unavailable|wireless caller|cell phone( \w\w)?)$/i.test(name)) return "";
+    return name;
   }
 
   function draft(entry) {

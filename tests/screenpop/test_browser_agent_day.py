@@ -28,6 +28,7 @@ from screenpop.hub import Hub
 from screenpop.pipeline import PopService
 from tests.screenpop.test_followups_api import AGENTS, ALICE, add_followups
 from tests.support.screenpop import (
+    NOBODY,
     PASSWORDS,
     PBX,
     WEI,
@@ -386,3 +387,30 @@ async def test_a_supervisor_lands_on_the_wallboard(browser: Browser, site: Site)
     await page.get_by_label("Password").fill(PASSWORDS["sue"])
     await page.get_by_role("button", name="Log in").click()
     await expect(page).to_have_url(f"{site.url}/customers/{site.seeded.wei}")
+
+
+async def test_the_caller_id_name_is_offered_for_a_new_customer(
+    browser: Browser, site: Site
+) -> None:
+    """Defect 7 (in part): an unknown caller's caller ID name was not offered for the new
+    customer's name. It is now, as a button (never filled in behind the agent's back), and
+    not when it is a carrier's placeholder."""
+    page = await browser.new_page(viewport={"width": 1200, "height": 900})
+    await log_in(page, site)
+    site.calls.ring("c1", "Alice", NOBODY, "José Núñez")
+    site.calls.answer("c1", "Alice")
+    card = page.locator(f'[data-card-id="{PBX}/c1/Alice"]')
+    await expect(card.locator(".lookup")).to_have_text(
+        "New customer: this number is not in the store."
+    )
+    name = card.get_by_label("New customer's name")
+    await expect(name).to_have_value("")
+    await card.get_by_role("button", name="Use the caller ID name: José Núñez").click()
+    await expect(name).to_have_value("José Núñez")
+    await expect(name).to_be_focused()
+
+    site.calls.ring("c2", "Alice", "+15550100998", "ANONYMOUS")
+    site.calls.answer("c2", "Alice")
+    other = page.locator(f'[data-card-id="{PBX}/c2/Alice"]')
+    await expect(other.get_by_label("New customer's name")).to_be_visible()
+    await expect(other.locator(".caller-id-name")).to_be_hidden()
