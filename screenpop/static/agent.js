@@ -349,6 +349,8 @@
 
   function header(card) {
     const head = el("header", "card-head");
+    // a heading per card, for moving between calls with a screen reader
+    head.append(el("h3", "visually-hidden", `Call from ${caller(card)}, ${STATE_LABELS[card.state] || card.state}`));
     head.append(badge(STATE_LABELS[card.state] || card.state, `state ${card.state}`));
     head.append(el("span", "number", card.display_number || "unknown number"));
     if (card.queue) head.append(el("span", "queue", `queue ${card.queue}`));
@@ -540,6 +542,8 @@
         choices.append(label);
       }
     }
+    // the button says whose outcome it saves: several cards may be open at once
+    form.querySelector("button[type=submit]").setAttribute("aria-label", `Save outcome: ${caller(card)}`);
     const known = status === "found" || status === "several" || status === "internal";
     form.querySelector(".new-customer").hidden = known;
     // what the network says the caller is called: offered, never filled in behind the agent
@@ -880,9 +884,11 @@
       const busy = inFlight.has(f.id);
       const dialButton = el("button", "dial", busy && f.state === "dialling" ? "Dialling…" : "Dial");
       dialButton.type = "button";
+      dialButton.setAttribute("aria-label", `${dialButton.textContent} ${f.customer.name}`);
       dialButton.disabled = busy || f.state === "dialling";
       dialButton.addEventListener("click", () => dialFollowup(entry));
       const closeButton = el("button", "close", "Close");
+      closeButton.setAttribute("aria-label", `Close the follow-up for ${f.customer.name}`);
       closeButton.type = "button";
       closeButton.disabled = busy;
       closeButton.addEventListener("click", () => openCloseForm(entry));

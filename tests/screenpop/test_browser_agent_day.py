@@ -414,3 +414,20 @@ async def test_the_caller_id_name_is_offered_for_a_new_customer(
     other = page.locator(f'[data-card-id="{PBX}/c2/Alice"]')
     await expect(other.get_by_label("New customer's name")).to_be_visible()
     await expect(other.locator(".caller-id-name")).to_be_hidden()
+
+
+async def test_cards_and_buttons_say_whom_they_are_about(browser: Browser, site: Site) -> None:
+    """Accessibility: a heading per card, and buttons that name the customer they act on
+    (several cards and follow-ups are on screen at once)."""
+    ids = await add_followups(site.pop, site.seeded)
+    page = await browser.new_page(viewport={"width": 1200, "height": 900})
+    await log_in(page, site)
+    site.calls.ring("c1", "Alice", WEI)
+    card = page.locator(f'[data-card-id="{PBX}/c1/Alice"]')
+    await expect(card.get_by_role("heading", name="Call from 张伟, ringing")).to_have_count(1)
+    site.calls.answer("c1", "Alice")
+    await expect(card.get_by_role("button", name="Save outcome: 张伟", exact=True)).to_be_visible()
+    row = page.locator(f'#followups tr[data-followup-id="{ids["queue:support"]}"]')
+    await expect(row.get_by_role("button", name="Dial 张伟", exact=True)).to_be_visible()
+    close = row.get_by_role("button", name="Close the follow-up for 张伟", exact=True)
+    await expect(close).to_be_visible()
