@@ -583,7 +583,8 @@
     const due = form.elements.followup_date.value;
     if (due) {
       const [y, m, d] = due.split("-").map(Number);
-      body.followup_due = new Date(y, m - 1, d, 9, 0, 0).toISOString(); // 09:00 local time
+      const [hh, mm] = (form.elements.followup_time.value || "09:00").split(":").map(Number);
+      body.followup_due = new Date(y, m - 1, d, hh, mm, 0).toISOString(); // the agent's local time
     }
     if (status === "found") body.customer_id = lookup.cards[0].id;
     else if (status === "several") body.customer_id = entry.chosen;

@@ -9,12 +9,15 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pytest
 from playwright.async_api import Browser, Locator, Page, expect
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_sync.followups import Followups
+from crm_sync.models import Interaction
 from cti.ami import AmiClient
 from cti.board import Board
 from cti.callbacks import CallbackDialer
@@ -431,3 +434,31 @@ async def test_cards_and_buttons_say_whom_they_are_about(browser: Browser, site:
     await expect(row.get_by_role("button", name="Dial 张伟", exact=True)).to_be_visible()
     close = row.get_by_role("button", name="Close the follow-up for 张伟", exact=True)
     await expect(close).to_be_visible()
+
+
+async def test_a_followup_is_due_at_a_time_of_day(browser: Browser, site: Site) -> None:
+    """Follow-ups that fit work: a due time, not only a day (it was always 09:00), in the
+    agent's own time zone."""
+    context = await browser.new_context(
+        viewport={"width": 1200, "height": 900}, timezone_id="Asia/Shanghai"
+    )
+    page = await context.new_page()
+    await log_in(page, site)
+    card = await take_call(page, site, "c1")
+    await card.get_by_label("Disposition").select_option("callback")
+    await card.locator("summary").filter(has_text="Follow-up").click()
+    await card.get_by_label("Due").fill("2031-05-06")
+    await card.get_by_label("Time", exact=True).fill("17:30")
+    await card.get_by_role("button", name="Save outcome").click()
+    await expect(card).to_have_count(0)
+    assert site.pop.store is not None
+    async with site.pop.store.sessions() as session:
+        due = (
+            await session.execute(
+                select(Interaction.due_at).where(
+                    Interaction.kind == "followup", Interaction.call_id == "c1"
+                )
+            )
+        ).scalar_one()
+    assert due.replace(tzinfo=UTC) == datetime(2031, 5, 6, 9, 30, tzinfo=UTC)  # 17:30 in Beijing
+    await context.close()
