@@ -10,8 +10,9 @@ decoding whole frames cannot.
 
 Frames are split on ``\\r\\n\\r\\n`` or ``\\n\\n`` (recorded captures use bare LF). A frame or
 line that grows past ``max_frame`` without ending is skipped up to the next blank line and
-reported once as a :class:`DecodeProblem`; so is a banner from something that is not Asterisk, a
-frame that is not UTF-8 (decoded as Latin-1 so no byte is lost) and a line without ``:``.
+reported once as a :class:`DecodeProblem`; so is a banner from something that is not Asterisk
+(that first line is dropped, however long), a frame that is not UTF-8 (decoded as Latin-1 so no
+byte is lost) and a line without ``:``. How the bytes are split into reads changes none of this.
 
 A message is a plain ``dict[str, str]``. A header that repeats (``ChanVariable``, ``Output``)
 keeps all its values joined with ``\\n``, which cannot occur inside one AMI line.
@@ -70,6 +71,7 @@ class AmiDecoder:
         self._filter = frame_filter
         self._buf = bytearray()
         self._skipping = False
+        self._in_long_banner = False  # dropping a first line already reported as too long
         self._problems: list[DecodeProblem] = []
 
     def take_problems(self) -> list[DecodeProblem]:
@@ -110,7 +112,8 @@ class AmiDecoder:
             if message:
                 out.append(message)
         del buf[:start]
-        if len(buf) > self._max_frame:
+        # the frame's own end may already be here in part: up to "\r\n\r" of its blank line
+        if len(buf) > self._max_frame + 3:
             self._oversized(bytes(buf))
             self._skipping = True
             del buf[: len(buf) - 3]
@@ -126,6 +129,7 @@ class AmiDecoder:
             )
         self._buf.clear()
         self._skipping = False
+        self._in_long_banner = False
 
     @staticmethod
     def _frame_end(buf: bytearray, start: int) -> tuple[int, int]:
@@ -147,13 +151,23 @@ class AmiDecoder:
         return end, after
 
     def _take_banner(self) -> bool:
+        """Consume the first line; False while it is incomplete."""
         newline = self._buf.find(b"\n")
-        if newline < 0:
-            if len(self._buf) > self._max_frame:
-                self._problems.append(
-                    DecodeProblem("bad-banner", "no banner line", _excerpt(bytes(self._buf)))
-                )
+        if not self._in_long_banner and (
+            newline > self._max_frame or (newline < 0 and len(self._buf) > self._max_frame)
+        ):
+            self._problems.append(
+                DecodeProblem("bad-banner", "no banner line", _excerpt(bytes(self._buf)))
+            )
+            self._in_long_banner = True
+        if self._in_long_banner:
+            if newline < 0:
                 self._buf.clear()
+                return False
+            del self._buf[: newline + 1]
+            self._want_banner = self._in_long_banner = False
+            return True
+        if newline < 0:
             return False
         line = bytes(self._buf[:newline]).rstrip(b"\r").decode("utf-8", "replace")
         self._want_banner = False

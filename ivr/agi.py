@@ -39,7 +39,7 @@ DEFAULT_MAX_LINE = 64 * 1024
 # "result=-2 Memory allocation failure"; 510/511/520 are agi_handle_command's errors.
 _REPLY_CODES = frozenset({100, 200, 503, 510, 511, 520})
 _WITH_RESULT = frozenset({100, 200, 503})
-_REPLY_LINE = re.compile(r"(\d{3})([ -])(.*)", re.DOTALL)
+_REPLY_LINE = re.compile(r"([0-9]{3})([ -])(.*)", re.DOTALL)  # not \d: "٢٠٠" is no code
 _VERB = re.compile(r"[A-Za-z]+(?: [A-Za-z]+)*")
 _NEEDS_QUOTES = re.compile(r'[ \t"\\]')
 _FORBIDDEN = ("\n", "\r", "\x00")
@@ -195,7 +195,8 @@ class HeaderDecoder:
             if not sep:
                 raise AgiProtocolError(f"AGI header line without ': ': {key[:80]!r}")
             self._headers[key] = value
-        if len(buf) > self._max_bytes:
+        # a lone CR may be the start of the blank line, which the limit does not count
+        if len(buf) > self._max_bytes and buf[self._pos :] != b"\r":
             raise AgiProtocolError(f"AGI headers longer than {self._max_bytes} bytes")
         return None
 

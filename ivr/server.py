@@ -357,14 +357,18 @@ class AgiServer:
             return
         request, pending = got
         log.debug("FastAGI headers from %s: %r", peer, request.headers)
-        session = AgiSession(
-            request,
-            reader,
-            writer,
-            reply_timeout=self.reply_timeout,
-            hangup_grace=self.hangup_grace,
-            pending=pending,
-        )
+        try:
+            session = AgiSession(
+                request,
+                reader,
+                writer,
+                reply_timeout=self.reply_timeout,
+                hangup_grace=self.hangup_grace,
+                pending=pending,
+            )
+        except AgiProtocolError as exc:  # what came right after the headers is no reply
+            log.warning("FastAGI peer %s sent garbage after the headers (%s); closing", peer, exc)
+            return
         script = request.script
         handler = self._routes.get(script)
         if handler is None:
