@@ -23,6 +23,7 @@ _TABLE = cast(Table, OutboxRow.__table__)
 WINDOWS = 4  # windows of due rows one claim looks through for customers' heads
 TOPICS = (
     "outcome.saved",  # an agent's disposition and notes for a call (notes travel with it)
+    "note.added",  # a note an agent wrote on a customer without a call
     "followup.created",
     "followup.closed",
     "call.ended",  # a finished call of a known customer

@@ -221,6 +221,55 @@ def followup_data(followup_id: int, followup: _FollowupFields, *, source: str) -
     }
 
 
+async def add_note(
+    sessions: async_sessionmaker[AsyncSession],
+    customer_id: int,
+    *,
+    agent: str,
+    text: str,
+    key: str,
+    now: datetime,
+) -> tuple[int, bool]:
+    """A note on the customer's timeline written without a call (what the agent learned by
+    other means), told to the CRM through the outbox in the same transaction. Idempotent by
+    ``key`` (a retried submission): ``(interaction id, added now)``. Raises OutcomeError for an
+    empty text or an unknown customer."""
+    text = text.replace("\r\n", "\n").strip()  # a browser's form sends CR LF line ends
+    if not text:
+        raise OutcomeError("the note is empty")
+    external_id = f"note:{key}"
+    try:
+        async with sessions() as session, session.begin():
+            if await session.scalar(select(Customer.id).where(Customer.id == customer_id)) is None:
+                raise OutcomeError(f"no customer {customer_id}")
+            row = Interaction(
+                customer_id=customer_id,
+                kind="note",
+                occurred_at=now,
+                title=text.splitlines()[0][:200],
+                body=text,
+                agent=agent,
+                external_id=external_id,
+            )
+            session.add(row)
+            await session.flush()
+            data = {"interaction_id": row.id, "agent": agent, "text": text, "at": now.isoformat()}
+            enqueue(
+                session, topic="note.added", key=external_id, customer_id=customer_id,
+                data=data, now=now,
+            )  # fmt: skip
+            return row.id, True
+    except IntegrityError:
+        pass  # the same submission again
+    async with sessions() as session:
+        first = await session.scalar(
+            select(Interaction.id).where(Interaction.external_id == external_id)
+        )
+    if first is None:
+        raise OutcomeError("the note could not be stored")
+    return first, False
+
+
 async def first_result(sessions: async_sessionmaker[AsyncSession], key: str) -> OutcomeSaved | None:
     async with sessions() as session:
         first = await session.scalar(select(Interaction).where(Interaction.external_id == key))

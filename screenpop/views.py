@@ -11,16 +11,23 @@ import asyncio
 import hmac
 import logging
 import math
+import re
 import secrets
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
+from crm_sync.timeline import OutcomeError
+from crm_sync.timeline import add_note as add_note_to
+from screenpop.api import MAX_NOTES as MAX_NOTE
 from screenpop.api import customer_card
+from screenpop.errors import store_unavailable
 from screenpop.keys import (
     ACCOUNTS,
+    CLOCK,
     DISPOSITIONS,
     FOLLOWUP_OWNERS,
     LOGIN_LIMITER,
@@ -35,6 +42,7 @@ log = logging.getLogger(__name__)
 
 LOGIN_COOKIE = "cti_login"
 SESSION_LOST = 4401  # WebSocket close code: the session ended (logout, expiry); log in again
+_NOTE_KEY = re.compile(r"[0-9a-f]{24}")  # the key the page put in the form
 
 
 def add_routes(app: web.Application) -> None:
@@ -43,6 +51,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/logout", logout, name="logout")
     app.router.add_get("/", agent_page, name="agent")
     app.router.add_get(r"/customers/{customer_id:\d{1,18}}", customer_page, name="customer")
+    app.router.add_post(r"/customers/{customer_id:\d{1,18}}/notes", add_note, name="customer_note")
     aiohttp_jinja2.get_env(app).filters["when"] = _when
 
 
@@ -145,11 +154,13 @@ async def agent_page(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def customer_page(request: web.Request) -> web.StreamResponse:
+async def customer_page(
+    request: web.Request, *, error: str | None = None, text: str = ""
+) -> web.StreamResponse:
     card = await customer_card(request)
     store = request.app[STORE]
     session = request[SESSION]
-    return aiohttp_jinja2.render_template(
+    response = aiohttp_jinja2.render_template(
         "customer.html",
         request,
         {
@@ -158,8 +169,50 @@ async def customer_page(request: web.Request) -> web.StreamResponse:
             "card": card,
             "phones": [store.phones.display(p) if store else p for p in card.phones],
             "labels": {d.code: d.label for d in request.app[DISPOSITIONS].items},
+            "note_key": secrets.token_hex(12),  # one per form shown: a double submit adds once
+            "note_error": error,
+            "note_text": text,
         },
     )
+    if error is not None:
+        response.set_status(422)
+    return response
+
+
+async def add_note(request: web.Request) -> web.StreamResponse:
+    """The customer page's "Add a note" form (no call needed): stored with the agent's name,
+    told to the CRM, then the page again (303), where the note tops the timeline."""
+    form = await request.post()
+    text = _field(form.get("text"), MAX_NOTE + 1)
+    key = _field(form.get("key"), 40)
+    customer_id = int(request.match_info["customer_id"])
+    store = request.app[STORE]
+    if store is None:
+        raise store_unavailable()
+    if len(text) > MAX_NOTE:
+        return await customer_page(
+            request, error=f"A note has at most {MAX_NOTE} characters.", text=text
+        )
+    if not _NOTE_KEY.fullmatch(key):
+        return await customer_page(
+            request, error="The form had expired; please try again.", text=text
+        )
+    account = request[SESSION].account
+    try:
+        await add_note_to(
+            store.sessions,
+            customer_id,
+            agent=account.agent_id or account.login,
+            text=text,
+            key=key,
+            now=request.app[CLOCK](),
+        )
+    except OutcomeError as exc:
+        return await customer_page(request, error=f"Not added: {exc}.", text=text)
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("note on customer %s not saved: %s", customer_id, exc)
+        raise store_unavailable() from exc
+    return web.Response(status=303, headers={"Location": f"/customers/{customer_id}#timeline"})
 
 
 def _login_form(

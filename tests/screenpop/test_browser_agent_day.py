@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_sync.followups import Followups
-from crm_sync.models import Interaction
+from crm_sync.models import Interaction, OutboxRow
 from cti.ami import AmiClient
 from cti.board import Board
 from cti.callbacks import CallbackDialer
@@ -462,3 +462,50 @@ async def test_a_followup_is_due_at_a_time_of_day(browser: Browser, site: Site) 
         ).scalar_one()
     assert due.replace(tzinfo=UTC) == datetime(2031, 5, 6, 9, 30, tzinfo=UTC)  # 17:30 in Beijing
     await context.close()
+
+
+async def test_an_agent_adds_a_note_without_a_call(browser: Browser, site: Site) -> None:
+    """A writable history: what the agent learned by other means goes on the customer's
+    timeline from the customer page (text stays text, lines kept), reaches the CRM through
+    the outbox once however often the form is sent, and the next call's card shows it."""
+    page = await browser.new_page(viewport={"width": 1200, "height": 900})
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: dialogs.append(d.message))
+    await log_in(page, site)
+    await page.goto(f"{site.url}/customers/{site.seeded.wei}")
+    text = "Prefers WeChat <img src=x onerror=alert(1)>\nAsk for Mr Zhang's assistant"
+    await page.get_by_label("Add a note (no call needed)").fill(text)
+    form = await page.locator("form.add-note").evaluate("f => Object.fromEntries(new FormData(f))")
+    await page.get_by_role("button", name="Add the note").click()
+    await expect(page).to_have_url(f"{site.url}/customers/{site.seeded.wei}#timeline")
+    note = page.locator("li.kind-note").first
+    await expect(note.locator(".title")).to_have_text("Prefers WeChat <img src=x onerror=alert(1)>")
+    await expect(note.locator(".note")).to_have_text(text)
+    await expect(note.locator(".agent")).to_have_text("Alice")
+
+    # the same form sent again (a double click, a reload's resubmit): still one note
+    again = await page.request.post(
+        f"{site.url}/customers/{site.seeded.wei}/notes", form=form, max_redirects=0
+    )
+    assert again.status == 303
+    assert site.pop.store is not None
+    async with site.pop.store.sessions() as session:
+        notes = (
+            await session.execute(select(Interaction.id).where(Interaction.kind == "note",
+                                                               Interaction.agent == "Alice"))
+        ).all()  # fmt: skip
+        told = (
+            await session.execute(select(OutboxRow.topic).where(OutboxRow.topic == "note.added"))
+        ).all()
+    assert (len(notes), len(told)) == (1, 1)
+    # a form whose key was not the page's is refused, and says why
+    forged = await page.request.post(
+        f"{site.url}/customers/{site.seeded.wei}/notes", form={**form, "key": "x"}
+    )
+    assert forged.status == 422 and "expired" in await forged.text()
+
+    site.calls.ring("c1", "Alice", WEI)  # the next call's card shows it
+    await page.goto(site.url + "/")
+    card = page.locator(f'[data-card-id="{PBX}/c1/Alice"]')
+    await expect(card.locator(".recent li.kind-note .note").first).to_have_text(text)
+    assert dialogs == []
