@@ -253,6 +253,21 @@ async def _send(
     return reply if isinstance(reply, list) else [reply]
 
 
+# What Asterisk's app_queue and manager answer, in words a person at the page understands;
+# Asterisk's own text follows in brackets for whoever sets the PBX up.
+_IN_WORDS = {
+    "Interface not found": "this phone is not a member of any queue on the PBX",
+    "Unable to add interface: Already there": "already logged in to that queue",
+    "Unable to add interface to queue: No such queue": "the PBX has no queue of that name",
+    "Unable to remove interface: Not there": "not logged in to that queue",
+    "Unable to remove interface from queue: No such queue": "the PBX has no queue of that name",
+    "Unable to remove interface: Not dynamic": (
+        "a member configured in queues.conf cannot be logged out from here"
+    ),
+    "Permission denied": "the PBX does not let this service do that (manager.conf write=agent)",
+}
+
+
 async def _to_any(
     client: AmiClient,
     actions: Sequence[dict[str, str]],
@@ -260,10 +275,15 @@ async def _to_any(
 ) -> None:
     """Send the actions one after the other; done when Asterisk accepted at least one."""
     refusals: list[str] = []
+    said: set[str] = set()
     for action in actions:
         first = (await _send(client, action, timeout))[0]
         if first.get("Response") == "Success":
             continue
-        refusals.append(f"{action.get('Interface', '')}: {first.get('Message', '') or 'refused'}")
+        message = first.get("Message", "") or "refused"
+        said.add(message)
+        refusals.append(f"{action.get('Interface', '')}: {message}")
     if len(refusals) == len(actions):
-        raise ControlError("; ".join(refusals) or "nothing to send")
+        asterisk = "; ".join(refusals) or "nothing to send"
+        words = _IN_WORDS.get(said.pop()) if len(said) == 1 else None
+        raise ControlError(f"{words} (Asterisk: {asterisk})" if words else asterisk)

@@ -265,9 +265,12 @@ async def test_a_refusal_of_asterisk_is_409_and_audited(lab: Lab) -> None:
     sue = await lab.login("sue")
     status, body = await post(lab, "/api/agents/Zed/pause", sue, {"paused": True, "reason": "x"})
     assert (status, body["error_id"]) == (409, "pbx_refused")
-    assert "Interface not found" in body["message"]
+    assert body["message"] == (
+        "this phone is not a member of any queue on the PBX"
+        " (Asterisk: PJSIP/1999: Interface not found)"
+    )
     [entry] = await lab.audit()
-    assert entry.result == "refused: PJSIP/1999: Interface not found"
+    assert entry.result == f"refused: {body['message']}"
 
 
 async def test_pbx_down_is_502_and_audited_as_failed(lab: Lab) -> None:
@@ -323,7 +326,11 @@ async def test_queue_add_and_remove_round_trip(lab: Lab) -> None:
     assert (member["Membership"], member["Penalty"]) == ("dynamic", "2")
 
     status, again = await post(lab, "/api/queues/sales/members", sue, {"agent": "Alice"})
-    assert (status, again["message"]) == (409, f"{ALICE}: Unable to add interface: Already there")
+    assert (status, again["message"]) == (
+        409,
+        f"already logged in to that queue (Asterisk: {ALICE}: Unable to add interface: Already"
+        " there)",
+    )
 
     removed = await lab.client.delete("/api/queues/sales/members/Alice", headers=sue)
     assert (removed.status, await removed.json()) == (200, {"ok": True})
@@ -344,7 +351,10 @@ async def test_queue_add_to_an_unknown_queue(lab: Lab) -> None:
     sue = await lab.login("sue")
     status, body = await post(lab, "/api/queues/nowhere/members", sue, {"agent": "Bob"})
     assert status == 409
-    assert body["message"] == f"{BOB}: Unable to add interface to queue: No such queue"
+    assert body["message"] == (
+        f"the PBX has no queue of that name (Asterisk: {BOB}: Unable to add interface to queue:"
+        " No such queue)"
+    )
     status, body = await post(
         lab, "/api/queues/sales/members", sue, {"agent": "Bob", "penalty": -1}
     )
