@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import re
-import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -127,10 +126,8 @@ async def test_lookup_finds_a_seeded_customer_in_another_spelling(engine: AsyncE
         assert name in [card.name for card in found.cards]
 
 
-async def test_full_demo_seed_is_fast_and_realistic(engine: AsyncEngine) -> None:
-    started = time.perf_counter()
-    report = await seed_demo(engine, now=NOW, phones=PHONES)
-    assert time.perf_counter() - started < 10
+async def test_full_demo_seed_is_realistic(engine: AsyncEngine) -> None:
+    report = await seed_demo(engine, now=NOW, phones=PHONES)  # `cti demo` prints how long
     assert report.customers == 3000
     assert report.matched_calls / report.simulated_calls > 0.7  # documented: 75 %
     async with AsyncSession(engine) as session:
