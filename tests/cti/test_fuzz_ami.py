@@ -18,8 +18,6 @@ import os
 import string
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from cti.ami import AmiClient, AmiClientProtocol, AmiEvent, Item, ResyncBegin
 from cti.codec import DEFAULT_MAX_FRAME, AmiDecoder, DecodeProblem, Message, encode
 from cti.settings import PbxSettings
+from tests.support.logs import recording
 
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "cti-hypothesis")  # its caches too
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
@@ -358,28 +357,6 @@ class _Transport(asyncio.Transport):
 
     def abort(self) -> None:
         self.closing = True
-
-
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@contextmanager
-def recording(name: str) -> Iterator[_Records]:
-    logger = logging.getLogger(name)
-    handler, level = _Records(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 async def _through_protocol(chunks: list[bytes]) -> tuple[list[Item], bool]:

@@ -21,7 +21,6 @@ import string
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -43,6 +42,7 @@ from ivr.agi import (
 )
 from ivr.client import AgiCall
 from ivr.server import AgiServer, AgiSession
+from tests.support.logs import recording
 
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "cti-hypothesis")  # its caches too
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
@@ -386,28 +386,6 @@ def test_corpus_values_survive() -> None:
 
 
 # --- a running AgiServer ----------------------------------------------------------------------
-
-
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@contextmanager
-def recording(name: str) -> Iterator[_Records]:
-    logger = logging.getLogger(name)
-    handler, level = _Records(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,7 @@ from tests.support.screenpop import (
     build_app,
     new_store,
     now,
+    pause_state,
     seed,
     served,
     simulated_pbx,
@@ -91,14 +92,6 @@ async def log_in(page: Page, site: Site, login: str = "alice") -> None:
     await page.get_by_label("Password").fill(PASSWORDS[login])
     await page.get_by_role("button", name="Log in").click()
     await expect(page.locator("#link")).to_have_text("live")
-
-
-async def pause_state(ami: AmiClient) -> tuple[str, str]:
-    """Alice's (Paused, PausedReason) in the simulator's support queue, as Asterisk says."""
-    reply = await ami.send_action({"Action": "QueueStatus", "Queue": "support"}, timeout=5)
-    items = reply if isinstance(reply, list) else [reply]
-    [alice] = [m for m in items if m.get("Event") == "QueueMember" and m["Location"] == ALICE]
-    return alice["Paused"], alice["PausedReason"]
 
 
 async def until_paused(ami: AmiClient, expected: tuple[str, str]) -> None:

@@ -25,6 +25,7 @@ from tests.support.screenpop import (
     eventually,
     new_pop,
     new_store,
+    pause_state,
     served,
     simulated_pbx,
 )
@@ -51,13 +52,6 @@ async def site(engine: AsyncEngine) -> AsyncIterator[Site]:
                 yield Site(url, server, ami, engine)
         finally:
             await pop.close()
-
-
-async def pause_state(ami: AmiClient) -> tuple[str, str]:
-    reply = await ami.send_action({"Action": "QueueStatus", "Queue": "support"}, timeout=5)
-    items = reply if isinstance(reply, list) else [reply]
-    [alice] = [m for m in items if m.get("Event") == "QueueMember" and m["Location"] == ALICE]
-    return alice["Paused"], alice["PausedReason"]
 
 
 async def log_in(page: Page, site: Site) -> None:

@@ -275,6 +275,15 @@ async def writes_blocked(engine: AsyncEngine) -> AsyncIterator[None]:
                     await transaction.rollback()
 
 
+async def pause_state(ami: AmiClient) -> tuple[str, str]:
+    """Alice's (Paused, PausedReason) in the simulator's support queue, as Asterisk says."""
+    reply = await ami.send_action({"Action": "QueueStatus", "Queue": "support"}, timeout=5)
+    items = reply if isinstance(reply, list) else [reply]
+    alice = "Local/1001@agents/n"  # her interface in the simulator's queues
+    [member] = [m for m in items if m.get("Event") == "QueueMember" and m["Location"] == alice]
+    return member["Paused"], member["PausedReason"]
+
+
 @asynccontextmanager
 async def simulated_pbx() -> AsyncIterator[tuple[AmiServer, AmiClient]]:
     """The PBX simulator on loopback and a connected AmiClient (PBX name ``PBX``)."""
