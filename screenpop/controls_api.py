@@ -89,9 +89,7 @@ async def pause_state(request: web.Request) -> web.StreamResponse:
     try:
         queues = await controls.paused_in(pbx, agent)
     except ControlError as exc:
-        if exc.kind == "invalid":
-            raise ApiError(422, "invalid_field", exc.message, field=exc.field) from exc
-        raise ApiError(_STATUS[exc.kind], _IDS[exc.kind], exc.message) from exc
+        raise _api_error(exc) from exc
     reasons = [r for r in queues.values() if r is not None]
     return web.json_response(
         {"paused": bool(reasons), "reason": next(iter(reasons), ""), "queues": queues}
@@ -240,12 +238,12 @@ async def _run(
         await act()
     except ControlError as exc:
         if exc.kind == "invalid":
-            raise ApiError(422, "invalid_field", exc.message, field=exc.field) from exc
+            raise _api_error(exc) from exc
         try:
             await _record(request, attempt, f"{exc.kind}: {exc.message}")
         except (SQLAlchemyError, OSError) as audit_exc:
             log.error("audit entry not written: %s %s: %s", attempt, exc.kind, audit_exc)
-        raise ApiError(_STATUS[exc.kind], _IDS[exc.kind], exc.message) from exc
+        raise _api_error(exc) from exc
     try:
         await _record(request, attempt, "ok")
     except (SQLAlchemyError, OSError) as exc:
@@ -257,6 +255,13 @@ async def _run(
             done=True,
         ) from exc
     return web.json_response({"ok": True})
+
+
+def _api_error(exc: ControlError) -> ApiError:
+    """The answer for a control Asterisk (or the input) refused."""
+    if exc.kind == "invalid":
+        return ApiError(422, "invalid_field", exc.message, field=exc.field)
+    return ApiError(_STATUS[exc.kind], _IDS[exc.kind], exc.message)
 
 
 async def _record(request: web.Request, attempt: _Attempt, result: str) -> None:
