@@ -31,6 +31,7 @@ import aiohttp
 from sqlalchemy.exc import SQLAlchemyError
 
 from crm_sync.outbox import Claimed, Outbox
+from cti.waits import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +160,7 @@ class Relay:
             if claimed and len(claimed) == room:
                 await asyncio.sleep(0)  # more may be due: claim again once others ran
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL)
+            await wait_set(self._wake, POLL)
             self._wake.clear()
 
     def _landed(self, task: asyncio.Task[None]) -> None:

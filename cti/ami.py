@@ -59,6 +59,7 @@ from panoramisk.message import Message
 
 from cti.codec import AmiDecoder
 from cti.settings import PbxSettings
+from cti.waits import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -575,7 +576,8 @@ class AmiClient:
         limit = self.settings.action_timeout if timeout is None else timeout
         future = protocol.send(act)
         try:
-            result = await asyncio.wait_for(future, limit)
+            async with asyncio.timeout(limit):
+                result = await future
         except TimeoutError:
             self._forget(act, protocol)
             raise AmiActionTimeout(
@@ -612,10 +614,10 @@ class AmiClient:
         loop = asyncio.get_running_loop()
         protocol: AmiClientProtocol
         try:
-            _, protocol = await asyncio.wait_for(
-                loop.create_connection(lambda: AmiClientProtocol(self), s.host, s.port),
-                s.connect_timeout,
-            )
+            async with asyncio.timeout(s.connect_timeout):
+                _, protocol = await loop.create_connection(
+                    lambda: AmiClientProtocol(self), s.host, s.port
+                )
         except TimeoutError:
             raise AmiError(
                 f"no connection to {s.host}:{s.port} within {s.connect_timeout:g} s"
@@ -783,5 +785,4 @@ class AmiClient:
             current.forget(act)
 
     async def _pause(self, delay: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), delay)
+        await wait_set(self._wake, delay)

@@ -38,6 +38,7 @@ from cti.settings import (
     StoreSettings,
     WebSettings,
 )
+from cti.waits import wait_set
 from cti_app.seed import seed_demo
 from cti_app.stack import Ready, run_stack
 from pbxsim import AmiServer, run_traffic
@@ -66,8 +67,7 @@ async def _until(stop: asyncio.Event, duration: float | None) -> None:
     if duration is None:
         await stop.wait()
     else:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), duration)
+        await wait_set(stop, duration)
 
 
 @contextlib.asynccontextmanager

@@ -8,7 +8,6 @@ constructor, and everything is closed in reverse order when the stack stops.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ from cti.callbacks import CallbackDialer
 from cti.controls import MemberControls
 from cti.service import CtiService, EventSink
 from cti.settings import Settings
+from cti.waits import wait_set
 from cti.wrapup import QueuePauseWrapup
 from ivr.menus import load_menus
 from ivr.runner import MenuHandler, pbx_from_query
@@ -193,8 +193,7 @@ async def refresh_work(
                 )
         except (SQLAlchemyError, OSError) as exc:
             log.warning("wallboard: store figures not refreshed: %s", exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), every)
+        await wait_set(wake, every)
 
 
 def _relay(settings: Settings, store: CustomerStore) -> asyncio.Task[None] | None:

@@ -70,7 +70,8 @@ async def end_product(process: asyncio.subprocess.Process) -> None:
     if process.returncode is None:
         process.terminate()
         try:
-            await asyncio.wait_for(process.wait(), 15.0)
+            async with asyncio.timeout(15.0):
+                await process.wait()
         except TimeoutError:
             process.kill()
             await process.wait()

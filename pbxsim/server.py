@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cti.codec import AmiDecoder, encode, unescape
+from cti.waits import wait_set
 from pbxsim.scenarios import AGENTS, QUEUES, Agent, Pbx, QueueSpec, with_timestamp
 
 log = logging.getLogger(__name__)
@@ -325,7 +326,8 @@ class _Client:
                     self.writer.write(data)
                     timeout = self.server.write_timeout
                     try:
-                        await asyncio.wait_for(self.writer.drain(), timeout)
+                        async with asyncio.timeout(timeout):
+                            await self.writer.drain()
                     except TimeoutError:
                         self.abort(f"write timeout ({timeout} s)")
                     except (ConnectionError, OSError):
@@ -546,8 +548,7 @@ class AmiServer:
             if speed > 0:
                 delay = begin + offset / speed - loop.time()
                 if delay > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(restarted.wait(), delay)
+                    await wait_set(restarted, delay)
             elif count % 200 == 0:
                 await asyncio.sleep(0)  # let the writers run
             if restarted.is_set():

@@ -11,7 +11,6 @@ When a queue has nobody free, the call becomes an abandon or a timeout instead.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import random
 import time
@@ -19,6 +18,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from cti.codec import encode
+from cti.waits import wait_set
 from pbxsim.scenarios import SCENARIOS, Agent, Pbx, TimedEvent, Timings, with_timestamp
 from pbxsim.server import AmiServer
 
@@ -241,8 +241,7 @@ async def run_traffic(
             gap = rng.expovariate(rate_per_minute / 60.0)
             clock += gap
             if speed > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), gap / speed)
+                await wait_set(stop, gap / speed)
             else:
                 await asyncio.sleep(0)
     finally:
