@@ -30,6 +30,10 @@ The outbox (crm_sync.outbox) hears, each in the transaction of its change:
 ``followup.created`` (a missed call filed one), ``call.placed`` (a callback's result, once
 known), ``followup.closed``. Starting a dial is not sent: the call it starts is, with its
 result.
+
+The work list is read a page at a time, in the order (due_at, id) with the undated last, by
+keyset (:class:`Cursor`): a page is one range scan of the (kind, status, due_at) index, however
+deep the agent has paged, and a follow-up done meanwhile shifts no other one out of view.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import Select, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -65,8 +69,10 @@ DIAL_TEXT: dict[str, str] = {
 }
 CALL_PREFIX = "cti-cb-"  # the Uniqueid prefix of a callback's channel
 DIAL_GRACE = timedelta(seconds=60)  # past the ring time, a dial still running lost its result
-MAX_LIST = 100
+PAGE = 50  # follow-ups per page of the work list
+MAX_PAGE = 200
 MAX_NOTE = 2000
+MAX_AHEAD = timedelta(days=366)  # how far ahead a follow-up may be put off
 # a missed queue call becomes a callback (CallRecord.outcome -> what the follow-up says)
 MISSED: dict[str, str] = {
     "timeout": "not answered in {queue} (queue timeout)",
@@ -75,6 +81,7 @@ MISSED: dict[str, str] = {
 }
 ABANDONED = "hung up while waiting in {queue}"
 _E164_IN_TEXT = re.compile(r"\+[1-9][0-9]{6,14}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class FollowupError(Exception):
@@ -145,6 +152,42 @@ class FollowupItem:
             "call_id": self.call_id,
             "dialling_since": _iso(self.dialling_since),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a page of the work list ends: its last follow-up's (due_at, id); the next page
+    starts after it. As text (``?after=``): ``<due in µs since the epoch>_<id>``, or
+    ``none_<id>`` among the undated."""
+
+    due_at: datetime | None
+    id: int
+
+    def text(self) -> str:
+        if self.due_at is None:
+            return f"none_{self.id}"
+        return f"{(_utc(self.due_at) - _EPOCH) // timedelta(microseconds=1)}_{self.id}"
+
+    @classmethod
+    def parse(cls, text: str) -> Cursor:
+        """Raises FollowupError (field ``after``) for text no page gave."""
+        due, _, ident = text.partition("_")
+        try:
+            if not ident.isdigit() or not (due == "none" or due.lstrip("-").isdigit()):
+                raise ValueError(text)
+            at = None if due == "none" else _EPOCH + timedelta(microseconds=int(due))
+            return cls(at, int(ident))
+        except (ValueError, OverflowError) as exc:
+            message = "after: the next value of the page before"
+            raise FollowupError(message, "invalid", "after") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class WorkPage:
+    """One page of the work list; ``next`` is where the following page starts (None: last)."""
+
+    items: list[FollowupItem]
+    next: Cursor | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,22 +309,76 @@ class Followups:
     # ------------------------------------------------------------------ reading
 
     async def work(
-        self, owners: Sequence[str] | None, *, now: datetime, limit: int = MAX_LIST
-    ) -> list[FollowupItem]:
-        """Follow-ups still to do of these owners (None: everybody's), the earliest due (so
-        the overdue) first, those without a due time last."""
-        query = (
+        self,
+        owners: Sequence[str] | None,
+        *,
+        now: datetime,
+        due_from: datetime | None = None,
+        due_before: datetime | None = None,
+        after: Cursor | None = None,
+        limit: int = PAGE,
+    ) -> WorkPage:
+        """A page of follow-ups still to do of these owners (None: everybody's), the earliest
+        due (so the overdue) first, the undated last; with ``due_from`` / ``due_before`` only
+        those due in ``[due_from, due_before)`` (and no undated one)."""
+        limit = max(1, min(limit, MAX_PAGE))
+        ranged = due_from is not None or due_before is not None
+        base = (
             select(Interaction, Customer.name)
             .join(Customer, Customer.id == Interaction.customer_id)
-            .where(Interaction.kind == "followup", Interaction.status.in_(WORKING))
-            .order_by(Interaction.due_at.is_(None), Interaction.due_at, Interaction.id)
-            .limit(max(1, min(limit, MAX_LIST)))
+            .where(Interaction.kind == "followup")
+        )
+        if owners is not None:
+            base = base.where(Interaction.owner.in_(list(owners)))
+        dated = base.where(Interaction.due_at.is_not(None))
+        if due_from is not None:
+            dated = dated.where(Interaction.due_at >= _utc(due_from))
+        if due_before is not None:
+            dated = dated.where(Interaction.due_at < _utc(due_before))
+        if after is not None and after.due_at is not None:
+            at = _utc(after.due_at)
+            dated = dated.where(
+                Interaction.due_at >= at,
+                or_(Interaction.due_at > at, Interaction.id > after.id),
+            )
+        undated = base.where(Interaction.due_at.is_(None))
+        if after is not None and after.due_at is None:
+            undated = undated.where(Interaction.id > after.id)
+        async with self._sessions() as session:
+            rows: list[tuple[Interaction, str]] = []
+            if after is None or after.due_at is not None:
+                rows = await _scan(session, dated, limit + 1)
+            if len(rows) <= limit and not ranged:
+                rows += await _scan(session, undated, limit + 1 - len(rows))
+            shown = rows[:limit]
+            items = await self._items(session, shown, _utc(now))
+        last = shown[-1][0] if len(rows) > limit else None
+        cursor = None if last is None else Cursor(_utc_or_none(last.due_at), last.id)
+        return WorkPage(items, cursor)
+
+    async def tally(
+        self,
+        owners: Sequence[str] | None,
+        *,
+        now: datetime,
+        due_from: datetime | None = None,
+        due_before: datetime | None = None,
+    ) -> tuple[int, int]:
+        """How many follow-ups :meth:`work` would list over all its pages, and how many of
+        them are overdue (one counting query on the same index)."""
+        late = case((Interaction.due_at < _utc(now), 1), else_=0)
+        query = select(func.count(), func.sum(late)).where(
+            Interaction.kind == "followup", Interaction.status.in_(WORKING)
         )
         if owners is not None:
             query = query.where(Interaction.owner.in_(list(owners)))
+        if due_from is not None:
+            query = query.where(Interaction.due_at >= _utc(due_from))
+        if due_before is not None:
+            query = query.where(Interaction.due_at < _utc(due_before))
         async with self._sessions() as session:
-            rows = [(row, str(name)) for row, name in (await session.execute(query)).all()]
-            return await self._items(session, rows, _utc(now))
+            total, overdue = (await session.execute(query)).one()
+        return int(total), int(overdue or 0)
 
     async def get(self, followup_id: int, *, now: datetime) -> FollowupItem | None:
         """One follow-up in any state; None if there is none with this id."""
@@ -456,6 +553,33 @@ class Followups:
         if item is None:
             raise FollowupError(f"There is no follow-up {followup_id}.", "missing")
         return item
+
+    async def reschedule(
+        self, followup_id: int, *, due_at: datetime, now: datetime
+    ) -> tuple[FollowupItem, datetime | None]:
+        """Put a follow-up still to do off to ``due_at`` (later than now, at most
+        ``MAX_AHEAD`` ahead); the follow-up and its due time before. Raises FollowupError."""
+        if due_at.tzinfo is None:
+            message = "due_at: a date and time with its UTC offset"
+            raise FollowupError(message, "invalid", "due_at")
+        now, due_at = _utc(now), _utc(due_at)
+        if due_at <= now:
+            message = f"due_at: {due_at:%Y-%m-%d %H:%M} UTC is in the past; pick a later time"
+            raise FollowupError(message, "invalid", "due_at")
+        if due_at > now + MAX_AHEAD:
+            message = f"due_at: at most {MAX_AHEAD.days} days ahead"
+            raise FollowupError(message, "invalid", "due_at")
+        async with self._sessions() as session, session.begin():
+            row = await session.get(Interaction, followup_id)
+            if row is None or row.kind != "followup":
+                raise FollowupError(f"There is no follow-up {followup_id}.", "missing")
+            before = _utc_or_none(row.due_at)
+            if not await _move(session, row.id, WORKING, due_at=due_at):
+                raise FollowupError(f"This follow-up is closed ({row.result or 'done'}).")
+        item = await self.get(followup_id, now=now)
+        if item is None:
+            raise FollowupError(f"There is no follow-up {followup_id}.", "missing")
+        return item, before
 
     # ------------------------------------------------------------------ automatic ones
 
@@ -643,6 +767,23 @@ async def _move(
     return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
 
 
+async def _scan(
+    session: AsyncSession, query: Select[Interaction, str], limit: int
+) -> list[tuple[Interaction, str]]:
+    """The first ``limit`` rows of a work-list query in (due_at, id) order: one query per
+    state still to do, each an ordered range of the (kind, status, due_at) index that stops
+    at ``limit`` (an ``IN`` over the states would read and sort all of them), merged here."""
+    rows: list[tuple[Interaction, str]] = []
+    for state in WORKING:
+        ordered = query.where(Interaction.status == state)
+        ordered = ordered.order_by(Interaction.due_at, Interaction.id).limit(limit)
+        rows += [(row, str(name)) for row, name in (await session.execute(ordered)).all()]
+    rows.sort(
+        key=lambda found: (found[0].due_at is None, _utc_or_none(found[0].due_at), found[0].id)
+    )
+    return rows[:limit]
+
+
 async def _phones(session: AsyncSession, customer_id: int) -> list[str]:
     found = await session.scalars(
         select(Phone.e164).where(Phone.customer_id == customer_id).order_by(Phone.id)
@@ -673,6 +814,10 @@ def _missed_key(record: CallRecord) -> str:
 def _utc(value: datetime) -> datetime:
     """SQLite keeps no time zone: what it holds is UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _utc_or_none(value: datetime | None) -> datetime | None:
+    return _utc(value) if value is not None else None
 
 
 def _iso(value: datetime | None) -> str | None:

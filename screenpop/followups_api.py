@@ -12,6 +12,10 @@ The Originate and the result's write run in a task of their own, kept by
 The answer comes once the customer answered or gave up (at most the ring time plus the
 action timeout); the agent's other tabs are told to reload their list (``{"type":
 "followups"}`` on the live push), and the wallboard's figures are refreshed.
+
+The work list comes a page at a time (``next`` → ``?after=``), filtered by ``show``; "today"
+is the agent's day, which only the browser knows (its time zone, a DST change that day): it
+sends the day's bounds, and the server never guesses them from its own clock.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -28,8 +33,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from crm_sync import audit
 from crm_sync.followups import (
+    MAX_PAGE,
+    PAGE,
     QUEUE_OWNER,
     ContactRefused,
+    Cursor,
     Dialling,
     FollowupError,
     FollowupItem,
@@ -41,7 +49,7 @@ from cti.controls import ControlError
 from screenpop.api import _body
 from screenpop.auth import Account, Accounts
 from screenpop.errors import ApiError, store_unavailable
-from screenpop.keys import CLOCK, POP, SESSION, STORE, WORK_CHANGED
+from screenpop.keys import CLOCK, FOLLOWUP_OWNERS, POP, SESSION, STORE, WORK_CHANGED
 
 log = logging.getLogger(__name__)
 Placed = tuple[DialOutcome, FollowupItem | None]  # how a dial ended; the follow-up after it
@@ -53,6 +61,8 @@ _IDS = {
     "invalid": "followup_not_dialable",
     "refused": "contact_limit",
 }
+SHOWS = ("all", "mine", "queues", "overdue", "today")  # the work list's filters
+MAX_DAY = timedelta(hours=26)  # a "today" is 23 to 25 hours long across a DST change
 
 
 @dataclass(eq=False)
@@ -97,23 +107,68 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(
         r"/api/followups/{followup_id:\d{1,18}}/close", close, name="api_followup_close"
     )
+    app.router.add_post(
+        r"/api/followups/{followup_id:\d{1,18}}/reschedule",
+        reschedule,
+        name="api_followup_reschedule",
+    )
     app.on_cleanup.append(_close_desk)
 
 
 async def work_list(request: web.Request) -> web.StreamResponse:
-    """An agent's follow-ups to do: their own and their queues', the earliest due first. A
-    supervisor gets everybody's, or one owner's with ``?owner=`` (``alice``,
-    ``queue:support``)."""
+    """A page of an agent's follow-ups to do: their own and their queues', the earliest due
+    first. A supervisor gets everybody's, or one owner's with ``?owner=`` (``alice``,
+    ``queue:support``). ``?show=`` mine | queues | overdue | today (with ``day_start`` and
+    ``day_end``: the agent's day, ISO with offset) | all; ``?after=`` the ``next`` of the page
+    before; ``?limit=`` up to 200. ``counts``: the whole list's (``todo``, ``overdue``) and
+    how many the filter matches (``matching``), whatever page this is."""
     desk = _desk(request)
     account = request[SESSION].account
+    query = request.query
+    show = query.get("show", "all") or "all"
+    if show not in SHOWS:
+        raise ApiError(422, "invalid_field", f"show: one of {', '.join(SHOWS)}", field="show")
+    queues = desk.queues_of(account.agent_id)
     if account.role == "supervisor":
-        owner = request.query.get("owner", "").strip()
+        owner = query.get("owner", "").strip()
         owners = [owner[:64]] if owner else None
     else:
-        owners = owners_for(account.agent_id, desk.queues_of(account.agent_id))
-    items = await desk.followups.work(owners, now=request.app[CLOCK]())
+        owners = owners_for(account.agent_id, queues)
+    shown = owners
+    if show == "mine":
+        shown = [account.agent_id] if account.agent_id else []
+    elif show == "queues":
+        shown = owners_for(account.agent_id, queues)[1:]
+    now = request.app[CLOCK]()
+    due_from, due_before = None, None
+    if show == "overdue":
+        due_before = now
+    elif show == "today":
+        due_from, due_before = _day(query)
+    limit = _limit(query.get("limit"))
+    try:
+        after = Cursor.parse(query["after"]) if query.get("after") else None
+        page = await desk.followups.work(
+            shown, now=now, due_from=due_from, due_before=due_before, after=after, limit=limit
+        )
+    except FollowupError as exc:
+        raise ApiError(422, "invalid_field", exc.message, field=exc.field) from exc
+    todo, overdue = await desk.followups.tally(owners, now=now)
+    matching = todo
+    if shown != owners or due_from is not None or due_before is not None:
+        matching, _ = await desk.followups.tally(
+            shown, now=now, due_from=due_from, due_before=due_before
+        )
+    labels = request.app[FOLLOWUP_OWNERS]()
     return web.json_response(
-        {"followups": [i.to_json() for i in items], "owners": owners, "rule": _rule(desk)}
+        {
+            "followups": [_json(i, labels) for i in page.items],
+            "next": page.next.text() if page.next is not None else None,
+            "counts": {"todo": todo, "overdue": overdue, "matching": matching},
+            "show": show,
+            "owners": owners,
+            "rule": _rule(desk),
+        }
     )
 
 
@@ -179,7 +234,8 @@ async def dial(request: web.Request) -> web.StreamResponse:
             f"The call ended ({outcome.detail}) but the store did not take its result: "
             "do not dial again, tell an administrator.",
         )
-    return web.json_response({"followup": done.to_json(), "call": {"id": dialling.call_id}})
+    followup = _json(done, request.app[FOLLOWUP_OWNERS]())
+    return web.json_response({"followup": followup, "call": {"id": dialling.call_id}})
 
 
 async def close(request: web.Request) -> web.StreamResponse:
@@ -207,7 +263,39 @@ async def close(request: web.Request) -> web.StreamResponse:
     detail = f"follow-up {item.id}: {result}"
     await _audit(request, "followup_close", agent, queue, None, detail, "ok")
     _changed(request.app, closed, account.agent_id)
-    return web.json_response({"followup": closed.to_json()})
+    return web.json_response({"followup": _json(closed, request.app[FOLLOWUP_OWNERS]())})
+
+
+async def reschedule(request: web.Request) -> web.StreamResponse:
+    """``{"due_at": "2026-12-05T09:00:00+01:00"}``: put the follow-up off to that time (later
+    than now, with its offset). 422 with ``field`` for a bad or past time; 409 once closed."""
+    desk = _desk(request)
+    item = await _item(request, desk)
+    account = request[SESSION].account
+    agent = account.agent_id or account.login
+    queue = _queue(item)
+    await _permit(request, desk, item, "followup_due", agent, queue)
+    body = await _body(request)
+    text = body.get("due_at")
+    message = "due_at: a date and time with its UTC offset, e.g. 2026-12-05T09:00:00+01:00"
+    if not isinstance(text, str):
+        raise ApiError(422, "invalid_field", message, field="due_at")
+    try:
+        due_at = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_field", message, field="due_at") from exc
+    try:
+        moved, before = await desk.followups.reschedule(
+            item.id, due_at=due_at, now=request.app[CLOCK]()
+        )
+    except FollowupError as exc:
+        if exc.field is not None:
+            raise ApiError(422, "invalid_field", exc.message, field=exc.field) from exc
+        raise _refusal(exc) from exc
+    detail = f"follow-up {item.id}: due {_iso(before)} -> {_iso(moved.due_at)}"
+    await _audit(request, "followup_due", agent, queue, None, detail, "ok")
+    _changed(request.app, moved, account.agent_id)
+    return web.json_response({"followup": _json(moved, request.app[FOLLOWUP_OWNERS]())})
 
 
 async def _place(
@@ -328,6 +416,46 @@ def _queue(item: FollowupItem) -> str | None:
 
 def _refusal(exc: FollowupError) -> ApiError:
     return ApiError(_STATUS.get(exc.kind, 409), _IDS.get(exc.kind, "followup_state"), exc.message)
+
+
+def _json(item: FollowupItem, labels: dict[str, str]) -> dict[str, Any]:
+    """A follow-up for the page, with its owner as a person reads it."""
+    owner = item.owner or ""
+    label = labels.get(owner) or (
+        f"queue {owner[len(QUEUE_OWNER) :]}" if owner.startswith(QUEUE_OWNER) else owner
+    )
+    return {**item.to_json(), "owner_label": label or None}
+
+
+def _day(query: Mapping[str, str]) -> tuple[datetime, datetime]:
+    """The agent's day from ``day_start`` and ``day_end`` (ISO, with the browser's offset)."""
+    bounds = []
+    for name in ("day_start", "day_end"):
+        message = f"{name}: the agent's day bound, ISO with its UTC offset"
+        try:
+            value = datetime.fromisoformat(query.get(name, ""))
+        except ValueError as exc:
+            raise ApiError(422, "invalid_field", message, field=name) from exc
+        if value.tzinfo is None:
+            raise ApiError(422, "invalid_field", message, field=name)
+        bounds.append(value)
+    start, end = bounds
+    if not timedelta(0) < end - start <= MAX_DAY:
+        message = "day_end: after day_start, at most 26 hours later"
+        raise ApiError(422, "invalid_field", message, field="day_end")
+    return start, end
+
+
+def _limit(text: str | None) -> int:
+    if text is None or text == "":
+        return PAGE
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+        raise ApiError(422, "invalid_field", f"limit: 1 to {MAX_PAGE}", field="limit")
+    return int(text)
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat() if value is not None else "no due time"
 
 
 def _rule(desk: FollowupDesk) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from crm_sync.followups import (
     ContactRefused,
+    Cursor,
     FollowupError,
     Followups,
     contact_decision,
@@ -134,7 +135,7 @@ async def test_work_list_overdue_first_and_counts_per_owner(engine: AsyncEngine)
     latest = await followup(engine, ana, "queue:support", due=-timedelta(minutes=5))
     await followup(engine, ana, "alice", due=-DAY, status="closed")  # done: not work
     await followup(engine, ana, "bob", due=-DAY)  # bob's, not alice's
-    work = await store(engine).work(["alice", "queue:support"], now=NOW)
+    work = (await store(engine).work(["alice", "queue:support"], now=NOW)).items
     assert [i.id for i in work] == [late, latest, queue, undated]
     first = work[0]
     assert (first.customer_name, first.number, first.overdue, first.state) == (
@@ -142,10 +143,123 @@ async def test_work_list_overdue_first_and_counts_per_owner(engine: AsyncEngine)
     )  # fmt: skip
     assert work[2].customer_name == "Ben <b>" and work[2].number is None
     assert not work[3].overdue  # no due time: never overdue
-    assert len(await store(engine).work(None, now=NOW)) == 5  # a supervisor: everybody's
+    assert len((await store(engine).work(None, now=NOW)).items) == 5  # a supervisor: all
     counts = await work_counts(async_sessionmaker(engine), now=NOW)
     assert counts.queues == {"support": (2, 1)}
     assert counts.agents == {"alice": (2, 1), "bob": (1, 1)}
+
+
+async def test_the_work_list_pages_by_keyset_through_ties_and_undated(
+    engine: AsyncEngine,
+) -> None:
+    ana = await customer(engine, "Ana", "+4930123456")
+    # 3 due at the same moment (ties broken by id), 2 others, 2 undated, 1 closed, 1 of bob
+    tied = [await followup(engine, ana, "alice", due=timedelta(hours=1)) for _ in range(3)]
+    early = await followup(engine, ana, "alice", due=-timedelta(hours=3))
+    late = await followup(engine, ana, "queue:support", due=timedelta(days=2))
+    undated = [await followup(engine, ana, "alice", due=None) for _ in range(2)]
+    await followup(engine, ana, "alice", due=timedelta(hours=1), status="closed")
+    await followup(engine, ana, "bob", due=timedelta(hours=1))
+    work = store(engine)
+    owners = ["alice", "queue:support"]
+    expected = [early, *tied, late, *undated]
+    for size in (1, 2, 3, 7, 50):
+        seen, after, pages = [], None, 0
+        while True:
+            page = await work.work(owners, now=NOW, after=after, limit=size)
+            seen += [i.id for i in page.items]
+            pages += 1
+            if page.next is None:
+                break
+            after = Cursor.parse(page.next.text())  # through its text, as the page sends it
+        assert seen == expected, size
+        assert pages == max(1, -(-len(expected) // size)), size  # no empty last page
+    # a follow-up done meanwhile shifts nothing: the next page starts after the cursor
+    first = await work.work(owners, now=NOW, limit=2)
+    assert first.next is not None and first.next.id == tied[0]
+    await work.close(early, result="done", note="", by="alice", now=NOW)
+    rest = await work.work(owners, now=NOW, after=first.next, limit=50)
+    assert [i.id for i in rest.items] == [*tied[1:], late, *undated]
+    assert await work.tally(owners, now=NOW) == (6, 0)
+    assert await work.tally(None, now=NOW) == (7, 0)
+
+
+async def test_the_work_list_filters_overdue_and_a_day(engine: AsyncEngine) -> None:
+    ana = await customer(engine, "Ana", "+4930123456")
+    old = await followup(engine, ana, "alice", due=-DAY + timedelta(hours=1))
+    past = await followup(engine, ana, "alice", due=-timedelta(minutes=1))
+    soon = await followup(engine, ana, "alice", due=timedelta(hours=1))
+    await followup(engine, ana, "alice", due=DAY)  # tomorrow: a day ends before its end
+    await followup(engine, ana, "alice", due=None)  # never overdue, never "today"
+    work = store(engine)
+    overdue = await work.work(["alice"], now=NOW, due_before=NOW)
+    assert [i.id for i in overdue.items] == [old, past] and overdue.next is None
+    # the agent's day in UTC+14 (NOW is 10:00 UTC = 00:00 there) and in UTC-10
+    day = timedelta(hours=24)
+    kiribati = NOW.astimezone(timezone(timedelta(hours=14)))
+    assert (kiribati.hour, kiribati.minute) == (0, 0)
+    today = await work.work(["alice"], now=NOW, due_from=kiribati, due_before=kiribati + day)
+    assert [i.id for i in today.items] == [soon]
+    hawaii = datetime(2026, 12, 4, tzinfo=timezone(timedelta(hours=-10)))  # 10:00 UTC
+    today = await work.work(["alice"], now=NOW, due_from=hawaii, due_before=hawaii + day)
+    assert [i.id for i in today.items] == [soon]
+    start = hawaii - day
+    yesterday = await work.work(["alice"], now=NOW, due_from=start, due_before=hawaii)
+    assert [i.id for i in yesterday.items] == [old, past]
+    assert await work.tally(["alice"], now=NOW) == (5, 2)
+    assert await work.tally(["alice"], now=NOW, due_from=start, due_before=hawaii) == (2, 2)
+    # paged within a filter
+    first = await work.work(["alice"], now=NOW, due_before=NOW, limit=1)
+    assert [i.id for i in first.items] == [old] and first.next is not None
+    second = await work.work(["alice"], now=NOW, due_before=NOW, after=first.next, limit=1)
+    assert [i.id for i in second.items] == [past] and second.next is None
+
+
+def test_a_cursor_from_elsewhere_is_refused() -> None:
+    at = datetime(2026, 3, 29, 1, 30, 0, 123456, tzinfo=UTC)
+    assert Cursor.parse(Cursor(at, 7).text()) == Cursor(at, 7)
+    assert Cursor.parse(Cursor(None, 7).text()) == Cursor(None, 7)
+    for bad in ("", "7", "x_7", "none_", "1_-2", "9" * 40 + "_1", "none_7_8"):
+        with pytest.raises(FollowupError) as caught:
+            Cursor.parse(bad)
+        assert (caught.value.kind, caught.value.field) == ("invalid", "after")
+
+
+async def test_rescheduling(engine: AsyncEngine) -> None:
+    ana = await customer(engine, "Ana", "+4930123456")
+    fid = await followup(engine, ana, "alice", due=-timedelta(hours=1))
+    work = store(engine)
+    later = datetime(2026, 12, 5, 9, 0, tzinfo=timezone(timedelta(hours=1)))  # 08:00 UTC
+    item, before = await work.reschedule(fid, due_at=later, now=NOW)
+    assert (item.due_at, item.overdue, item.state, before) == (
+        later, False, "open", NOW - timedelta(hours=1),
+    )  # fmt: skip
+    assert item.due_at is not None and item.due_at.utcoffset() == timedelta(0)
+    # it moved in the list too: after the one now due earlier
+    other = await followup(engine, ana, "alice", due=timedelta(hours=2))
+    assert [i.id for i in (await work.work(["alice"], now=NOW)).items] == [other, fid]
+    for bad in (
+        NOW,
+        NOW - timedelta(seconds=1),
+        NOW + timedelta(days=367),
+        later.replace(tzinfo=None),
+    ):
+        with pytest.raises(FollowupError) as caught:
+            await work.reschedule(fid, due_at=bad, now=NOW)
+        assert (caught.value.kind, caught.value.field) == ("invalid", "due_at"), bad
+    with pytest.raises(FollowupError, match="in the past"):
+        await work.reschedule(fid, due_at=NOW - timedelta(minutes=5), now=NOW)
+    unchanged = await work.get(fid, now=NOW)
+    assert unchanged is not None and unchanged.due_at == later  # refused: nothing written
+    with pytest.raises(FollowupError) as missing:
+        await work.reschedule(fid + 100, due_at=later, now=NOW)
+    assert missing.value.kind == "missing"
+    await work.close(fid, result="done", note="", by="alice", now=NOW)
+    with pytest.raises(FollowupError, match="closed") as caught:
+        await work.reschedule(fid, due_at=later, now=NOW)
+    assert caught.value.kind == "conflict"
+    closed = await work.get(fid, now=NOW)
+    assert closed is not None and closed.due_at == later
 
 
 async def test_a_callback_that_reaches_the_customer_closes_the_followup(

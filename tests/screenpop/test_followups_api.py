@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -57,6 +57,7 @@ Client = TestClient[web.Request, web.Application]
 ALICE = "Local/1001@agents/n"  # Alice's interface in the simulator's support queue
 AGENTS = (AgentSettings("Alice", members=("Alice", ALICE)), AgentSettings("Bob", members=("Bob",)))
 SETTINGS = FollowupSettings(contact_max=2, ring_seconds=5.0)
+DAY = timedelta(hours=24)
 
 
 @dataclass
@@ -341,3 +342,111 @@ async def test_an_abandoned_call_of_a_known_customer_files_one_callback(
             )
         )
     assert total == 1
+
+
+# --------------------------------------------------------------------------- filters, pages
+
+
+async def test_the_work_list_filters_pages_and_counts(lab: Lab) -> None:
+    await lab.login("alice")
+    own, queued = lab.ids["Alice"], lab.ids["queue:support"]  # due an hour ago, in an hour
+    status, body = await lab.get("/api/followups")
+    assert (body["show"], body["next"], body["counts"]) == (
+        "all", None, {"todo": 2, "overdue": 1, "matching": 2},
+    )  # fmt: skip
+    assert [f["owner_label"] for f in body["followups"]] == ["Alice Agent", "queue support"]
+    shows = {"mine": [own], "queues": [queued], "overdue": [own]}
+    for show, expected in shows.items():
+        status, body = await lab.get(f"/api/followups?show={show}")
+        assert status == 200 and [f["id"] for f in body["followups"]] == expected, show
+        assert body["counts"] == {"todo": 2, "overdue": 1, "matching": 1}, show
+    # "today" is the browser's day, sent as its bounds: here one that starts half an hour ago
+    start = now() - timedelta(minutes=30)
+    day = {"show": "today", "day_start": start.isoformat(), "day_end": (start + DAY).isoformat()}
+    response = await lab.client.get("/api/followups", params=day)
+    assert [f["id"] for f in (await response.json())["followups"]] == [queued]
+    # a page at a time: the next one starts after the last one shown
+    status, first = await lab.get("/api/followups?limit=1")
+    assert [f["id"] for f in first["followups"]] == [own] and first["next"]
+    assert first["counts"]["todo"] == 2  # the whole list's, whatever the page
+    response = await lab.client.get("/api/followups", params={"limit": 1, "after": first["next"]})
+    second = await response.json()
+    assert [f["id"] for f in second["followups"]] == [queued] and second["next"] is None
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({"show": "late"}, "show"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "201"}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"after": "2026-12-04_7"}, "after"),
+        ({"show": "today"}, "day_start"),
+        ({"show": "today", "day_start": "2026-12-04T00:00:00", "day_end": "x"}, "day_start"),
+        ({"show": "today", "day_start": "2026-12-04T00:00+01:00", "day_end": "x"}, "day_end"),
+        (
+            {"show": "today", "day_start": "2026-12-04T00:00+01:00",
+             "day_end": "2026-12-03T00:00+01:00"},
+            "day_end",
+        ),
+        (
+            {"show": "today", "day_start": "2026-12-04T00:00+01:00",
+             "day_end": "2026-12-06T00:00+01:00"},
+            "day_end",
+        ),
+    ],
+)  # fmt: skip
+async def test_a_bad_filter_is_refused_with_its_field(
+    lab: Lab, query: dict[str, str], field: str
+) -> None:
+    await lab.login("alice")
+    response = await lab.client.get("/api/followups", params=query)
+    body = await response.json()
+    assert (response.status, body["error_id"], body["field"]) == (422, "invalid_field", field)
+
+
+# --------------------------------------------------------------------------- reschedule
+
+
+async def test_rescheduling_a_followup(lab: Lab) -> None:
+    alice = await lab.login("alice")
+    fid = lab.ids["Alice"]  # overdue
+    url = f"/api/followups/{fid}/reschedule"
+    seq = lab.pop.hub.last_seq("Alice")
+    due = (now() + timedelta(hours=20)).astimezone(timezone(timedelta(hours=-5)))
+    status, body = await lab.post(url, alice, {"due_at": due.isoformat()})
+    assert status == 200, body
+    moved = body["followup"]
+    assert datetime.fromisoformat(moved["due_at"]) == due
+    assert (moved["state"], moved["overdue"], moved["owner_label"]) == (
+        "open",
+        False,
+        "Alice Agent",
+    )
+    [entry] = await lab.audit()
+    assert (entry.action, entry.agent, entry.result) == ("followup_due", "Alice", "ok")
+    assert entry.detail.startswith(f"follow-up {fid}: due ") and "->" in entry.detail
+    assert [m["type"] for m in buffered(lab.pop.hub, "Alice", seq)] == ["followups"]
+    assert lab.woken  # the wallboard's overdue figures are read again
+    listed = (await lab.get("/api/followups"))[1]
+    assert [f["id"] for f in listed["followups"]] == [lab.ids["queue:support"], fid]
+    assert listed["counts"]["overdue"] == 0
+    # bad times are refused with the field, and change nothing
+    past = (now() - timedelta(minutes=1)).isoformat()
+    for bad in (past, "tomorrow", "2026-12-05T09:00:00", 17, None):
+        status, body = await lab.post(url, alice, {"due_at": bad})
+        assert (status, body["error_id"], body["field"]) == (422, "invalid_field", "due_at"), bad
+    status, body = await lab.post(url, alice, {"due_at": past})
+    assert "in the past" in body["message"]
+    assert (await lab.get("/api/followups"))[1]["followups"][1]["due_at"] == moved["due_at"]
+    # somebody else's, an unknown one, a closed one
+    later = {"due_at": due.isoformat()}
+    status, body = await lab.post(f"/api/followups/{lab.ids['Bob']}/reschedule", alice, later)
+    assert (status, body["error_id"]) == (403, "not_allowed")
+    assert (await lab.post("/api/followups/99999/reschedule", alice, later))[0] == 404
+    await lab.post(f"/api/followups/{fid}/close", alice, {"result": "done"})
+    status, body = await lab.post(url, alice, later)
+    assert (status, body["error_id"]) == (409, "followup_state")
+    actions = [(e.action, e.result[:7]) for e in await lab.audit()]
+    assert ("followup_due", "denied:") in actions
