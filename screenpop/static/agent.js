@@ -762,17 +762,23 @@
   // ------------------------------------------------------------------ follow-ups
 
   // The agent's follow-ups (their own and their queues'). Dial calls the customer, then the
-  // agent's phone, and answers once the customer answered or not; Close ends one by hand.
-  // The list is read again every minute, when the server says one changed, and after a
-  // reconnect; a row just dialled or closed stays shown a while, so the agent sees how it
-  // ended. Text is set with textContent only, like the cards.
+  // agent's phone, and answers once the customer answered or not; Close ends one by hand;
+  // Reschedule puts it off. The list is read again every minute, when the server says one
+  // changed, and after a reconnect, as many pages as the agent opened with "Show more"
+  // (pages follow each other by the server's cursor, so a follow-up done meanwhile shifts
+  // none out of view); a row just dialled, closed or put off stays shown a while, so the
+  // agent sees how it ended. "Today" is this browser's day: its bounds go to the server.
+  // Text is set with textContent only, like the cards.
   const followupsEl = document.getElementById("followups");
   const followupTable = followupsEl.querySelector("table");
   const followupBody = followupsEl.querySelector("tbody");
   const followupEmpty = followupsEl.querySelector(".followups-empty");
   const followupStatus = followupsEl.querySelector(".followups-status");
   const followupCount = followupsEl.querySelector(".count");
+  const followupMore = followupsEl.querySelector(".followups-more");
+  const followupFilter = followupsEl.querySelector(".followups-filter");
   const closeTemplate = document.getElementById("close-template");
+  const rescheduleTemplate = document.getElementById("reschedule-template");
   const FOLLOWUP_REFRESH_MS = 60000;
   const KEEP_SHOWN_MS = 120000;
   const RESULTS = {
@@ -790,6 +796,8 @@
   const inFlight = new Set(); // ids with a request on its way
   let loadingFollowups = false;
   let loadFollowupsAgain = false;
+  let followupShow = "all"; // the filter: all | mine | queues | overdue | today
+  let followupPages = 1; // pages the agent opened with "Show more"
 
   async function loadFollowups() {
     if (loadingFollowups) {
@@ -797,17 +805,27 @@
       return;
     }
     loadingFollowups = true;
+    const show = followupShow;
     try {
-      const res = await fetch("/api/followups", { credentials: "same-origin" });
-      if (res.status === 401) {
-        location.assign("/login?next=%2F");
-        return;
+      const items = [];
+      let page = null;
+      for (let n = 0; n < followupPages && (n === 0 || page.next); n++) {
+        const res = await fetch(followupsUrl(show, n === 0 ? null : page.next), { credentials: "same-origin" });
+        if (res.status === 401) {
+          location.assign("/login?next=%2F");
+          return;
+        }
+        if (!res.ok) {
+          const data = await res.json().catch(() => null);
+          followupMessage("error", data && data.message ? data.message : `Follow-ups not loaded (${res.status}).`);
+          return;
+        }
+        page = await res.json();
+        items.push(...page.followups);
       }
-      if (!res.ok) {
-        followupMessage("error", `Follow-ups not loaded (${res.status}).`);
-        return;
-      }
-      showFollowups((await res.json()).followups);
+      if (show !== followupShow) return; // the filter changed meanwhile: the next load shows it
+      showFollowups(items);
+      countFollowups(page.counts, items.length, page.next);
       followupMessage("", "");
     } catch (e) {
       followupMessage("error", "No connection: follow-ups not loaded.");
@@ -818,6 +836,17 @@
         loadFollowups();
       }
     }
+  }
+
+  function followupsUrl(show, after) {
+    const params = new URLSearchParams({ show });
+    if (show === "today") {
+      const now = new Date(serverNow() * 1000);
+      params.set("day_start", new Date(now.getFullYear(), now.getMonth(), now.getDate()).toISOString());
+      params.set("day_end", new Date(now.getFullYear(), now.getMonth(), now.getDate() + 1).toISOString());
+    }
+    if (after) params.set("after", after);
+    return `/api/followups?${params}`;
   }
 
   function showFollowups(items) {
@@ -847,7 +876,8 @@
       const at = followupBody.children[index];
       if (at !== entry.tr) followupBody.insertBefore(entry.tr, at || null);
     });
-    countFollowups();
+    followupTable.hidden = followupRows.size === 0;
+    followupEmpty.hidden = followupRows.size > 0;
   }
 
   function byDue(a, b) {
@@ -856,11 +886,12 @@
     return a.id - b.id;
   }
 
-  function countFollowups() {
-    const todo = [...followupRows.values()].filter((e) => e.item.state !== "closed").length;
-    followupCount.textContent = todo ? `(${todo})` : "";
-    followupTable.hidden = followupRows.size === 0;
-    followupEmpty.hidden = followupRows.size > 0;
+  // The heading counts the whole list (every page), as the server counted it.
+  function countFollowups(counts, shown, next) {
+    const late = counts.overdue ? ` · ${counts.overdue} overdue` : "";
+    followupCount.textContent = counts.todo ? `(${counts.todo}${late})` : "";
+    followupMore.hidden = !next;
+    followupMore.querySelector(".shown").textContent = `Showing ${shown} of ${counts.matching}.`;
   }
 
   function fillFollowup(entry) {
@@ -878,7 +909,7 @@
     if (f.number) customer.append(el("small", "number", f.number));
     const why = el("td", "col-why", f.title);
     if (f.body) why.append(el("p", "note", f.body)); // the notes of the call that asked for it
-    const owner = el("td", "col-owner", ownerText(f.owner));
+    const owner = el("td", "col-owner", ownerText(f));
     const state = el("td", "col-state", stateText(f));
     const actions = el("td", "col-actions");
     if (f.state !== "closed") {
@@ -893,7 +924,12 @@
       closeButton.type = "button";
       closeButton.disabled = busy;
       closeButton.addEventListener("click", () => openCloseForm(entry));
-      actions.append(dialButton, closeButton);
+      const laterButton = el("button", "reschedule", "Reschedule");
+      laterButton.setAttribute("aria-label", `Reschedule the follow-up for ${f.customer.name}`);
+      laterButton.type = "button";
+      laterButton.disabled = busy;
+      laterButton.addEventListener("click", () => openRescheduleForm(entry));
+      actions.append(dialButton, closeButton, laterButton);
     }
     if (entry.message) {
       const message = el("span", `row-status ${entry.message.kind}`, entry.message.text);
@@ -910,10 +946,10 @@
     return f.result ? `open · last try: ${RESULTS[f.result] || f.result}` : "open";
   }
 
-  function ownerText(owner) {
-    if (!owner) return "–";
-    if (owner.startsWith("queue:")) return `queue ${owner.slice(6)}`;
-    return owner === config.agent_id ? "you" : owner;
+  function ownerText(f) {
+    if (!f.owner) return "–";
+    if (f.owner === config.agent_id) return "you";
+    return f.owner_label || (f.owner.startsWith("queue:") ? `queue ${f.owner.slice(6)}` : f.owner);
   }
 
   async function dialFollowup(entry) {
@@ -928,6 +964,7 @@
       const f = data.followup;
       entry.message = f.state === "closed" ? null : { kind: "error", text: `Not reached: ${RESULTS[f.result] || f.result}.` };
       remember(f, entry);
+      loadFollowups(); // the counts
     } else {
       entry.message = { kind: "error", text: failure(res, data, "Not dialled") };
       remember(before, entry);
@@ -955,6 +992,7 @@
         entry.form = null;
         entry.message = null;
         remember(data.followup, entry);
+        loadFollowups(); // the counts
         return;
       }
       for (const field of form.elements) field.disabled = false;
@@ -965,11 +1003,75 @@
     form.elements.result.focus();
   }
 
+  function openRescheduleForm(entry) {
+    if (entry.form) return;
+    const form = rescheduleTemplate.content.firstElementChild.cloneNode(true);
+    entry.form = form;
+    const due = entry.item.due_at ? new Date(entry.item.due_at) : null;
+    const start = due && due.getTime() > serverNow() * 1000 ? due : new Date((serverNow() + 3600) * 1000);
+    form.elements.date.value = localDate(start);
+    form.elements.time.value = localTime(start);
+    form.querySelector(".cancel").addEventListener("click", () => {
+      entry.form = null;
+      fillFollowup(entry);
+    });
+    form.querySelector(".snooze-hour").addEventListener("click", () => {
+      reschedule(entry, form, new Date((serverNow() + 3600) * 1000));
+    });
+    form.querySelector(".snooze-tomorrow").addEventListener("click", () => {
+      const now = new Date(serverNow() * 1000);
+      reschedule(entry, form, new Date(now.getFullYear(), now.getMonth(), now.getDate() + 1, 9, 0));
+    });
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const date = form.elements.date.value;
+      const time = form.elements.time.value;
+      if (!date || !time) {
+        entry.message = { kind: "error", text: "Pick a date and a time." };
+        fillFollowup(entry);
+        return;
+      }
+      const [y, m, d] = date.split("-").map(Number);
+      const [hh, mm] = time.split(":").map(Number);
+      reschedule(entry, form, new Date(y, m - 1, d, hh, mm, 0)); // the agent's local time
+    });
+    fillFollowup(entry);
+    form.elements.date.focus();
+  }
+
+  async function reschedule(entry, form, due) {
+    const item = entry.item;
+    if (inFlight.has(item.id)) return;
+    inFlight.add(item.id);
+    for (const field of form.elements) field.disabled = true;
+    const url = `/api/followups/${encodeURIComponent(item.id)}/reschedule`;
+    const { res, data } = await postJson(url, { due_at: due.toISOString() });
+    inFlight.delete(item.id);
+    if (res !== null && res.ok) {
+      entry.form = null;
+      entry.message = { kind: "ok", text: `Now due ${when(data.followup.due_at)}.` };
+      remember(data.followup, entry);
+      loadFollowups(); // its place in the list, and the counts
+      return;
+    }
+    for (const field of form.elements) field.disabled = false;
+    entry.message = { kind: "error", text: failure(res, data, "Not rescheduled") };
+    fillFollowup(entry);
+  }
+
+  function localDate(d) {
+    const pad = (n) => String(n).padStart(2, "0");
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+  }
+
+  function localTime(d) {
+    return `${String(d.getHours()).padStart(2, "0")}:${String(d.getMinutes()).padStart(2, "0")}`;
+  }
+
   function remember(item, entry) {
     acted.set(item.id, { item, until: Date.now() + KEEP_SHOWN_MS });
     entry.item = item;
     fillFollowup(entry);
-    countFollowups();
   }
 
   async function postJson(url, body) {
@@ -1036,6 +1138,16 @@
     if (!document.hidden) reconnectNow();
   });
   window.addEventListener("online", reconnectNow);
+  followupFilter.addEventListener("change", (event) => {
+    followupShow = event.target.value;
+    followupPages = 1;
+    for (const id of acted.keys()) if (!inFlight.has(id)) acted.delete(id); // of the last view
+    loadFollowups();
+  });
+  followupMore.querySelector(".more").addEventListener("click", () => {
+    followupPages += 1;
+    loadFollowups();
+  });
   setInterval(loadFollowups, FOLLOWUP_REFRESH_MS);
   setUpPause();
   setUpAlerts();
