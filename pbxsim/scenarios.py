@@ -74,9 +74,15 @@ class QueueSpec:
     servicelevel: int = 20
     weight: int = 0
     maxlen: int = 0
+    wrapuptime: int = 0  # seconds after a queue call before the member is rung again
 
 
-QUEUES = (QueueSpec("support", "rrmemory"), QueueSpec("sales", "ringall"))
+# The lab's queues, with a short wrap-up (the lab itself had wrapuptime=0) so that the
+# simulated members breathe between calls as real agents do.
+QUEUES = (
+    QueueSpec("support", "rrmemory", wrapuptime=5),
+    QueueSpec("sales", "ringall", wrapuptime=5),
+)
 AGENTS = (
     Agent("1001", "Alice", ("support",)),
     Agent("1002", "Bob", ("support",)),
@@ -426,6 +432,7 @@ class _Call:
         """One QueueMemberStatus per queue the member is in (a device state change)."""
         stats = self.pbx.members[agent.name]
         for queue in agent.queues:
+            spec = self.pbx.queues.get(queue)
             self.emit(
                 "QueueMemberStatus",
                 "agent",
@@ -445,7 +452,7 @@ class _Call:
                     "Paused": "0",
                     "PausedReason": "",
                     "Ringinuse": "0",
-                    "Wrapuptime": "0",
+                    "Wrapuptime": str(spec.wrapuptime if spec else 0),
                 },
             )
 

@@ -143,7 +143,9 @@ class _QueueLive:
     talktime: int = 0
 
 
-def _member_blob(agent_name: str, interface: str, queue: str, login_time: int) -> Message:
+def _member_blob(
+    agent_name: str, interface: str, queue: str, login_time: int, wrapuptime: int = 0
+) -> Message:
     return {
         "Queue": queue,
         "MemberName": agent_name,
@@ -160,7 +162,7 @@ def _member_blob(agent_name: str, interface: str, queue: str, login_time: int) -
         "Paused": "0",
         "PausedReason": "",
         "Ringinuse": "0",
-        "Wrapuptime": "0",
+        "Wrapuptime": str(wrapuptime),
     }
 
 
@@ -173,7 +175,10 @@ class _Live:
         for agent in agents:
             for queue in agent.queues:
                 if queue in self.queues:
-                    blob = _member_blob(agent.name, agent.interface, queue, int(now))
+                    spec = self.queues[queue].spec
+                    blob = _member_blob(
+                        agent.name, agent.interface, queue, int(now), spec.wrapuptime
+                    )
                     self.queues[queue].members[agent.interface] = blob
 
     def apply(self, event: Mapping[str, str], now: float) -> None:
@@ -856,6 +861,7 @@ async def _queue_add(client: _Client, action: Message) -> None:
         interface,
         queue.spec.name,
         int(time.time()),
+        queue.spec.wrapuptime,
     )
     penalty = action.get("penalty", "").strip()
     member.update(

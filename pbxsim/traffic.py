@@ -1,11 +1,17 @@
 """Call traffic for the simulator: played live on an :class:`AmiServer`, or rendered into one
 AMI byte stream for benchmarks.
 
-Both use one planner on a virtual clock: calls start at exponential intervals, each gets a
-scenario drawn from the mix, a caller (number formats from E.164 to national, names in many
-scripts, some anonymous), realistic timings and members that are free at that moment (a
-member stays busy until the call that used it ends, so nobody takes two calls at once).
-When a queue has nobody free, the call becomes an abandon or a timeout instead.
+Both use one planner on a virtual clock, following app_queue's rules: calls start at
+exponential intervals, go through the IVR and join a queue; a caller waits there until a
+member is available (not paused, not on a call, and past the queue's ``wrapuptime`` since
+their last queue call), and then that member's phone rings for a few seconds before the
+answer. Some rings go unanswered (``AgentRingNoAnswer`` after the ring timeout, then the
+next member). A caller whose patience runs out before that hangs up (an abandon, maybe while
+a member already rings); one still waiting at the queue's timeout leaves with TIMEOUT. A few
+calls take the other exits (exit key, redirect, withdraw, leave-empty) or are transferred.
+Each call also gets a caller (number formats from E.164 to national, names in many scripts,
+some anonymous). Calls are planned whole when they start, so a member paused later is still
+rung by a call already planned for them.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ import asyncio
 import heapq
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from types import MappingProxyType
 
 from cti.codec import encode
@@ -22,22 +29,25 @@ from cti.waits import wait_set
 from pbxsim.scenarios import SCENARIOS, Agent, Pbx, TimedEvent, Timings, with_timestamp
 from pbxsim.server import AmiServer
 
+# Abandons and queue timeouts are not drawn: they follow from the wait (the load).
 DEFAULT_MIX: Mapping[str, float] = MappingProxyType(
     {
-        "answered": 0.44,
-        "abandoned": 0.12,
-        "ring_no_answer": 0.1,
+        "answered": 0.62,
+        "ring_no_answer": 0.08,
         "ring_all": 0.1,
-        "blind_transfer": 0.05,
+        "blind_transfer": 0.04,
         "blind_transfer_to_queue": 0.03,
-        "attended_transfer": 0.05,
-        "timeout": 0.02,
-        "leave_empty": 0.02,
+        "attended_transfer": 0.04,
+        "abandoned": 0.02,
+        "leave_empty": 0.01,
         "exit_key": 0.03,
-        "redirect": 0.02,
+        "redirect": 0.01,
         "withdraw": 0.02,
     }
 )
+_EXITS = frozenset({"timeout", "leave_empty", "exit_key", "redirect", "withdraw"})
+_TRANSFERS = frozenset({"blind_transfer", "attended_transfer", "blind_transfer_to_queue"})
+JOIN_LAG = 0.05  # from the end of the IVR to QueueCallerJoin (a few dialplan steps)
 NAMES = (
     "张伟",
     "李娜",
@@ -77,15 +87,17 @@ def random_caller(rng: random.Random) -> tuple[str | None, str | None]:
 
 
 def random_timings(rng: random.Random) -> Timings:
+    """One call's durations. ``wait`` is left to the planner; ``patience`` is how long this
+    caller stays in the queue (most callers wait a minute or more, a few give up fast)."""
     return Timings(
         ivr=rng.uniform(0.3, 3.0),
-        wait=rng.uniform(0.0, 8.0),
-        ring=rng.choice((0.0, rng.uniform(1.0, 6.0))),
-        talk=rng.uniform(5.0, 40.0),
+        wait=0.0,
+        ring=rng.uniform(2.0, 8.0),  # a phone rings a few seconds before a person answers
+        talk=rng.uniform(8.0, 45.0),
         ring_timeout=15.0,
         retry=1.0,
-        patience=rng.uniform(3.0, 25.0),
-        queue_timeout=rng.choice((30.0, 60.0)),
+        patience=rng.uniform(3.0, 20.0) if rng.random() < 0.05 else rng.expovariate(1 / 150),
+        queue_timeout=rng.choice((60.0, 90.0)),
         consult=rng.uniform(2.0, 10.0),
         after_exit=rng.uniform(1.0, 4.0),
     )
@@ -109,47 +121,83 @@ class _Planner:
         self.rng = rng
         self.kinds = list(mix)
         self.weights = [mix[k] for k in self.kinds]
+        # when each member may be rung again: end of their last call, plus wrap-up after a
+        # queue call (app_queue: now - lastcall < wrapuptime makes a member unavailable)
         self.busy_until = {a.name: 0.0 for a in pbx.agents}
         self.paused = paused  # Asterisk never rings a member paused in the queue
         self.in_queue: dict[str, list[tuple[float, float]]] = {q: [] for q in pbx.queues}
 
-    def free(self, queue: str, at: float, exclude: tuple[Agent, ...] = ()) -> list[Agent]:
+    def available(
+        self, queue: str, at: float, exclude: Sequence[Agent] = ()
+    ) -> list[tuple[float, Agent]]:
+        """Members of ``queue`` that may be rung, each with the earliest time from ``at``,
+        soonest first (ties in rrmemory order, so the load spreads over the members)."""
         members = self.pbx.agents_of(queue)
         if not members:
             return []
-        # rotate like rrmemory so that the load spreads over the members
         rotated = self.pbx.next_agents(queue, len(members))
-        return [
-            a
+        found = [
+            (max(at, self.busy_until[a.name]), a)
             for a in rotated
-            if self.busy_until[a.name] <= at and a not in exclude and not self.paused(queue, a)
+            if a not in exclude and not self.paused(queue, a)
         ]
+        return sorted(found, key=lambda pair: pair[0])
+
+    def free_at(self, at: float, exclude: Sequence[Agent]) -> Agent | None:
+        """Any member free at ``at`` (a colleague to transfer to: a phone, not a queue)."""
+        free = [a for a in self.pbx.agents if a not in exclude and self.busy_until[a.name] <= at]
+        return self.rng.choice(free) if free else None
 
     def position(self, queue: str, at: float) -> int:
-        spans = [s for s in self.in_queue[queue] if s[1] > at - 120.0]
+        spans = [s for s in self.in_queue[queue] if s[1] > at - 600.0]
         self.in_queue[queue] = spans
         return 1 + sum(1 for join, leave in spans if join <= at < leave)
 
-    def pick_agents(self, kind: str, queue: str, start: float) -> list[Agent] | None:
-        """Members for this call; None when there are not enough free ones."""
-        free = self.free(queue, start)
+    def route(
+        self, kind: str, queue: str, start: float, tm: Timings
+    ) -> tuple[str, list[Agent], Timings, dict[str, bool]]:
+        """What the queue does with this caller: who rings after how long, or how the
+        caller leaves without a member (patience or the queue's timeout first)."""
+        join = start + tm.ivr + JOIN_LAG
+        members = self.available(queue, join)
+        patience = tm.patience  # in the queue; the scenarios count it from the call start
+        stay = min(patience, tm.queue_timeout)
+        if kind in _EXITS:  # the caller leaves on their own, unless a member is free first
+            stay = min(stay, self.rng.uniform(5.0, 30.0))
+            if not members or members[0][0] - join > stay:
+                return kind, [], replace(tm, patience=stay), {}
+            kind = "answered"
+        gives_up = replace(tm, patience=join - start + patience)
+        if not members or members[0][0] - join > stay:
+            if patience <= tm.queue_timeout:
+                return "abandoned", [], gives_up, {"while_ringing": False}
+            return "timeout", [], tm, {}
+        at, first = members[0]
+        tm = replace(tm, wait=at - join)
+        if at - join + tm.ring > patience:  # the caller hangs up while the member rings
+            return "abandoned", [first], replace(gives_up, wait=at - join), {"while_ringing": True}
+        if kind == "abandoned":
+            kind = "answered"
         if kind == "ring_all":
-            return free or None
-        if kind == "blind_transfer_to_queue":
-            target = self.free(list(self.pbx.queues)[-1], start, exclude=tuple(free[:1]))
-            return free[:1] + target[:1] if free and target else None
-        if kind in ("blind_transfer", "attended_transfer"):
-            others = [
-                a for a in self.pbx.agents if a not in free[:1] and self.busy_until[a.name] <= start
-            ]
-            return free[:1] + others[:1] if free and others else None
+            return kind, [a for t, a in members if t <= at], tm, {}
         if kind == "ring_no_answer":
-            return free[:2] if len(free) >= 2 else None
-        if kind == "answered":
-            return free[:1] or None
-        if kind == "abandoned" and self.rng.random() < 0.4:
-            return free[:1]
-        return []  # the queue exits: nobody rings
+            again = at + tm.ring_timeout + tm.retry
+            ready = [a for t, a in members[1:] if t <= again]
+            if ready and again - join + tm.ring <= patience:
+                return kind, [first, ready[0]], tm, {}
+            return "answered", [first], tm, {}
+        if kind in _TRANSFERS:
+            handover = at + tm.ring + tm.talk / 2
+            if kind == "blind_transfer_to_queue":
+                target_queue = list(self.pbx.queues)[-1]
+                ready = [a for t, a in self.available(target_queue, handover, (first,))]
+                ready = [a for a in ready if self.busy_until[a.name] <= handover]
+                target = ready[0] if ready else None
+            else:
+                target = self.free_at(handover, (first,))
+            if target is not None:
+                return kind, [first, target], tm, {}
+        return "answered", [first], tm, {}
 
     def next_call(self, start: float) -> list[TimedEvent]:
         rng = self.rng
@@ -160,15 +208,10 @@ class _Planner:
         elif kind == "blind_transfer_to_queue":
             queue = queues[0]
         else:
-            queue = rng.choice(queues[:1] * 3 + queues)
-        picked = self.pick_agents(kind, queue, start)
-        if picked is None:
-            kind = "abandoned" if rng.random() < 0.8 else "timeout"
-        agents = picked or []
+            queue = rng.choice(queues[:1] * 2 + queues)
+        timings = random_timings(rng)
+        kind, agents, timings, extra = self.route(kind, queue, start, timings)
         number, name = random_caller(rng)
-        extra: dict[str, bool] = {}
-        if kind == "abandoned":
-            extra["while_ringing"] = bool(agents)
         events = SCENARIOS[kind](
             self.pbx,
             rng,
@@ -177,8 +220,8 @@ class _Planner:
             name=name,
             queue=queue,
             agents=agents or None,
-            timings=random_timings(rng),
-            position=self.position(queue, start + 1.0),
+            timings=timings,
+            position=self.position(queue, start + timings.ivr + JOIN_LAG),
             agi_ok=rng.random() > 0.02,
             **extra,
         )
@@ -187,15 +230,24 @@ class _Planner:
         return events
 
     def _note_busy(self, start: float, events: list[TimedEvent]) -> None:
-        """A member is busy until its last channel of this call hangs up."""
+        """A member is busy until its last channel of this call hangs up, and after a queue
+        call (AgentComplete) for the queue's wrap-up time too."""
         by_exten = {a.exten: a.name for a in self.pbx.agents}
+        wrapup: dict[str, float] = {}
+        ended: dict[str, float] = {}
         for offset, event in events:
+            if event["Event"] == "AgentComplete":
+                spec = self.pbx.queues.get(event["Queue"])
+                if spec is not None:
+                    wrapup[event["MemberName"]] = float(spec.wrapuptime)
             if event["Event"] != "Hangup":
                 continue
             exten = event["Channel"].partition("/")[2].partition("@")[0].partition("-")[0]
             if exten in by_exten:
-                name = by_exten[exten]
-                self.busy_until[name] = max(self.busy_until[name], start + offset)
+                ended[by_exten[exten]] = start + offset
+        for name, end in ended.items():
+            end += wrapup.get(name, 0.0)
+            self.busy_until[name] = max(self.busy_until[name], end)
 
     def _note_queue_spans(self, start: float, events: list[TimedEvent]) -> None:
         joined: dict[str, float] = {}
