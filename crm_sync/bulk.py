@@ -18,6 +18,7 @@ computed in Python (``Column(default=…)``) are not applied, so rows must give 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -85,6 +86,9 @@ def _json_value(value: Any) -> str:
     raise TypeError(f"{type(value).__name__} is not a column value")
 
 
+_COLLATE = re.compile(r' COLLATE "[^"]*"$')
+
+
 @cache
 def _json_insert(
     dialect: Dialect, table: Table, columns: tuple[str, ...], returning: tuple[str, ...]
@@ -99,7 +103,9 @@ def _json_insert(
         if isinstance(kind, JSON):
             picked.append(f"CAST(r->{index} AS JSON)")
         else:
-            picked.append(f"CAST(r->>{index} AS {kind.compile(dialect=dialect)})")
+            # a cast takes no collation: the column's own applies to what is stored
+            cast = _COLLATE.sub("", kind.compile(dialect=dialect))
+            picked.append(f"CAST(r->>{index} AS {cast})")
     sql = (
         f"INSERT INTO {quote(table.name)} ({', '.join(quote(name) for name in columns)}) "
         f"SELECT {', '.join(picked)} FROM jsonb_array_elements(CAST(:rows AS JSONB)) AS r"

@@ -49,6 +49,7 @@ from crm_sync.models import (
     Phone,
 )
 from crm_sync.phones import PhoneNormalizer
+from crm_sync.search import index_names
 
 INTERACTION_STATUSES = ("open", "closed")
 # an order's own states; the IVR says the last one (sound ivr/order-<status>)
@@ -265,6 +266,7 @@ async def _save_chunk(
         for (index, c, _), customer_id in zip(new, ids, strict=True):
             results[index] = Saved(customer_id, "inserted")
             phones.extend((customer_id, n) for n in c.phones)
+        await index_names(session, [(i, c.name) for (_, c, _), i in zip(new, ids, strict=True)])
     if old:
         changes, versions, phones_gone, phones_new = await _changes(session, old, now)
         for index, _, _, stored in old:
@@ -275,6 +277,8 @@ async def _save_chunk(
         by_id = update(table).where(table.c.id == bindparam("_id"))
         if changes:
             await session.execute(by_id, list(changes.values()))
+            renamed = [(st.id, c.name) for _, c, crm, st in old if crm[_NAME] != st.crm[_NAME]]
+            await index_names(session, renamed)
         if versions:  # unchanged, but a newer version: older ones must be refused from now on
             await session.execute(by_id, versions)
     await insert_rows(session, _table(Phone), ("customer_id", "e164"), phones)
@@ -415,6 +419,7 @@ _NEW = (
     "segment_stale",
 )
 _KEY = _NEW.index("external_id")
+_NAME = CRM_COLUMNS.index("name")
 
 
 async def add_interaction(session: AsyncSession, i: InteractionIn) -> int:

@@ -90,6 +90,19 @@ class Phone(Base):
     customer: Mapped[Customer] = relationship(back_populates="phones", lazy="raise")
 
 
+class CustomerTerm(Base):
+    """A folded word of a customer's name, found by its start (crm_sync.search)."""
+
+    __tablename__ = "customer_terms"
+
+    term: Mapped[str] = mapped_column(
+        String(32).with_variant(String(32, collation="C"), "postgresql"), primary_key=True
+    )
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
 class Interaction(Base):
     """One entry of a customer's timeline, whatever the channel."""
 

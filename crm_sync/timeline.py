@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_sync.models import Customer, Interaction, Phone
 from crm_sync.outbox import enqueue
+from crm_sync.search import index_names
 from cti.events import CallRecord
 
 
@@ -301,6 +302,7 @@ async def _customer_for(session: AsyncSession, outcome: OutcomeIn, now: datetime
     )
     session.add(customer)
     await session.flush()
+    await index_names(session, [(customer.id, customer.name)])
     if outcome.caller_e164:
         session.add(Phone(customer_id=customer.id, e164=outcome.caller_e164, label="caller"))
     enqueue(

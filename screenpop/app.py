@@ -27,7 +27,17 @@ from aiohttp.typedefs import Handler
 
 from crm_sync.store import CustomerStore
 from cti.controls import MemberControls
-from screenpop import api, controls_api, crm_api, followups_api, outbox_api, views, wallboard, ws
+from screenpop import (
+    api,
+    controls_api,
+    crm_api,
+    followups_api,
+    outbox_api,
+    search,
+    views,
+    wallboard,
+    ws,
+)
 from screenpop.auth import Accounts, LoginLimiter, SessionStore
 from screenpop.dispositions import Dispositions
 from screenpop.errors import ApiError, error_middleware, wants_json
@@ -119,6 +129,7 @@ def create_app(
     crm_api.add_routes(app)
     followups_api.add_routes(app)
     outbox_api.add_routes(app)
+    search.add_routes(app)
     app.router.add_get("/ws", ws.websocket, name="ws")
     app.router.add_static("/static/", STATIC, name="static")
     return app

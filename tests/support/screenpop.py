@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from crm_sync.models import Customer, Interaction, Phone
 from crm_sync.phones import PhoneNormalizer
+from crm_sync.search import index_names
 from crm_sync.store import CustomerStore
 from cti.ami import AmiClient, Item
 from cti.events import (
@@ -105,6 +106,7 @@ async def seed(store: CustomerStore) -> Seeded:
         )
         session.add(customer)
         await session.flush()
+        await index_names(session, [(customer.id, name)])  # as the store's writers do
         session.add_all(Phone(customer_id=customer.id, e164=p) for p in phones)
         return customer
 
