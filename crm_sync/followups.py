@@ -555,7 +555,7 @@ class Followups:
         return item
 
     async def reschedule(
-        self, followup_id: int, *, due_at: datetime, now: datetime
+        self, followup_id: int, *, due_at: datetime, by: str, now: datetime
     ) -> tuple[FollowupItem, datetime | None]:
         """Put a follow-up still to do off to ``due_at`` (later than now, at most
         ``MAX_AHEAD`` ahead); the follow-up and its due time before. Raises FollowupError."""
@@ -576,6 +576,21 @@ class Followups:
             before = _utc_or_none(row.due_at)
             if not await _move(session, row.id, WORKING, due_at=due_at):
                 raise FollowupError(f"This follow-up is closed ({row.result or 'done'}).")
+            enqueue(
+                session,
+                topic="followup.rescheduled",
+                key=f"followup.rescheduled:{row.id}:{now.isoformat()}",
+                customer_id=row.customer_id,
+                data={
+                    "followup_id": row.id,
+                    "owner": row.owner,
+                    "due_at": due_at.isoformat(),
+                    "was_due_at": _iso(before),
+                    "by": by,
+                    "at": now.isoformat(),
+                },
+                now=now,
+            )
         item = await self.get(followup_id, now=now)
         if item is None:
             raise FollowupError(f"There is no follow-up {followup_id}.", "missing")

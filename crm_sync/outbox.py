@@ -26,6 +26,7 @@ TOPICS = (
     "note.added",  # a note an agent wrote on a customer without a call
     "followup.created",
     "followup.closed",
+    "followup.rescheduled",  # an agent put a follow-up off to a new due time
     "call.ended",  # a finished call of a known customer
     "call.placed",  # a call the center placed to a customer (a callback)
     "customer.created",  # a customer first known here (an agent's new caller)

@@ -286,7 +286,7 @@ async def reschedule(request: web.Request) -> web.StreamResponse:
         raise ApiError(422, "invalid_field", message, field="due_at") from exc
     try:
         moved, before = await desk.followups.reschedule(
-            item.id, due_at=due_at, now=request.app[CLOCK]()
+            item.id, due_at=due_at, by=agent, now=request.app[CLOCK]()
         )
     except FollowupError as exc:
         if exc.field is not None:

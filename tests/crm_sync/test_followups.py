@@ -230,11 +230,23 @@ async def test_rescheduling(engine: AsyncEngine) -> None:
     fid = await followup(engine, ana, "alice", due=-timedelta(hours=1))
     work = store(engine)
     later = datetime(2026, 12, 5, 9, 0, tzinfo=timezone(timedelta(hours=1)))  # 08:00 UTC
-    item, before = await work.reschedule(fid, due_at=later, now=NOW)
+    item, before = await work.reschedule(fid, due_at=later, by="alice", now=NOW)
     assert (item.due_at, item.overdue, item.state, before) == (
         later, False, "open", NOW - timedelta(hours=1),
     )  # fmt: skip
     assert item.due_at is not None and item.due_at.utcoffset() == timedelta(0)
+    (told,) = [(k, d) for t, k, d in await outbox(engine) if t == "followup.rescheduled"]
+    assert told == (
+        f"followup.rescheduled:{fid}:{NOW.isoformat()}",
+        {
+            "followup_id": fid,
+            "owner": "alice",
+            "due_at": later.astimezone(UTC).isoformat(),
+            "was_due_at": (NOW - timedelta(hours=1)).isoformat(),
+            "by": "alice",
+            "at": NOW.isoformat(),
+        },
+    )
     # it moved in the list too: after the one now due earlier
     other = await followup(engine, ana, "alice", due=timedelta(hours=2))
     assert [i.id for i in (await work.work(["alice"], now=NOW)).items] == [other, fid]
@@ -245,18 +257,18 @@ async def test_rescheduling(engine: AsyncEngine) -> None:
         later.replace(tzinfo=None),
     ):
         with pytest.raises(FollowupError) as caught:
-            await work.reschedule(fid, due_at=bad, now=NOW)
+            await work.reschedule(fid, due_at=bad, by="alice", now=NOW)
         assert (caught.value.kind, caught.value.field) == ("invalid", "due_at"), bad
     with pytest.raises(FollowupError, match="in the past"):
-        await work.reschedule(fid, due_at=NOW - timedelta(minutes=5), now=NOW)
+        await work.reschedule(fid, due_at=NOW - timedelta(minutes=5), by="alice", now=NOW)
     unchanged = await work.get(fid, now=NOW)
     assert unchanged is not None and unchanged.due_at == later  # refused: nothing written
     with pytest.raises(FollowupError) as missing:
-        await work.reschedule(fid + 100, due_at=later, now=NOW)
+        await work.reschedule(fid + 100, due_at=later, by="alice", now=NOW)
     assert missing.value.kind == "missing"
     await work.close(fid, result="done", note="", by="alice", now=NOW)
     with pytest.raises(FollowupError, match="closed") as caught:
-        await work.reschedule(fid, due_at=later, now=NOW)
+        await work.reschedule(fid, due_at=later, by="alice", now=NOW)
     assert caught.value.kind == "conflict"
     closed = await work.get(fid, now=NOW)
     assert closed is not None and closed.due_at == later
