@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from crm_sync import audit, ratings
 from crm_sync.models import AgentRating, AuditEntry
 from crm_sync.store import CustomerStore
-from cti.controls import SPY_OPTIONS, ControlError, MemberControls
+from cti.controls import SPY_OPTIONS, ControlError, MemberControls, Mode
 from screenpop.api import _body
 from screenpop.errors import ApiError
 from screenpop.keys import CLOCK, CONTROLS, POP, SESSION, STORE, WORK_CHANGED
@@ -133,9 +133,10 @@ async def listen(request: web.Request) -> web.StreamResponse:
     await _permit(request, _Attempt("listen", agent, None, pbx))
     controls = _ready(request)
     body = await _body(request)
-    mode = body.get("mode", "listen")
-    if mode not in SPY_OPTIONS:
+    raw = body.get("mode", "listen")
+    if not isinstance(raw, str) or raw not in SPY_OPTIONS:  # a list is no key: not a 500
         raise _invalid("mode", f"one of {', '.join(SPY_OPTIONS)}")
+    mode = cast(Mode, raw)  # one of SPY_OPTIONS' keys, as just checked
     if not agent:
         raise ApiError(404, "no_call", "No such call, or no agent handles it.")
     pbx = _pbx(controls, pbx)

@@ -232,7 +232,9 @@ async def page(request: web.Request) -> web.StreamResponse:
     """A shell: the script renders the snapshots the socket brings."""
     session = _supervisor(request)
     feed = request.app.get(FEED)
-    config = {"csrf": session.csrf, "idle": feed.idle} if feed is not None else None
+    # listening in rings the supervisor's own phone (the account's device): none, no buttons
+    phone = bool(session.account.device)
+    config = {"csrf": session.csrf, "idle": feed.idle, "phone": phone} if feed is not None else None
     return aiohttp_jinja2.render_template(
         "wallboard.html",
         request,

@@ -36,6 +36,15 @@
     logged_out: "logged out",
   };
   const TIERS = { vip: "VIP", regular: "regular", low: "low" }; // the caller's value tier
+  // what each way of joining an agent's call is called, and what the row says once it worked
+  const SPY = {
+    listen: { text: "Listen", label: (name) => `Listen to ${name}`, done: "Listening ✓" },
+    whisper: { text: "Whisper", label: (name) => `Whisper to ${name}`, done: "Whispering ✓" },
+    barge: { text: "Barge", label: (name) => `Barge in on ${name}'s call`, done: "Barging in ✓" },
+  };
+  const FADE_AFTER_MS = 4000; // a "done" message goes after this; an error stays
+  const FADE_MS = 600; // the fade's length (wallboard.css); none under reduced motion
+  const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");
   const MAX_BACKOFF_MS = 15000;
   const DEAD_AFTER_MS = config.idle * 3000; // three idle pushes missed: the link is dead
   const TREND_SECONDS = 3600;
@@ -391,7 +400,9 @@
     entry.pause.hidden = paused || held || state === "logged_out" || !entry.form.hidden;
     entry.unpause.hidden = !paused;
     entry.release.hidden = !held;
-    entry.listen.hidden = !(call && state === "on_call");
+    // the supervisor's own phone is rung into the call: without one, nothing to offer
+    entry.spyGroup.hidden = !(config.phone && call && state === "on_call");
+    nameButtons(entry);
     if (paused || held || state === "logged_out") entry.form.hidden = true;
   }
 
@@ -400,7 +411,11 @@
     const pause = button("Pause", "pause");
     const unpause = button("Unpause", "unpause");
     const release = button("Release wrap-up", "release");
-    const listen = button("Listen", "listen");
+    const spies = Object.entries(SPY).map(([mode, spy]) => {
+      const node = button(spy.text, `spy ${mode}`);
+      node.dataset.mode = mode;
+      return node;
+    });
     const rate = button("Rate", "rate");
     const queues = button("Queues", "queues");
     const membership = memberTemplate.content.firstElementChild.cloneNode(true);
@@ -408,7 +423,11 @@
     const rating = rateTemplate.content.firstElementChild.cloneNode(true);
     const status = el("span", "control-status", "");
     status.setAttribute("role", "status");
-    Object.assign(entry, { pause, unpause, release, listen, form, status });
+    const spyGroup = el("span", "spy-group");
+    spyGroup.setAttribute("role", "group");
+    spyGroup.hidden = true;
+    spyGroup.append(...spies);
+    Object.assign(entry, { pause, unpause, release, spies, spyGroup, queues, rate, form, status, fadeTimer: null });
     queues.addEventListener("click", () => {
       membership.hidden = !membership.hidden;
       if (membership.hidden) return;
@@ -471,14 +490,36 @@
     unpause.addEventListener("click", () => setPaused(entry, false, ""));
     // the same control as Unpause (and audited alike); the outcome stays owed on the agent's card
     release.addEventListener("click", () => setPaused(entry, false, "", "Released from wrap-up ✓"));
-    listen.addEventListener("click", () => {
-      const call = entry.agent.call;
-      if (!call) return;
-      const url = `/api/calls/${encodeURIComponent(call.pbx)}/${encodeURIComponent(call.call_id)}/listen`;
-      command(entry, url, { mode: "listen" }, "Listening ✓");
-    });
-    cell.append(pause, unpause, release, listen, queues, rate, form, membership, rating, status);
+    for (const spy of spies) {
+      spy.addEventListener("click", () => {
+        const call = entry.agent.call;
+        if (!call) return;
+        const { mode } = spy.dataset;
+        const url = `/api/calls/${encodeURIComponent(call.pbx)}/${encodeURIComponent(call.call_id)}/listen`;
+        command(entry, url, { mode }, SPY[mode].done, "POST", "Ringing your phone…");
+      });
+    }
+    const bar = el("div", "control-bar");
+    bar.append(spyGroup, pause, unpause, release, queues, rate);
+    cell.append(bar, form, membership, rating, status);
     return cell;
+  }
+
+  // each button names the agent it acts on (a screen reader's list of buttons says whose)
+  function nameButtons(entry) {
+    const name = entry.agent.name || entry.agent.id;
+    const labels = [
+      [entry.pause, `Pause ${name}`],
+      [entry.unpause, `Unpause ${name}`],
+      [entry.release, `Release wrap-up for ${name}`],
+      [entry.queues, `Queues of ${name}`],
+      [entry.rate, `Rate ${name}`],
+      [entry.spyGroup, `${name}'s call`],
+      ...entry.spies.map((spy) => [spy, SPY[spy.dataset.mode].label(name)]),
+    ];
+    for (const [node, label] of labels) {
+      if (node.getAttribute("aria-label") !== label) node.setAttribute("aria-label", label);
+    }
   }
 
   function closeForm(entry) {
@@ -492,10 +533,8 @@
     return command(entry, url, { paused, reason }, done);
   }
 
-  async function command(entry, url, body, done, method = "POST") {
-    const { status } = entry;
-    status.className = "control-status pending";
-    status.textContent = "…";
+  async function command(entry, url, body, done, method = "POST", pending = "…") {
+    say(entry, "pending", pending);
     let res = null;
     try {
       res = await fetch(url, {
@@ -508,8 +547,7 @@
       res = null;
     }
     if (res !== null && res.ok) {
-      status.className = "control-status ok";
-      status.textContent = done; // the next push shows the new state
+      say(entry, "ok", done); // the next push shows the new state
       return true;
     }
     if (res !== null && res.status === 401) {
@@ -523,9 +561,32 @@
     } catch (e) {
       // keep the generic message
     }
-    status.className = "control-status error";
-    status.textContent = message;
+    say(entry, "error", message);
     return false;
+  }
+
+  // A row's status line: "done" fades after a few seconds, an error stays until the next
+  // action; whatever is said replaces what was (and its pending fade).
+  function say(entry, kind, text) {
+    clearTimeout(entry.fadeTimer);
+    entry.fadeTimer = kind === "ok" ? setTimeout(() => fade(entry), FADE_AFTER_MS) : null;
+    entry.status.className = `control-status ${kind}`;
+    entry.status.textContent = text;
+  }
+
+  function fade(entry) {
+    if (reducedMotion.matches) {
+      silence(entry);
+      return;
+    }
+    entry.status.classList.add("fading");
+    entry.fadeTimer = setTimeout(() => silence(entry), FADE_MS);
+  }
+
+  function silence(entry) {
+    entry.fadeTimer = null;
+    entry.status.className = "control-status";
+    entry.status.textContent = "";
   }
 
   // ------------------------------------------------------------------ helpers

@@ -265,7 +265,8 @@ async def test_the_wallboard_follows_the_board(browser: Browser, site: Site) -> 
     await expect(alice.locator(".col-csat")).to_have_text("4.4")
     await expect(alice.locator(".col-score")).to_have_text("82")
     await expect(alice.locator(".col-aht")).to_have_text("3:50")
-    await expect(alice.get_by_role("button", name="Listen")).to_be_visible()
+    await expect(alice.get_by_role("button", name="Listen")).to_be_hidden()  # Sue: no phone
+    await expect(page.locator("#no-phone")).to_have_text("Listening needs a phone on your account.")
     bob = page.locator(f'#agents tr[data-agent="{PBX}/Bob"]')
     await expect(bob.locator(".customer")).to_have_text(TWINS)  # nobody named: the number
     eve = page.locator(f'#agents tr[data-agent="{PBX}/Eve"]')
@@ -451,7 +452,7 @@ async def test_a_supervisor_logs_an_agent_in_and_out_of_a_queue(
                 await log_in(page, Site(url, app, board, at), "sue")
                 row = page.locator("#agents tbody tr", has_text="Alice Martin")
                 await row.get_by_role("button", name="Queues").click()
-                picker = row.get_by_label("Queue")
+                picker = row.locator(".member-form").get_by_label("Queue")
                 await expect(picker.locator("option")).to_have_text(
                     ["support (member)", "sales", "billing"]
                 )
