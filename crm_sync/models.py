@@ -110,6 +110,7 @@ class Interaction(Base):
     __table_args__ = (
         Index("ix_interactions_customer_time", "customer_id", "occurred_at"),
         Index("ix_interactions_kind_status", "kind", "status", "due_at"),  # open work
+        Index("ix_interactions_agent_time", "agent", "occurred_at"),  # an agent's day
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
