@@ -31,6 +31,7 @@ from screenpop import (
     api,
     controls_api,
     crm_api,
+    day_api,
     followups_api,
     outbox_api,
     search,
@@ -128,6 +129,7 @@ def create_app(
     controls_api.add_routes(app)
     crm_api.add_routes(app)
     followups_api.add_routes(app)
+    day_api.add_routes(app)
     outbox_api.add_routes(app)
     search.add_routes(app)
     app.router.add_get("/ws", ws.websocket, name="ws")
