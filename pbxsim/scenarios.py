@@ -44,7 +44,13 @@ TimedEvent = tuple[float, Event]
 UNKNOWN = "<unknown>"
 STATE_DESC = MappingProxyType({0: "Down", 4: "Ring", 5: "Ringing", 6: "Up"})
 CAUSE_TXT = MappingProxyType(
-    {0: "Unknown", 16: "Normal Clearing", 17: "User busy", 26: "Answered elsewhere"}
+    {
+        0: "Unknown",
+        16: "Normal Clearing",
+        17: "User busy",
+        19: "User alerting, no answer",
+        26: "Answered elsewhere",
+    }
 )
 CID_PRES = "0 (Presentation Allowed, Not Screened)"
 AGI_URL = "agi://127.0.0.1:4573/ivr"
@@ -277,6 +283,7 @@ class _Call:
         self.start = start
         self.t = 0.0
         self.out: list[TimedEvent] = []
+        self.busy: set[str] = set()  # members whose device this call made in use
 
     # -- time and raw events ---------------------------------------------------------------
     def now(self) -> float:
@@ -456,6 +463,111 @@ class _Call:
                 },
             )
 
+    # -- member legs (a queue's or a Dial's) -------------------------------------------------
+    def identify(self, ch: _Chan, num: str | None, name: str | None) -> None:
+        """A Local ``;2`` half gets caller and connected line at once, then both events."""
+        if (num, name) == (ch.cid_num, ch.cid_name):
+            return
+        ch.cid_num, ch.cid_name, ch.conn_num, ch.conn_name = num, name, num, name
+        self.emit("NewCallerid", "call", ch.block(), {"CID-CallingPres": CID_PRES})
+        self.emit("NewConnectedLine", "call", ch.block())
+
+    def agent_busy(self, agent: Agent, *, in_call: bool) -> None:
+        if agent.name in self.busy:
+            return
+        self.busy.add(agent.name)
+        self.device(agent.device, "INUSE")
+        self.member_status(agent, 2, in_call)
+
+    def agent_free(self, agent: Agent) -> None:
+        self.busy.discard(agent.name)
+        self.member_status(agent, 1, False)
+        self.device(f"Queue:{agent.queues[0]}_avail", "NOT_INUSE")
+        self.device(agent.device, "NOT_INUSE")
+
+    def agent_cdr(self, leg: _Leg, app: str, data: str) -> None:
+        self.cdr(
+            leg.two,
+            src=leg.two,
+            destination=leg.agent.exten,
+            dest_context="agents",
+            dest_channel="",
+            app=app,
+            data=data,
+        )
+
+    def start_ringing(self, leg: _Leg, src: _Chan, *, dial_state: bool) -> None:
+        """The member's ``;2`` runs Ringing(): its ``;1`` goes to state 5."""
+        one, two = leg.one, leg.two
+        leg.prio += 1
+        self.newexten(two, "Ringing", "", prio=leg.prio)
+        self.answering_half(leg, src, 5)
+        if dial_state:
+            self.dial("DialState", src, one, {"DialStatus": "RINGING"})
+        leg.ringing = True
+        self.agent_busy(leg.agent, in_call=False)
+
+    def offer(self, leg: _Leg, src: _Chan) -> None:
+        self.newexten(
+            leg.two,
+            "NoOp",
+            f'Agent {leg.agent.exten} takes call from "{src.cid_name or ""}" <{src.cid_num or ""}>',
+            prio=1,
+        )
+
+    def pick_up(self, leg: _Leg, src: _Chan, ring: float) -> None:
+        """The member answers: Answer() on ``;2``, both halves Up, DialEnd ANSWER."""
+        one, two = leg.one, leg.two
+        self.offer(leg, src)
+        if ring > 0:
+            self.start_ringing(leg, src, dial_state=self.rng.random() < 0.5)
+            self.wait(ring)
+        leg.prio += 1
+        self.newexten(two, "Answer", "", prio=leg.prio)
+        self.newstate(two, 6)
+        if leg.ringing:
+            self.newstate(one, 6)
+        else:
+            self.answering_half(leg, src, 6)
+        self.dial("DialEnd", src, one, {"DialStatus": "ANSWER"})
+
+    def answering_half(self, leg: _Leg, src: _Chan, state: int) -> None:
+        """The ``;1`` half follows its ``;2``: the snapshot already carries the connected
+        line when its NewConnectedLine is published (as captured)."""
+        one = leg.one
+        one.exten = "s"
+        changed = (one.conn_num, one.conn_name) != (src.cid_num, src.cid_name)
+        one.conn_num, one.conn_name = src.cid_num, src.cid_name
+        self.newstate(one, state)
+        self.newexten(one, leg.app, "(Outgoing Line)")
+        if changed:
+            self.emit("NewConnectedLine", "call", one.block())
+
+    def dial_agent(self, src: _Chan, agent: Agent, linkedid: str) -> _Leg:
+        """A plain Dial(Local/<exten>@agents/n) from ``src`` (no queue involved)."""
+        base = f"Local/{agent.exten}@agents-{self.pbx.local_seq()}"
+        one = self.chan(base + ";1", 0, "agents", agent.exten, linkedid)
+        two = self.chan(base + ";2", 4, "agents", agent.exten, linkedid)
+        self.newchannel(one)
+        self.newchannel(two)
+        num, name = src.cid_num, src.cid_name
+        one.cid_num, one.cid_name = num, name
+        self.newexten(one, "AppDial", "(Outgoing Line)")
+        if (num, name) != (None, None):
+            self.emit("NewCallerid", "call", one.block(), {"CID-CallingPres": CID_PRES})
+        self.identify(two, num, name)
+        self.local_bridge(one, two, "agents", agent.exten, False)
+        self.dial("DialBegin", src, one, {"DialString": f"{agent.exten}@agents/n"})
+        return _Leg(agent, one, two, self.t, app="AppDial")
+
+    def bridge_pair(self, src: _Chan, leg: _Leg) -> _Bridge:
+        bridge = self.bridge_create()
+        self.bridge_enter(bridge, leg.one)
+        self.bridge_enter(bridge, src)
+        self.varset(leg.one, "BRIDGEPEER", src.name)
+        self.varset(src, "BRIDGEPEER", leg.one.name)
+        return bridge
+
 
 @dataclass(frozen=True, slots=True)
 class _Spec:
@@ -500,7 +612,6 @@ class _QueueCall(_Call):
         self.queue_status = ""
         self.member: Agent | None = None
         self.legs: list[_Leg] = []
-        self.busy: set[str] = set()
         self.bridge: _Bridge | None = None
         self.connected_at = 0.0
 
@@ -511,14 +622,6 @@ class _QueueCall(_Call):
 
     def who(self) -> str:
         return f'"{self.spec.name or ""}" <{self.spec.number or ""}>'
-
-    def identify(self, ch: _Chan, num: str | None, name: str | None) -> None:
-        """A Local ``;2`` half gets caller and connected line at once, then both events."""
-        if (num, name) == (ch.cid_num, ch.cid_name):
-            return
-        ch.cid_num, ch.cid_name, ch.conn_num, ch.conn_name = num, name, num, name
-        self.emit("NewCallerid", "call", ch.block(), {"CID-CallingPres": CID_PRES})
-        self.emit("NewConnectedLine", "call", ch.block())
 
     def agi(self, command: str, var: tuple[str, str] | None = None) -> None:
         cid = {"CommandId": str(self.rng.randrange(10**8, 2**31)), "Command": command}
@@ -569,19 +672,6 @@ class _QueueCall(_Call):
             ]
         for var, value in pairs:
             self.varset(c2, var, value)
-
-    def agent_busy(self, agent: Agent, *, in_call: bool) -> None:
-        if agent.name in self.busy:
-            return
-        self.busy.add(agent.name)
-        self.device(agent.device, "INUSE")
-        self.member_status(agent, 2, in_call)
-
-    def agent_free(self, agent: Agent) -> None:
-        self.busy.discard(agent.name)
-        self.member_status(agent, 1, False)
-        self.device(f"Queue:{agent.queues[0]}_avail", "NOT_INUSE")
-        self.device(agent.device, "NOT_INUSE")
 
     def variant(self, *choices: Variant) -> Variant:
         """Where AgentComplete lands: with both blocks, without Dest*, or with no channel."""
@@ -754,17 +844,6 @@ class _QueueCall(_Call):
             data="" if c1_app == "Hangup" else str(self.patience),
         )
 
-    def agent_cdr(self, leg: _Leg, app: str, data: str) -> None:
-        self.cdr(
-            leg.two,
-            src=leg.two,
-            destination=leg.agent.exten,
-            dest_context="agents",
-            dest_channel="",
-            app=app,
-            data=data,
-        )
-
     # -- ringing members ---------------------------------------------------------------------
     def ring(self, agents: Sequence[Agent]) -> list[_Leg]:
         """AgentCalled + DialBegin for each member, each through a fresh Local pair."""
@@ -793,53 +872,6 @@ class _QueueCall(_Call):
             legs.append(_Leg(agent, one, two, self.t))
         self.legs.extend(legs)
         return legs
-
-    def start_ringing(self, leg: _Leg, src: _Chan, *, dial_state: bool) -> None:
-        """The member's ``;2`` runs Ringing(): its ``;1`` goes to state 5."""
-        one, two = leg.one, leg.two
-        leg.prio += 1
-        self.newexten(two, "Ringing", "", prio=leg.prio)
-        self.answering_half(leg, src, 5)
-        if dial_state:
-            self.dial("DialState", src, one, {"DialStatus": "RINGING"})
-        leg.ringing = True
-        self.agent_busy(leg.agent, in_call=False)
-
-    def offer(self, leg: _Leg, src: _Chan) -> None:
-        self.newexten(
-            leg.two,
-            "NoOp",
-            f'Agent {leg.agent.exten} takes call from "{src.cid_name or ""}" <{src.cid_num or ""}>',
-            prio=1,
-        )
-
-    def pick_up(self, leg: _Leg, src: _Chan, ring: float) -> None:
-        """The member answers: Answer() on ``;2``, both halves Up, DialEnd ANSWER."""
-        one, two = leg.one, leg.two
-        self.offer(leg, src)
-        if ring > 0:
-            self.start_ringing(leg, src, dial_state=self.rng.random() < 0.5)
-            self.wait(ring)
-        leg.prio += 1
-        self.newexten(two, "Answer", "", prio=leg.prio)
-        self.newstate(two, 6)
-        if leg.ringing:
-            self.newstate(one, 6)
-        else:
-            self.answering_half(leg, src, 6)
-        self.dial("DialEnd", src, one, {"DialStatus": "ANSWER"})
-
-    def answering_half(self, leg: _Leg, src: _Chan, state: int) -> None:
-        """The ``;1`` half follows its ``;2``: the snapshot already carries the connected
-        line when its NewConnectedLine is published (as captured)."""
-        one = leg.one
-        one.exten = "s"
-        changed = (one.conn_num, one.conn_name) != (src.cid_num, src.cid_name)
-        one.conn_num, one.conn_name = src.cid_num, src.cid_name
-        self.newstate(one, state)
-        self.newexten(one, leg.app, "(Outgoing Line)")
-        if changed:
-            self.emit("NewConnectedLine", "call", one.block())
 
     def ring_and_wait(self, leg: _Leg, *, dial_state: bool) -> None:
         """A member who will not answer (or not in time): Ringing() then Wait()."""
@@ -1124,31 +1156,6 @@ class _QueueCall(_Call):
         self.end_caller(None)
 
     # -- transfers: built from reference notes §2.6, not captured ----------------------------
-    def dial_agent(self, src: _Chan, agent: Agent, linkedid: str) -> _Leg:
-        """A plain Dial(Local/<exten>@agents/n) from ``src`` (no queue involved)."""
-        base = f"Local/{agent.exten}@agents-{self.pbx.local_seq()}"
-        one = self.chan(base + ";1", 0, "agents", agent.exten, linkedid)
-        two = self.chan(base + ";2", 4, "agents", agent.exten, linkedid)
-        self.newchannel(one)
-        self.newchannel(two)
-        num, name = src.cid_num, src.cid_name
-        one.cid_num, one.cid_name = num, name
-        self.newexten(one, "AppDial", "(Outgoing Line)")
-        if (num, name) != (None, None):
-            self.emit("NewCallerid", "call", one.block(), {"CID-CallingPres": CID_PRES})
-        self.identify(two, num, name)
-        self.local_bridge(one, two, "agents", agent.exten, False)
-        self.dial("DialBegin", src, one, {"DialString": f"{agent.exten}@agents/n"})
-        return _Leg(agent, one, two, self.t, app="AppDial")
-
-    def bridge_pair(self, src: _Chan, leg: _Leg) -> _Bridge:
-        bridge = self.bridge_create()
-        self.bridge_enter(bridge, leg.one)
-        self.bridge_enter(bridge, src)
-        self.varset(leg.one, "BRIDGEPEER", src.name)
-        self.varset(src, "BRIDGEPEER", leg.one.name)
-        return bridge
-
     def member_leg_goes(self, leg: _Leg) -> None:
         """The transferring member's Local pair hangs up (its bridge was left already)."""
         self.soft_hangup(leg.one)
@@ -1260,6 +1267,249 @@ class _QueueCall(_Call):
         self.queue_vars(c2)
         self.caller_cdrs(c1_app="Wait")
         self.end_caller(b1)
+
+
+CallbackOutcome = Literal["answer", "busy", "silent"]
+CENTER = ("+861012345678", "Example Center")  # what the lab's callbacks context presents
+TRUNK_CONTEXT = "from-trunk"  # the trunk endpoint's context (its channels' snapshot)
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackRequest:
+    """An AMI ``Originate`` of a callback (cti/callbacks.py): Channel ``Local/<number>@<ctx>``,
+    Application ``Dial``, Data ``<agent device>,<seconds>``."""
+
+    channel: str
+    data: str
+    number: str | None
+    name: str | None
+    channel_id: str
+    action_id: str | None
+    timeout: float  # the Originate's Timeout, in seconds
+    variables: tuple[tuple[str, str], ...] = ()
+
+
+class _Callback(_Call):
+    """What Asterisk 22 sends for a callback Originate, step by step.
+
+    Confirmed in the Asterisk 22 source: ``;2`` gets ``<ChannelId>;2`` (core_unreal.c
+    ast_unreal_new_channels); the originate's own DialBegin/DialEnd carry no caller block
+    (dial.c, async); ``;1`` goes Ringing when ``;2`` indicates ringing (core_unreal.c
+    unreal_queue_frame); ``OriginateResponse`` is sent once ``;1`` is answered or the dial
+    ended, with ``Application``/``Data`` and no ``Context``/``Exten``, and on failure the
+    requested channel and the ChannelId (manager.c fast_originate); the reason maps as in
+    pbx.c pbx_dial_reason (timeout: cause 19, Reason 3; busy: cause 17, Reason 5); at the
+    global timeout dial.c hangs ``;1`` up without a DialEnd; the application runs on ``;1``
+    through pbx_exec, which changes no context/exten/priority, so no Newexten (the ``;1``
+    channel's CEP is its Local one) and ``;1`` stays ``AppDial2`` until then.
+
+    Not confirmed (no capture of a callback): the trunk channel's context/exten, that the
+    customer's phone sends 180 before 200 (a busy line answers 486 without ringing), the
+    relative order of ``;2``'s bridge events and ``OriginateResponse`` (separate threads),
+    the hang-up orders (built like the captured queue calls), and the dialplan of the
+    ``callbacks`` context, which is the one docs/follow-ups.md recommends.
+    """
+
+    def __init__(
+        self, pbx: Pbx, rng: random.Random, start: float, request: CallbackRequest
+    ) -> None:
+        super().__init__(pbx, rng, start)
+        self.request = request
+        exten, _, context = request.channel.partition("/")[2].partition("@")
+        self.exten, self.context = exten, context
+        base = f"{request.channel}-{pbx.local_seq()}"
+        uid = request.channel_id
+        self.c1 = self.chan(base + ";1", 0, context, exten)
+        if uid:
+            self.c1.uniqueid = self.c1.linkedid = uid
+        self.c2 = self.chan(base + ";2", 4, context, exten, self.c1.linkedid)
+        if uid:
+            self.c2.uniqueid = f"{uid};2"
+        self.linkedid = self.c1.linkedid
+
+    def originate_response(self, answered: bool, reason: int) -> None:
+        req = self.request
+        self.emit(
+            "OriginateResponse",
+            "call",
+            {"ActionID": req.action_id} if req.action_id is not None else {},
+            {
+                "Response": "Success" if answered else "Failure",
+                "Channel": self.c1.name if answered else req.channel,
+                "Application": "Dial",
+                "Data": req.data,
+                "Reason": str(reason),
+                "Uniqueid": self.c1.uniqueid if answered else (req.channel_id or "<unknown>"),
+                "CallerIDNum": req.number or UNKNOWN,
+                "CallerIDName": req.name or UNKNOWN,
+            },
+        )
+
+    def call_customer(self) -> _Chan:
+        """The Local pair, then ``;2`` runs the callbacks context and dials the trunk."""
+        c1, c2, req = self.c1, self.c2, self.request
+        self.newchannel(c1)
+        self.newchannel(c2)
+        self.newexten(c1, "AppDial2", "(Outgoing Line)")
+        for name, value in req.variables:
+            self.varset(c1, name, value)
+        self.callerid(c1, req.number, req.name)
+        self.connected(c1, req.number, req.name)
+        for name, value in req.variables:
+            self.varset(c2, name, value)
+        self.identify(c2, req.number, req.name)
+        self.local_bridge(c1, c2, self.context, self.exten, True)
+        self.dial("DialBegin", None, c1, {"DialString": f"{self.exten}@{self.context}"})
+        center_num, center_name = CENTER
+        self.newexten(c2, "Set", f'CALLERID(all)="{center_name}" <{center_num}>', prio=1)
+        self.callerid(c2, center_num, center_name)
+        followup = dict(req.variables).get("CTI_FOLLOWUP", "")
+        self.newexten(c2, "Set", f"CDR(userfield)=followup-{followup}", prio=2)
+        dialled = f"00{self.exten.lstrip('+')}@trunk"
+        self.newexten(c2, "Dial", f"PJSIP/{dialled}", prio=3)
+        trunk = self.chan(f"PJSIP/trunk-{self.pbx.pjsip_seq()}", 0, TRUNK_CONTEXT, "s")
+        trunk.linkedid = self.linkedid
+        self.newchannel(trunk)
+        self.newexten(trunk, "AppDial", "(Outgoing Line)")
+        self.callerid(trunk, center_num, center_name)
+        self.dial("DialBegin", c2, trunk, {"DialString": dialled})
+        return trunk
+
+    def customer_rings(self, trunk: _Chan) -> None:
+        self.wait(self.rng.uniform(0.1, 0.4))  # 100 Trying, then 180 Ringing
+        self.newstate(trunk, 5)
+        self.dial("DialState", self.c2, trunk, {"DialStatus": "RINGING"})
+        self.newstate(self.c1, 5)
+
+    def customer_answers(self, trunk: _Chan) -> _Bridge:
+        c1, c2 = self.c1, self.c2
+        self.newstate(trunk, 6)
+        self.connected(trunk, c2.cid_num, c2.cid_name)
+        self.dial("DialEnd", c2, trunk, {"DialStatus": "ANSWER"})
+        self.newstate(c2, 6)
+        self.newstate(c1, 6)
+        self.dial("DialEnd", None, c1, {"DialStatus": "ANSWER"})
+        self.originate_response(True, 4)
+        bridge = self.bridge_create()
+        self.bridge_enter(bridge, trunk)
+        self.bridge_enter(bridge, c2)
+        return bridge
+
+    def no_answer(self, trunk: _Chan) -> None:
+        """The Originate's timeout: dial.c hangs ``;1`` up (cause 19), app_dial on ``;2``
+        cancels the trunk."""
+        c1, c2 = self.c1, self.c2
+        self.hangup(c1, 19)
+        self.hangup_request(c2, 19)
+        self.dial("DialEnd", c2, trunk, {"DialStatus": "CANCEL"})
+        self.hangup(trunk, 0)
+        self.hangup(c2, 19)
+        self.originate_response(False, 3)
+
+    def line_busy(self, trunk: _Chan) -> None:
+        """486 from the trunk: Dial returns BUSY, the context hangs ``;2`` up (cause 17),
+        ``;1`` follows and dial.c reports BUSY."""
+        c1, c2 = self.c1, self.c2
+        self.dial("DialEnd", c2, trunk, {"DialStatus": "BUSY"})
+        self.hangup(trunk, 17)
+        self.newexten(c2, "Hangup", "", prio=4)
+        self.soft_hangup(c2, 17)
+        self.hangup_request(c1, 17)
+        self.hangup(c2, 17)
+        self.dial("DialEnd", None, c1, {"DialStatus": "BUSY"})
+        self.hangup(c1, 17)
+        self.originate_response(False, 5)
+
+    def ring_agent(self, agent: Agent, ring: float) -> tuple[_Leg, _Bridge]:
+        """``Dial(<agent's Local interface>)`` on ``;1``: the member's pair, ring, answer."""
+        leg = self.dial_agent(self.c1, agent, self.linkedid)
+        self.pick_up(leg, self.c1, ring)
+        return leg, self.bridge_pair(self.c1, leg)
+
+    def customer_hangs_up(self, trunk: _Chan, b1: _Bridge, leg: _Leg, b2: _Bridge) -> None:
+        """A BYE from the trunk (no Cause, as captured for a remote BYE); ``;2``'s dialplan
+        goes on to Hangup(), ``;1`` is asked to hang up and its Dial drops the member."""
+        c1, c2 = self.c1, self.c2
+        self.emit("HangupRequest", "call", trunk.block())
+        self.bridge_leave(b1, trunk)
+        self.hangup(trunk)
+        self.bridge_leave(b1, c2)
+        self.bridge_destroy(b1)
+        self.newexten(c2, "Hangup", "", prio=4)
+        self.soft_hangup(c2)
+        self.hangup_request(c1, 16)
+        self.hangup(c2)
+        self.bridge_leave(b2, c1)
+        self.bridge_leave(b2, leg.one)
+        self.bridge_destroy(b2)
+        self.soft_hangup(leg.one)
+        self.hangup_request(leg.two, 16)
+        self.hangup(leg.one)
+        self.soft_hangup(leg.two)
+        self.hangup(leg.two)
+        self.agent_free(leg.agent)
+        self.hangup(c1)
+
+    def agent_hangs_up(self, trunk: _Chan, b1: _Bridge, leg: _Leg, b2: _Bridge) -> None:
+        """The member's ``;2`` runs Hangup(); Dial on ``;1`` returns, pbx_outgoing_exec hangs
+        ``;1`` up, so ``;2`` is asked to and app_dial on it drops the trunk."""
+        c1, c2, one, two = self.c1, self.c2, leg.one, leg.two
+        leg.prio += 1
+        self.newexten(two, "Hangup", "", prio=leg.prio)
+        self.soft_hangup(two)
+        self.hangup_request(one, 16)
+        self.hangup(two)
+        self.bridge_leave(b2, one)
+        self.hangup(one)
+        self.bridge_leave(b2, c1)
+        self.bridge_destroy(b2)
+        self.agent_free(leg.agent)
+        self.hangup(c1)
+        self.hangup_request(c2, 16)
+        self.bridge_leave(b1, c2)
+        self.bridge_leave(b1, trunk)
+        self.bridge_destroy(b1)
+        self.soft_hangup(trunk)
+        self.hangup(trunk)
+        self.hangup(c2)
+
+
+def callback(
+    pbx: Pbx,
+    rng: random.Random,
+    *,
+    start: float,
+    request: CallbackRequest,
+    outcome: CallbackOutcome = "answer",
+) -> list[TimedEvent]:
+    """A callback Originate played to its end: the customer's phone rings (2-8 s, within the
+    Originate's timeout) and answers, is busy, or never answers (``silent``: Failure after the
+    timeout); once answered the agent's phone rings 2-8 s, they talk, one side hangs up.
+    Raises ValueError when Data names no member's Local interface."""
+    device = request.data.split(",", 1)[0]
+    agent = next((a for a in pbx.agents if device in (a.interface, a.device)), None)
+    if agent is None:
+        raise ValueError(f"no simulated member has the device {device!r}")
+    call = _Callback(pbx, rng, start, request)
+    trunk = call.call_customer()
+    if outcome == "busy":
+        call.wait(rng.uniform(0.5, 2.0))
+        call.line_busy(trunk)
+        return call.out
+    call.customer_rings(trunk)
+    if outcome == "silent":
+        call.wait(max(0.0, request.timeout - call.t))
+        call.no_answer(trunk)
+        return call.out
+    call.wait(min(rng.uniform(2.0, 8.0), 0.9 * request.timeout - call.t))
+    b1 = call.customer_answers(trunk)
+    leg, b2 = call.ring_agent(agent, rng.uniform(2.0, 8.0))
+    call.wait(rng.uniform(20.0, 90.0))
+    if rng.random() < 0.5:
+        call.customer_hangs_up(trunk, b1, leg, b2)
+    else:
+        call.agent_hangs_up(trunk, b1, leg, b2)
+    return call.out
 
 
 class Scenario(Protocol):

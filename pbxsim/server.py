@@ -37,7 +37,17 @@ from dataclasses import dataclass, field
 
 from cti.codec import AmiDecoder, encode, unescape
 from cti.waits import wait_set
-from pbxsim.scenarios import AGENTS, QUEUES, Agent, Pbx, QueueSpec, with_timestamp
+from pbxsim.scenarios import (
+    AGENTS,
+    QUEUES,
+    Agent,
+    CallbackOutcome,
+    CallbackRequest,
+    Pbx,
+    QueueSpec,
+    callback,
+    with_timestamp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -419,8 +429,14 @@ class AmiServer:
         write_timeout: float = 0.1,
         agents: Sequence[Agent] = AGENTS,
         queues: Sequence[QueueSpec] = QUEUES,
+        speed: float = 0.0,
     ) -> None:
         self.username = username
+        # divides the durations of the calls the server plays itself (callback Originates);
+        # 0 plays them without waiting
+        self.speed = speed
+        self.rng = random.Random()
+        self._plays: set[asyncio.Task[None]] = set()
         self.secret = secret
         self.system_name = system_name
         self.version = version
@@ -454,8 +470,10 @@ class AmiServer:
             "queueremove": _queue_remove,
             "originate": _originate,
         }
-        # devices whose phone never answers an Originate (OriginateResponse Failure, Reason 3)
+        # Originate channels that never answer (OriginateResponse Failure, Reason 3) or are
+        # busy (Reason 5, callbacks only)
         self.silent_devices: set[str] = set()
+        self.busy_devices: set[str] = set()
 
     def _new_pbx(self) -> Pbx:
         return Pbx(
@@ -488,6 +506,9 @@ class AmiServer:
         server, self._server = self._server, None
         if server is not None:
             server.close()
+        for play in list(self._plays):
+            play.cancel()
+        await asyncio.gather(*self._plays, return_exceptions=True)
         await self.drop_clients(abort=True)
         if server is not None:
             await server.wait_closed()
@@ -559,6 +580,12 @@ class AmiServer:
             if restarted.is_set():
                 return
             self.emit(event)
+
+    def play_later(self, events: Iterable[tuple[float, Mapping[str, str]]]) -> None:
+        """Play a call the server started itself, at :attr:`speed`; cut by :meth:`stop`."""
+        task = asyncio.create_task(self.play(events, self.speed))
+        self._plays.add(task)
+        task.add_done_callback(self._plays.discard)
 
     def send_raw(self, data: bytes) -> None:
         """Bytes as they are, to every logged-in client (garbage and split-UTF-8 tests)."""
@@ -897,9 +924,11 @@ _CALLER_ID = re.compile(r'\s*"?([^"<]*?)"?\s*<([^>]*)>\s*')  # "Name" <number>
 
 async def _originate(client: _Client, action: Message) -> None:
     """manager.c action_originate: checked, then (Async) "successfully queued" and, once the
-    phone answered, ``OriginateResponse``; without Async only the final answer. Every
-    simulated phone answers at once unless it is in ``silent_devices``. A ``ChannelId`` is
-    the answered channel's Uniqueid, as Asterisk assigns it."""
+    channel answered or the dial ended, ``OriginateResponse``; without Async only the final
+    answer. A callback (a Local channel running ``Dial`` of a member's interface) is played
+    as a whole call (:func:`~pbxsim.scenarios.callback`), unless ``silent_devices`` or
+    ``busy_devices`` has its channel; any other phone answers at once unless it is silent.
+    A ``ChannelId`` is the answered channel's Uniqueid, as Asterisk assigns it."""
     server = client.server
     channel = _one_line(action.get("channel", ""))
     timeout = action.get("timeout", "").strip()
@@ -925,10 +954,41 @@ async def _originate(client: _Client, action: Message) -> None:
             client.respond(action, "Error", Message="Originate failed")
         return
     client.respond(action, "Success", Message="Originate successfully queued")
+    caller = _CALLER_ID.fullmatch(action.get("callerid", ""))
     now = time.time()
+    if channel.lower().startswith("local/") and app.lower() == "dial":
+        request = CallbackRequest(
+            channel=channel,
+            data=_one_line(action.get("data", "")),
+            number=_one_line(caller.group(2)) or None if caller else None,
+            name=_one_line(caller.group(1)) or None if caller else None,
+            channel_id=_one_line(action.get("channelid", "")),
+            action_id=_one_line(action["actionid"]) if "actionid" in action else None,
+            timeout=int(timeout or 30000) / 1000,  # manager.c's default: 30 s
+            variables=tuple(
+                (name, value)
+                for line in action.get("variable", "").split("\n")
+                for name, sep, value in [_one_line(line).partition("=")]
+                if sep and name
+            ),
+        )
+        outcome: CallbackOutcome = (
+            "silent" if not answered else "busy" if channel in server.busy_devices else "answer"
+        )
+        try:
+            events = callback(server.pbx, server.rng, start=now, request=request, outcome=outcome)
+        except ValueError:
+            pass  # not a member's phone: answered at once below
+        else:
+            server.play_later(events)
+            return
     local = channel.lower().startswith("local/")
     seq = f"{server.pbx.local_seq()};1" if local else server.pbx.pjsip_seq()
-    caller = _CALLER_ID.fullmatch(action.get("callerid", ""))
+    form = (
+        {"Application": app, "Data": _one_line(action.get("data", ""))}
+        if app
+        else {"Context": _one_line(action.get("context", "")), "Exten": exten}
+    )
     server.emit(
         {
             "Event": "OriginateResponse",
@@ -936,14 +996,11 @@ async def _originate(client: _Client, action: Message) -> None:
             **_action_id(action),
             "Response": "Success" if answered else "Failure",
             "Channel": f"{channel}-{seq}" if answered else channel,
-            "Context": _one_line(action.get("context", "")),
-            "Exten": exten,
-            "Application": app,
-            "Data": _one_line(action.get("data", "")),
+            **form,
             "Reason": "4" if answered else "3",  # AST_CONTROL_ANSWER / AST_CONTROL_RINGING
             "Uniqueid": (_one_line(action.get("channelid", "")) or server.pbx.uniqueid(now)[0])
             if answered
-            else "<null>",
+            else _one_line(action.get("channelid", "")) or "<unknown>",
             "CallerIDNum": _one_line(caller.group(2)) if caller else "<unknown>",
             "CallerIDName": _one_line(caller.group(1)) if caller else "<unknown>",
         }
