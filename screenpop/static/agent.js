@@ -1,5 +1,6 @@
-// The agent page: live cards over a WebSocket, the outcome form, the agent's own pause, and
-// their follow-ups (dial a callback, close one).
+// The agent page: live cards over a WebSocket, the outcome form, the agent's own pause,
+// their calls of the day ("My day", where a missing outcome is finished), and their
+// follow-ups (dial a callback, close one).
 //
 // Cards are whole states with a version: a card is shown, updated or closed only by a version
 // newer than the one already seen, so a duplicate or late message never pops a card twice.
@@ -136,6 +137,7 @@
     }
     for (const card of msg.cards) applyCard(card);
     loadFollowups(); // what changed while we were away
+    loadDay();
     loadPause();
   }
 
@@ -145,8 +147,14 @@
     versions.set(card.id, card.version);
     if (versions.size > MAX_VERSIONS) versions.delete(versions.keys().next().value);
     let entry = entries.get(card.id);
+    if (card.state === "wrapup" || card.state === "closed") scheduleDay(); // My day changed
     if (card.state === "closed") {
       if (entry) closeEntry(card.id, entry);
+      return;
+    }
+    if (card.state === "wrapup" && card.away) {
+      // ended while no page of the agent was open: it waits in My day, not on the screen
+      if (entry) removeEntry(card.id, entry);
       return;
     }
     const wasRinging = entry ? entry.card.state === "ringing" && !entry.fading : false;
@@ -305,46 +313,6 @@
       }
       updateForm(entry);
     }
-    awayPart(entry);
-  }
-
-  // A call that ended while the page was closed: the agent may still record its outcome,
-  // or dismiss it; it does not hold them (the server only lets such cards be dismissed).
-  function awayPart(entry) {
-    const away = entry.card.state === "wrapup" && entry.card.away;
-    if (!away) {
-      if (entry.away) entry.away.remove();
-      entry.away = null;
-      return;
-    }
-    if (entry.away) return;
-    const part = el("p", "away-note", "This call ended while your page was closed: record its outcome, or dismiss it. ");
-    const button = el("button", "dismiss", "Dismiss");
-    button.type = "button";
-    button.setAttribute("aria-label", `Dismiss the call from ${entry.card.display_number || "an unknown number"}`);
-    button.addEventListener("click", () => dismissCard(entry, button));
-    part.append(button);
-    entry.root.append(part);
-    entry.away = part;
-  }
-
-  async function dismissCard(entry, button) {
-    button.disabled = true;
-    const url = `/api/calls/${encodeURIComponent(entry.card.pbx)}/${encodeURIComponent(entry.card.call_id)}/dismiss`;
-    let res = null;
-    try {
-      res = await fetch(url, {
-        method: "POST",
-        credentials: "same-origin",
-        headers: { "Content-Type": "application/json", "X-CSRF-Token": config.csrf },
-        body: "{}",
-      });
-    } catch (e) {
-      res = null;
-    }
-    if (res !== null && res.ok) return; // the card closes with the push that follows
-    button.disabled = false;
-    entry.away.append(el("span", "away-status error", res === null ? " No connection." : ` Not dismissed (${res.status}).`));
   }
 
   function header(card) {
@@ -534,6 +502,7 @@
         radio.checked = entry.chosen === c.id;
         radio.addEventListener("change", () => {
           entry.chosen = c.id;
+          if (!entry.info) return; // a form of My day: no card to mark
           for (const item of entry.info.querySelectorAll(".matches .who")) {
             item.classList.toggle("chosen", item.dataset.customerId === String(c.id));
           }
@@ -632,6 +601,7 @@
     entry.saving = false;
     if (res !== null && res.ok) {
       showSaved(entry);
+      loadDay(); // the call shows its outcome there
       return;
     }
     button.disabled = false;
@@ -1106,6 +1076,200 @@
     return new Date(iso).toLocaleString([], { dateStyle: "short", timeStyle: "short" });
   }
 
+  // ------------------------------------------------------------------ my day
+
+  // The agent's own calls of their day (this browser's day: its bounds go to the server),
+  // newest first, with the outcome saved, or "Outcome missing" and a button that opens the
+  // cards' outcome form in the row. Calls that ended while no page was open wait here, not
+  // on the screen. Read again when a card goes to wrap-up or closes, when an outcome is
+  // saved, after a reconnect and every few minutes (the day turns at midnight). Text is set
+  // with textContent only, like the cards.
+  const dayEl = document.getElementById("my-day");
+  const dayList = dayEl.querySelector(".my-day-list");
+  const dayEmpty = dayEl.querySelector(".my-day-empty");
+  const dayStatus = dayEl.querySelector(".my-day-status");
+  const dayCount = dayEl.querySelector(".count");
+  const DAY_REFRESH_MS = 300000;
+  const dayRows = new Map(); // call id -> {item, li, entry (the open outcome form), message}
+  let loadingDay = false;
+  let loadDayAgain = false;
+  let dayTimer = null;
+
+  function scheduleDay() {
+    if (dayTimer !== null) clearTimeout(dayTimer);
+    dayTimer = setTimeout(() => {
+      dayTimer = null;
+      loadDay();
+    }, 300);
+  }
+
+  async function loadDay() {
+    if (loadingDay) {
+      loadDayAgain = true;
+      return;
+    }
+    loadingDay = true;
+    try {
+      const now = new Date(serverNow() * 1000);
+      const params = new URLSearchParams({
+        day_start: new Date(now.getFullYear(), now.getMonth(), now.getDate()).toISOString(),
+        day_end: new Date(now.getFullYear(), now.getMonth(), now.getDate() + 1).toISOString(),
+      });
+      const res = await fetch(`/api/agents/me/day?${params}`, { credentials: "same-origin" });
+      if (res.status === 401) {
+        location.assign("/login?next=%2F");
+        return;
+      }
+      const data = await res.json().catch(() => null);
+      if (!res.ok || data === null) {
+        dayMessage("error", data && data.message ? data.message : `My day not loaded (${res.status}).`);
+        return;
+      }
+      showDay(data.calls);
+      dayMessage(data.store_ok ? "" : "error", data.store_ok ? "" : "The store is unavailable: only calls without an outcome are listed.");
+    } catch (e) {
+      dayMessage("error", "No connection: my day not loaded.");
+    } finally {
+      loadingDay = false;
+      if (loadDayAgain) {
+        loadDayAgain = false;
+        loadDay();
+      }
+    }
+  }
+
+  function showDay(calls) {
+    const shown = new Set(calls.map((item) => item.call_id));
+    for (const [id, row] of dayRows) {
+      if (!shown.has(id)) {
+        row.li.remove();
+        dayRows.delete(id);
+      }
+    }
+    calls.forEach((item, index) => {
+      let row = dayRows.get(item.call_id);
+      if (!row) {
+        row = { item, li: el("li"), entry: null, message: null };
+        dayRows.set(item.call_id, row);
+      }
+      row.item = item;
+      if (!item.outcome_missing) row.entry = null; // saved: the row shows the outcome
+      if (!row.entry || !row.entry.saving) fillDay(row);
+      const at = dayList.children[index];
+      if (at !== row.li) dayList.insertBefore(row.li, at || null);
+    });
+    const missing = calls.filter((item) => item.outcome_missing).length;
+    dayCount.textContent = calls.length ? `(${calls.length}${missing ? ` · ${missing} without outcome` : ""})` : "";
+    dayEmpty.hidden = calls.length > 0;
+  }
+
+  function dayWho(item) {
+    if (item.customer) return item.customer.name;
+    return item.number || "an unknown number";
+  }
+
+  function fillDay(row) {
+    const item = row.item;
+    row.li.className = `day-call${item.outcome_missing ? " missing" : ""}`;
+    row.li.dataset.callId = item.call_id;
+    const at = el("time", "at", new Date(item.at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
+    at.dateTime = item.at;
+    const who = el("span", "who");
+    if (item.customer) {
+      const name = el("a", "name", item.customer.name);
+      name.href = `/customers/${encodeURIComponent(item.customer.id)}`;
+      name.target = "_blank";
+      name.rel = "noopener";
+      who.append(name);
+    } else {
+      who.append(el("span", "number", item.number || "unknown number"));
+    }
+    const facts = [item.direction === "outbound" ? "outbound" : "inbound"];
+    if (item.talk_seconds !== null) facts.push(duration(item.talk_seconds));
+    const meta = el("span", "meta", facts.join(" · "));
+    const result = el("div", "result");
+    if (item.outcome) {
+      result.append(el("span", "label", item.outcome.label));
+      if (item.outcome.notes) result.append(el("p", "note", item.outcome.notes));
+    } else {
+      result.append(badge("Outcome missing", "missing"));
+      if (item.away) result.append(el("span", "away-note", "ended while your page was closed"));
+      const what = `the call from ${dayWho(item)} at ${at.textContent}`;
+      if (item.finishable && !row.entry) {
+        const finish = el("button", "finish", "Finish outcome");
+        finish.type = "button";
+        finish.setAttribute("aria-label", `Finish the outcome of ${what}`);
+        finish.addEventListener("click", () => openDayForm(row));
+        result.append(finish);
+      }
+      if (item.away && item.card_id && !row.entry) {
+        const dismiss = el("button", "dismiss", "Dismiss");
+        dismiss.type = "button";
+        dismiss.setAttribute("aria-label", `Dismiss ${what}`);
+        dismiss.addEventListener("click", () => dismissDay(row, dismiss));
+        result.append(dismiss);
+      }
+      if (!item.finishable) result.append(el("span", "quiet", "no longer open for an outcome here"));
+    }
+    if (row.message) {
+      const message = el("span", `row-status ${row.message.kind}`, row.message.text);
+      message.setAttribute("role", "status");
+      result.append(message);
+    }
+    row.li.replaceChildren(at, who, meta, result);
+    if (row.entry) row.li.append(row.entry.form);
+  }
+
+  // The cards' own outcome form, for a call of the day: same fields, same POST, same retries.
+  function openDayForm(row) {
+    const item = row.item;
+    const found = item.customer ? { status: "found", e164: null, cards: [item.customer] } : null;
+    const card = {
+      id: item.card_id || `day/${item.pbx}/${item.call_id}`,
+      pbx: item.pbx,
+      call_id: item.call_id,
+      state: "wrapup",
+      away: true,
+      outcome_saved: false,
+      lookup: found,
+      caller_name: "",
+      display_number: item.number || "",
+    };
+    const entry = { card, root: row.li, info: null, form: null, chosen: null, key: null };
+    entry.form = makeForm(entry);
+    const cancel = el("button", "cancel", "Cancel");
+    cancel.type = "button";
+    cancel.addEventListener("click", () => {
+      if (entry.retry) clearTimeout(entry.retry);
+      row.entry = null;
+      fillDay(row);
+    });
+    entry.form.querySelector(".actions").append(cancel);
+    row.entry = entry;
+    row.message = null;
+    updateForm(entry);
+    fillDay(row);
+    entry.form.elements.disposition.focus();
+  }
+
+  async function dismissDay(row, button) {
+    button.disabled = true;
+    const item = row.item;
+    const url = `/api/calls/${encodeURIComponent(item.pbx)}/${encodeURIComponent(item.call_id)}/dismiss`;
+    const { res, data } = await postJson(url, {});
+    if (res !== null && res.ok) {
+      loadDay();
+      return;
+    }
+    row.message = { kind: "error", text: failure(res, data, "Not dismissed") };
+    fillDay(row);
+  }
+
+  function dayMessage(state, text) {
+    dayStatus.className = `my-day-status ${state}`;
+    dayStatus.textContent = text;
+  }
+
   // ------------------------------------------------------------------ time
 
   function serverNow() {
@@ -1149,10 +1313,12 @@
     loadFollowups();
   });
   setInterval(loadFollowups, FOLLOWUP_REFRESH_MS);
+  setInterval(loadDay, DAY_REFRESH_MS);
   setUpPause();
   setUpAlerts();
   loadPause();
   refreshPage();
   loadFollowups();
+  loadDay();
   connect();
 })();
