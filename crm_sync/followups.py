@@ -68,6 +68,7 @@ DIAL_TEXT: dict[str, str] = {
     "not_placed": "not placed",
 }
 CALL_PREFIX = "cti-cb-"  # the Uniqueid prefix of a callback's channel
+OUT_PREFIX = "cti-out-"  # the Uniqueid prefix of a call placed from a customer's page
 DIAL_GRACE = timedelta(seconds=60)  # past the ring time, a dial still running lost its result
 PAGE = 50  # follow-ups per page of the work list
 MAX_PAGE = 200
@@ -192,9 +193,10 @@ class WorkPage:
 
 @dataclass(frozen=True, slots=True)
 class Dialling:
-    """A callback being placed: what the Originate needs, and what its result updates."""
+    """A call being placed: what the Originate needs, and what its result updates. A call an
+    agent places from a customer's page has no follow-up (``followup_id`` None)."""
 
-    followup_id: int
+    followup_id: int | None
     customer_id: int
     customer_name: str
     owner: str | None
@@ -407,16 +409,7 @@ class Followups:
             row = await session.get(Interaction, followup_id)
             if row is None or row.kind != "followup":
                 raise FollowupError(f"There is no follow-up {followup_id}.", "missing")
-            # the customer's row is the lock, taken by a write that changes nothing: PostgreSQL
-            # locks the row, SQLite takes its one write lock (a SELECT would take neither). So
-            # two dials of one customer at once see each other's calls.
-            await session.execute(
-                update(Customer)
-                .where(Customer.id == row.customer_id)
-                .values(updated_at=Customer.updated_at)
-                .execution_options(synchronize_session=False)
-            )
-            name = await session.scalar(select(Customer.name).where(Customer.id == row.customer_id))
+            name = await _lock_customer(session, row.customer_id)
             stale = None  # the call of a dial whose result never came
             if row.status == "dialling":
                 stale = await self._latest_call(session, row.id, row.customer_id)
@@ -424,23 +417,7 @@ class Followups:
                     raise FollowupError("This follow-up is being dialled right now.")
             if row.status not in WORKING:
                 raise FollowupError(f"This follow-up is closed ({row.result or 'done'}).")
-            placed = await session.scalars(
-                select(Interaction.occurred_at).where(
-                    Interaction.customer_id == row.customer_id,
-                    Interaction.kind == "call",
-                    Interaction.direction == "outbound",
-                    Interaction.occurred_at > now - self.window,
-                    (Interaction.result.is_(None)) | (Interaction.result != "not_placed"),
-                )
-            )
-            decision = contact_decision(
-                (_utc(t) for t in placed),
-                now=now,
-                limit=self.settings.contact_max,
-                window=self.window,
-            )
-            if not decision.allowed:
-                raise ContactRefused(decision)
+            await self._contact_allowed(session, row.customer_id, now)
             number = number_to_call(row.body, await _phones(session, row.customer_id))
             if number is None:
                 raise FollowupError("The customer has no phone number to call.", "invalid")
@@ -466,6 +443,56 @@ class Followups:
             row.id, row.customer_id, str(name), row.owner, number, call_id, pbx, agent, now
         )
 
+    async def start_call(
+        self, customer_id: int, number: str, *, agent: str, pbx: str, token: str, now: datetime
+    ) -> Dialling:
+        """An agent calls a customer from their page (no follow-up): the contact rule applies
+        as to callbacks, and the call is recorded before it is placed, in one transaction.
+        ``number`` is E.164. Raises FollowupError (missing customer), ContactRefused."""
+        now = _utc(now)
+        async with self._sessions() as session, session.begin():
+            name = await _lock_customer(session, customer_id)
+            if name is None:
+                raise FollowupError(f"There is no customer {customer_id}.", "missing")
+            await self._contact_allowed(session, customer_id, now)
+            call_id = f"{OUT_PREFIX}{customer_id}-{token}"
+            session.add(
+                Interaction(
+                    customer_id=customer_id,
+                    kind="call",
+                    direction="outbound",
+                    occurred_at=now,
+                    title=f"Call to {number}"[:200],
+                    call_id=call_id,
+                    agent=agent[:64],
+                    external_id=f"call:{pbx}:{call_id}"[:64],
+                )
+            )
+        return Dialling(None, customer_id, name, None, number, call_id, pbx, agent, now)
+
+    async def _contact_allowed(
+        self, session: AsyncSession, customer_id: int, now: datetime
+    ) -> None:
+        """Raises ContactRefused when the center already called the customer as often as the
+        rule allows (calls never placed do not count)."""
+        placed = await session.scalars(
+            select(Interaction.occurred_at).where(
+                Interaction.customer_id == customer_id,
+                Interaction.kind == "call",
+                Interaction.direction == "outbound",
+                Interaction.occurred_at > now - self.window,
+                (Interaction.result.is_(None)) | (Interaction.result != "not_placed"),
+            )
+        )
+        decision = contact_decision(
+            (_utc(t) for t in placed),
+            now=now,
+            limit=self.settings.contact_max,
+            window=self.window,
+        )
+        if not decision.allowed:
+            raise ContactRefused(decision)
+
     async def finish_dial(
         self, dialling: Dialling, result: DialResult, detail: str, *, now: datetime
     ) -> FollowupItem | None:
@@ -480,6 +507,8 @@ class Followups:
                 break
             except IntegrityError:
                 continue
+        if dialling.followup_id is None:
+            return None
         return await self.get(dialling.followup_id, now=now)
 
     async def _finish(
@@ -498,6 +527,8 @@ class Followups:
         if call is None:
             return
         await self._settle_call(session, call, result, detail, now)
+        if dialling.followup_id is None:
+            return
         current = await self._latest_call(session, dialling.followup_id, dialling.customer_id)
         if current is not call:
             return  # a later dial of the same follow-up is what counts now
@@ -719,7 +750,8 @@ class Followups:
         if call.result is not None:
             return  # already settled (a late result of a superseded call)
         call.result = result
-        call.title = f"Callback to {_number_of(call)}: {DIAL_TEXT.get(result, result)}"[:200]
+        what = "Callback" if (call.call_id or "").startswith(CALL_PREFIX) else "Call"
+        call.title = f"{what} to {_number_of(call)}: {DIAL_TEXT.get(result, result)}"[:200]
         if result == "not_placed":
             return
         followup = _followup_of(call.call_id)
@@ -766,6 +798,22 @@ class Followups:
             },
             now=now,
         )
+
+
+async def _lock_customer(session: AsyncSession, customer_id: int) -> str | None:
+    """Lock the customer's row for this transaction; their name, None if there is none.
+
+    The lock is a write that changes nothing: PostgreSQL locks the row, SQLite takes its one
+    write lock (a SELECT would take neither). So two dials of one customer at once see each
+    other's calls."""
+    await session.execute(
+        update(Customer)
+        .where(Customer.id == customer_id)
+        .values(updated_at=Customer.updated_at)
+        .execution_options(synchronize_session=False)
+    )
+    name = await session.scalar(select(Customer.name).where(Customer.id == customer_id))
+    return None if name is None else str(name)
 
 
 async def _move(

@@ -62,14 +62,15 @@ def originate_action(
     call_id: str,
     caller_name: str,
     ring_seconds: float,
-    followup_id: int,
+    followup_id: int | None,
 ) -> dict[str, str]:
-    """The Originate of one callback. Raises ControlError (invalid) for anything that cannot
-    go into an AMI header as it is."""
+    """The Originate of one callback (``followup_id``: the follow-up it works, None for a call
+    placed from a customer's page). Raises ControlError (invalid) for anything that cannot go
+    into an AMI header as it is."""
     if not _E164.fullmatch(number):
         raise ControlError.invalid("number", "an E.164 number")
     shown = re.sub(r'["<>\\]', "", "".join(c for c in caller_name if c.isprintable()))[:40]
-    return {
+    action = {
         "Action": "Originate",
         "Channel": f"Local/{number}@{context}",
         "Application": "Dial",
@@ -77,9 +78,11 @@ def originate_action(
         "CallerID": f'"{shown.strip()}" <{number}>',
         "Timeout": str(int(ring_seconds * 1000)),
         "ChannelId": check_text("call id", call_id),
-        "Variable": f"CTI_FOLLOWUP={followup_id}",
         "Async": "true",
     }
+    if followup_id is not None:
+        action["Variable"] = f"CTI_FOLLOWUP={followup_id}"
+    return action
 
 
 def outcome_of(replies: Sequence[Mapping[str, str]]) -> DialOutcome:
@@ -137,7 +140,7 @@ class CallbackDialer:
         device: str,
         call_id: str,
         caller_name: str,
-        followup_id: int,
+        followup_id: int | None,
     ) -> DialOutcome:
         """Call ``number``, then ``device``; returns once the customer answered or not. Never
         raises for the PBX: a call that could not be asked for is ``not_placed``, one whose

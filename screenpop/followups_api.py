@@ -108,6 +108,9 @@ def add_routes(app: web.Application) -> None:
         r"/api/followups/{followup_id:\d{1,18}}/close", close, name="api_followup_close"
     )
     app.router.add_post(
+        r"/api/customers/{customer_id:\d{1,18}}/call", call_customer, name="api_customer_call"
+    )
+    app.router.add_post(
         r"/api/followups/{followup_id:\d{1,18}}/reschedule",
         reschedule,
         name="api_followup_reschedule",
@@ -183,50 +186,19 @@ async def dial(request: web.Request) -> web.StreamResponse:
     agent = account.agent_id or account.login
     queue = _queue(item)
     await _permit(request, desk, item, "followup_dial", agent, queue)
-    dialer = desk.dialer
-    if dialer is None:
-        raise ApiError(503, "no_pbx", "No PBX is configured: callbacks cannot be placed.")
-    body = await _body(request) if request.can_read_body else {}
-    try:
-        pbx = dialer.pbx_for(_text(body, "pbx"))
-    except ControlError as exc:
-        raise ApiError(422, "invalid_field", exc.message, field=exc.field) from exc
-    device = account.device or (dialer.device_for(account.agent_id) or "")
     detail = f"follow-up {item.id} to {item.number or 'no number'}"
-    talking = [c.call_id for c in request.app[POP].book.cards_for(agent) if c.state == "answered"]
-    if talking:
-        message = "You are on a call: dial the callback when it has ended."
-        await _audit(request, "followup_dial", agent, queue, pbx, detail, f"refused: {message}")
-        raise ApiError(409, "agent_busy", message, calls=talking)
-    if not device:
-        message = "Your account has no phone to call from (device, or an [[agents]] interface)."
-        await _audit(request, "followup_dial", agent, queue, pbx, detail, f"refused: {message}")
-        raise ApiError(409, "no_device", message)
-    clock = request.app[CLOCK]
+    dialer, pbx, device = await _ready(request, desk, "followup_dial", queue, detail)
     try:
         dialling = await desk.followups.start_dial(
-            item.id, agent=agent, pbx=pbx, token=secrets.token_hex(4), now=clock()
+            item.id, agent=agent, pbx=pbx, token=secrets.token_hex(4), now=request.app[CLOCK]()
         )
     except ContactRefused as exc:
-        await _audit(request, "followup_dial", agent, queue, pbx, detail, f"refused: {exc}")
-        decision = exc.decision
-        raise ApiError(
-            409,
-            "contact_limit",
-            exc.message,
-            next_allowed_at=decision.next_at.isoformat() if decision.next_at else None,
-            placed=decision.placed,
-            limit=decision.limit,
-        ) from exc
+        raise await _contact_limit(request, "followup_dial", queue, pbx, detail, exc) from exc
     except FollowupError as exc:
         raise _refusal(exc) from exc
-    outcome, done = await asyncio.shield(
-        desk.run(_place(request.app, desk, dialer, dialling, device, account.agent_id))
+    outcome, done = await _placed(
+        request, desk, dialer, dialling, device, "followup_dial", queue, detail
     )
-    said = f"{outcome.result}: {outcome.detail}"
-    log.info("callback of follow-up %s by %s on %s: %s", item.id, agent, pbx, said)
-    result = "failed" if outcome.result in ("unknown", "not_placed") else "ok"
-    await _audit(request, "followup_dial", agent, queue, pbx, f"{detail}: {said}", result)
     if done is None:  # the call happened: retrying would call the customer again
         raise ApiError(
             503,
@@ -296,6 +268,126 @@ async def reschedule(request: web.Request) -> web.StreamResponse:
     await _audit(request, "followup_due", agent, queue, None, detail, "ok")
     _changed(request.app, moved, account.agent_id)
     return web.json_response({"followup": _json(moved, request.app[FOLLOWUP_OWNERS]())})
+
+
+async def call_customer(request: web.Request) -> web.StreamResponse:
+    """``{"number": str, "pbx"?: str}``: an agent calls a customer from their page, the
+    customer first, then the agent's own phone, as a callback but with no follow-up. The
+    number is any spelling (E.164 after normalizing). 200 ``{"call": {"id", "result",
+    "detail"}}`` once the customer answered or not; 409 ``contact_limit``, ``agent_busy``,
+    ``no_device`` as for a callback; 422 ``number``."""
+    desk = _desk(request)
+    store = request.app[STORE]
+    assert store is not None  # _desk checked it
+    customer_id = int(request.match_info["customer_id"])
+    body = await _body(request)
+    raw = _text(body, "number") or ""
+    number = store.phones.to_e164(raw) if len(raw) <= 40 else None
+    if number is None:
+        message = "number: a phone number (an internal extension is not a customer's)"
+        raise ApiError(422, "invalid_field", message, field="number")
+    agent = request[SESSION].account.agent_id or request[SESSION].account.login
+    detail = f"customer {customer_id} at {number}"
+    dialer, pbx, device = await _ready(request, desk, "customer_call", None, detail, body)
+    try:
+        dialling = await desk.followups.start_call(
+            customer_id,
+            number,
+            agent=agent,
+            pbx=pbx,
+            token=secrets.token_hex(4),
+            now=request.app[CLOCK](),
+        )
+    except ContactRefused as exc:
+        raise await _contact_limit(request, "customer_call", None, pbx, detail, exc) from exc
+    except FollowupError as exc:
+        raise ApiError(404, "no_customer", exc.message) from exc
+    outcome, _ = await _placed(
+        request, desk, dialer, dialling, device, "customer_call", None, detail
+    )
+    call = {"id": dialling.call_id, "result": outcome.result, "detail": outcome.detail}
+    return web.json_response({"call": call})
+
+
+async def _ready(
+    request: web.Request,
+    desk: FollowupDesk,
+    action: str,
+    queue: str | None,
+    detail: str,
+    body: dict[str, Any] | None = None,
+) -> tuple[CallbackDialer, str, str]:
+    """The dialer, PBX and agent's phone for a call the agent asked for; refuses (audited)
+    while the agent is on a call or has no phone."""
+    account = request[SESSION].account
+    agent = account.agent_id or account.login
+    dialer = desk.dialer
+    if dialer is None:
+        raise ApiError(503, "no_pbx", "No PBX is configured: calls cannot be placed.")
+    if body is None:
+        body = await _body(request) if request.can_read_body else {}
+    try:
+        pbx = dialer.pbx_for(_text(body, "pbx"))
+    except ControlError as exc:
+        raise ApiError(422, "invalid_field", exc.message, field=exc.field) from exc
+    device = account.device or (dialer.device_for(account.agent_id) or "")
+    talking = [c.call_id for c in request.app[POP].book.cards_for(agent) if c.state == "answered"]
+    if talking:
+        message = "You are on a call: place the call when this one has ended."
+        await _audit(request, action, agent, queue, pbx, detail, f"refused: {message}")
+        raise ApiError(409, "agent_busy", message, calls=talking)
+    if not device:
+        message = "Your account has no phone to call from (device, or an [[agents]] interface)."
+        await _audit(request, action, agent, queue, pbx, detail, f"refused: {message}")
+        raise ApiError(409, "no_device", message)
+    return dialer, pbx, device
+
+
+async def _contact_limit(
+    request: web.Request,
+    action: str,
+    queue: str | None,
+    pbx: str,
+    detail: str,
+    exc: ContactRefused,
+) -> ApiError:
+    """The audited 409 of a call the contact-frequency rule forbids."""
+    account = request[SESSION].account
+    agent = account.agent_id or account.login
+    await _audit(request, action, agent, queue, pbx, detail, f"refused: {exc}")
+    decision = exc.decision
+    return ApiError(
+        409,
+        "contact_limit",
+        exc.message,
+        next_allowed_at=decision.next_at.isoformat() if decision.next_at else None,
+        placed=decision.placed,
+        limit=decision.limit,
+    )
+
+
+async def _placed(
+    request: web.Request,
+    desk: FollowupDesk,
+    dialer: CallbackDialer,
+    dialling: Dialling,
+    device: str,
+    action: str,
+    queue: str | None,
+    detail: str,
+) -> Placed:
+    """Place the recorded call (in the desk's task: a closed page does not cut it short),
+    log and audit how it went."""
+    account = request[SESSION].account
+    agent = account.agent_id or account.login
+    outcome, done = await asyncio.shield(
+        desk.run(_place(request.app, desk, dialer, dialling, device, account.agent_id))
+    )
+    said = f"{outcome.result}: {outcome.detail}"
+    log.info("call %s by %s on %s: %s", dialling.call_id, agent, dialling.pbx, said)
+    result = "failed" if outcome.result in ("unknown", "not_placed") else "ok"
+    await _audit(request, action, agent, queue, dialling.pbx, f"{detail}: {said}", result)
+    return outcome, done
 
 
 async def _place(

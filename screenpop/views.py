@@ -167,7 +167,8 @@ async def customer_page(
             "account": session.account,
             "csrf": session.csrf,
             "card": card,
-            "phones": [store.phones.display(p) if store else p for p in card.phones],
+            "phones": [(p, store.phones.display(p) if store else p) for p in card.phones],
+            "can_call": bool(session.account.agent_id or session.account.device),
             "labels": {d.code: d.label for d in request.app[DISPOSITIONS].items},
             "note_key": secrets.token_hex(12),  # one per form shown: a double submit adds once
             "note_error": error,

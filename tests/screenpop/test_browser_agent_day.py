@@ -279,7 +279,7 @@ async def test_no_callback_is_dialled_while_the_agent_is_on_a_call(
     site.calls.answer("c2", "Alice")  # talking now
     await row.get_by_role("button", name="Dial").click()
     await expect(row.locator(".row-status")).to_have_text(
-        "You are on a call: dial the callback when it has ended."
+        "You are on a call: place the call when this one has ended."
     )
     await expect(row.locator(".col-state")).to_have_text("open")
 
@@ -294,32 +294,33 @@ async def test_calls_that_ended_while_the_page_was_closed_do_not_hold(
 ) -> None:
     """Defect 4: calls that ended while the page was closed popped as wrap-up cards at the
     next login, the banner said "In wrap-up" though nobody held the agent, and none could be
-    dismissed. Now they say what they are, the banner stays down, and each can be dismissed
-    (or finished with an outcome)."""
+    dismissed. Now they wait in My day with their outcome missing, off the screen, the banner
+    stays down, and each can be dismissed or finished with an outcome."""
     for call_id in ("c1", "c2"):  # Alice's page is not open: the calls end unattended
         site.calls.ring(call_id, "Alice", WEI)
         site.calls.answer(call_id, "Alice")
         site.calls.end(call_id, "Alice", WEI)
     page = await browser.new_page(viewport={"width": 1200, "height": 900})
     await log_in(page, site)
-    cards = page.locator("#cards .card:not(.closing)")
-    await expect(cards).to_have_count(2)
-    await expect(cards.locator(".away-note")).to_have_count(2)
+    missing = page.locator("#my-day .day-call.missing")
+    await expect(missing).to_have_count(2)
+    await expect(page.locator("#cards .card")).to_have_count(0)
     await expect(page.locator("#wrapup-banner")).to_be_hidden()
-    await expect(cards.locator(".wrapup-hint")).to_have_count(2)
-    for hint in await cards.locator(".wrapup-hint").all():
-        await expect(hint).to_be_hidden()
     assert await pause_state(site.ami) == ("0", "")  # and Asterisk was never told to hold
 
-    first = page.locator(f'[data-card-id="{PBX}/c1/Alice"]')
-    await first.get_by_role("button", name="Dismiss the call from 138 0013 8000").click()
-    await expect(cards).to_have_count(1)
-    second = page.locator(f'[data-card-id="{PBX}/c2/Alice"]')
+    first = page.locator('#my-day [data-call-id="c1"]')
+    await first.get_by_role("button", name=re.compile(r"^Dismiss the call from 张伟")).click()
+    await expect(first.get_by_role("button", name=re.compile("^Dismiss"))).to_have_count(0)
+    second = page.locator('#my-day [data-call-id="c2"]')
+    await second.get_by_role(
+        "button", name=re.compile(r"^Finish the outcome of the call from 张伟")
+    ).click()
     await second.get_by_label("Disposition").select_option("resolved")
-    await second.get_by_role("button", name="Save outcome").click()
-    await expect(cards).to_have_count(0)
+    await second.get_by_role("button", name=re.compile(r"^Save outcome")).click()
+    await expect(second.locator(".result .label")).to_have_text("Resolved on the call")
     await page.reload()
     await expect(page.locator("#empty")).to_be_visible()
+    await expect(page.locator("#cards .card")).to_have_count(0)
 
     # a card the agent was held for cannot be dismissed: it needs its outcome
     held = await take_call(page, site, "c3")

@@ -9,7 +9,7 @@ whose time zone puts its noon at the test's "now", so "today" holds whatever hou
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -52,6 +52,7 @@ class Site:
     ids: dict[str, int]
     store: CustomerStore
     followups: Followups
+    emitted: list[Mapping[str, str]]
 
 
 @pytest.fixture
@@ -59,6 +60,8 @@ async def site(engine: AsyncEngine) -> AsyncIterator[Site]:
     store = new_store(engine)
     pop = new_pop(store)
     async with simulated_pbx() as (server, ami):
+        emitted: list[Mapping[str, str]] = []
+        server.observers.append(emitted.append)
         ids = await add_followups(pop, await seed(store))
         board = Board(agents=AGENTS)
         board.observe(MemberUpdated(PBX, time.time(), "support", "Alice", "Alice", ALICE, 1,
@@ -69,7 +72,7 @@ async def site(engine: AsyncEngine) -> AsyncIterator[Site]:
         )
         try:
             async with served(build_app(pop, store, followups=desk)) as url:
-                yield Site(url, server, ids, store, followups)
+                yield Site(url, server, ids, store, followups, emitted)
         finally:
             await pop.close()
 
@@ -254,3 +257,37 @@ async def seed_more(site: Site, at: datetime, count: int) -> list[int]:
             await session.flush()
             ids.append(row.id)
     return ids
+
+
+async def test_agent_finds_a_customer_and_calls_them_from_their_page(
+    browser: Browser, site: Site
+) -> None:
+    page = await (await browser.new_context()).new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    await log_in(page, site)
+    box = page.get_by_role("searchbox", name="Find a customer")
+    await box.fill("张伟")
+    await box.press("Enter")
+    await page.get_by_role("link", name="张伟").click()
+    await expect(page.locator(".customer h1")).to_have_text("张伟")
+
+    status = page.locator(".call-status")
+    await page.get_by_role("button", name="Call 张伟 at 138 0013 8000").click()
+    await expect(status).to_have_text(
+        "138 0013 8000: answered: your phone rings now, the card pops on your agent page."
+    )
+    await expect(status).to_be_focused()  # a screen reader hears how it went
+    [response] = [e for e in site.emitted if e.get("Event") == "OriginateResponse"]
+    assert response["Channel"].startswith("Local/+8613800138000@callbacks-")
+
+    # one call a day (this site's rule): the next one, to any number, is refused with why
+    other = page.get_by_label("Call another number")
+    await other.fill("+44 20 7946 0958")
+    await page.locator(".call-other").get_by_role("button", name="Call").click()
+    await expect(status).to_contain_text("Not called: the center called this customer once")
+    await other.fill("1001")
+    await page.locator(".call-other").get_by_role("button", name="Call").click()
+    await expect(status).to_contain_text("number: a phone number")
+    assert len([e for e in site.emitted if e.get("Event") == "OriginateResponse"]) == 1
+    assert errors == []

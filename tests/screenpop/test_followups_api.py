@@ -282,6 +282,62 @@ async def test_without_a_pbx_the_list_works_and_dial_says_why(engine: AsyncEngin
         assert (status, body["error_id"]) == (503, "no_pbx")
 
 
+# --------------------------------------------------------------------- a call from a page
+
+
+async def test_an_agent_calls_a_customer_from_their_page(lab: Lab) -> None:
+    alice = await lab.login("alice")
+    url = f"/api/customers/{lab.seeded.wei}/call"
+    status, body = await lab.post(url, alice, {"number": "138 0013 8000"})  # as agents type
+    assert status == 200, body
+    call = body["call"]
+    assert (call["result"], call["detail"]) == ("reached", "the customer answered")
+    assert call["id"].startswith(f"cti-out-{lab.seeded.wei}-")
+    [response] = lab.originated()
+    assert response["Channel"].startswith(f"Local/{WEI}@callbacks-")
+    assert (response["Uniqueid"], response["CallerIDName"]) == (call["id"], "张伟")
+    [entry] = await lab.audit()
+    assert (entry.action, entry.agent, entry.pbx, entry.result) == (
+        "customer_call", "Alice", PBX, "ok",
+    )  # fmt: skip
+    assert entry.detail == f"customer {lab.seeded.wei} at {WEI}: reached: the customer answered"
+    async with new_store(lab.engine).sessions() as session:
+        row = await session.scalar(select(Interaction).where(Interaction.call_id == call["id"]))
+    assert row is not None
+    assert (row.customer_id, row.direction, row.agent, row.result, row.title) == (
+        lab.seeded.wei, "outbound", "Alice", "reached", f"Call to {WEI}: the customer answered",
+    )  # fmt: skip
+
+
+async def test_a_call_from_a_page_counts_for_the_contact_rule(engine: AsyncEngine) -> None:
+    async with open_lab(engine, FollowupSettings(contact_max=1, ring_seconds=5.0)) as lab:
+        lab.server.silent_devices.add(f"Local/{HOSTILE_PHONE}@callbacks")
+        alice = await lab.login("alice")
+        url = f"/api/customers/{lab.seeded.hostile}/call"
+        status, body = await lab.post(url, alice, {"number": HOSTILE_PHONE})
+        assert (status, body["call"]["result"]) == (200, "no_answer")
+        # the follow-up of the same customer is refused now: one call in the window
+        status, body = await lab.post(f"/api/followups/{lab.ids['Alice']}/dial", alice, {})
+        assert (status, body["error_id"]) == (409, "contact_limit")
+        status, body = await lab.post(url, alice, {"number": HOSTILE_PHONE})
+        assert (status, body["error_id"], body["placed"]) == (409, "contact_limit", 1)
+        assert len(lab.originated()) == 1
+
+
+async def test_bad_numbers_and_customers_place_nothing(lab: Lab) -> None:
+    alice = await lab.login("alice")
+    url = f"/api/customers/{lab.seeded.wei}/call"
+    for bad in ("", "1001", "<script>", "+86 138 0013 8000" * 5, 42):
+        status, body = await lab.post(url, alice, {"number": bad})
+        assert (status, body.get("field")) == (422, "number"), bad
+    status, body = await lab.post("/api/customers/99999/call", alice, {"number": WEI})
+    assert (status, body["error_id"]) == (404, "no_customer")
+    sue = await lab.login("sue")  # no phone of her own
+    status, body = await lab.post(url, sue, {"number": WEI})
+    assert (status, body["error_id"]) == (409, "no_device")
+    assert lab.originated() == []
+
+
 # --------------------------------------------------------------------------- missed calls
 
 

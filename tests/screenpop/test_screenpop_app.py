@@ -518,7 +518,7 @@ async def test_hostile_text_is_escaped_in_server_rendered_pages(world: World) ->
     await login(world.client, "alice")
     page = await (await world.client.get(f"/customers/{world.seeded.hostile}")).text()
     assert "<script>alert" not in page and "<img src=x" not in page
-    assert page.count(escaped) == 3  # title, heading and the note: all as text
+    assert page.count(escaped) == 4  # title, heading, the note, the Call button: all as text
     assert "+44 20 7946 0958" in page
     missing = await (await world.client.get("/customers/0", headers={"Accept": "text/html"})).text()
     assert "<script" not in missing.replace('<script src="/static/', "")
