@@ -361,6 +361,10 @@ async def test_a_ring_is_noticed_wherever_the_agent_has_scrolled(
     assert await announced.text_content() == said  # ... and is not announced again
     # no looping animation for an agent who asked for reduced motion
     assert await bar.evaluate("b => getComputedStyle(b).animationName") == "none"
+    assert await card.evaluate("c => getComputedStyle(c).animationName") == "none"
+    await page.emulate_media(reduced_motion="no-preference")  # the others see it ring
+    assert await card.evaluate("c => getComputedStyle(c).animationName") == "ring"
+    await page.emulate_media(reduced_motion="reduce")
 
     await bar.get_by_role("button", name="Show the card").click()
     await expect(card).to_be_in_viewport()
