@@ -74,8 +74,11 @@ async def _until(stop: asyncio.Event, duration: float | None) -> None:
 async def _simulated_pbx(
     *, port: int, rate: float, seed: int, speed: float
 ) -> AsyncIterator[AmiServer]:
-    """A listening simulator with calls coming in; stopped (calls cut) on exit."""
-    server = AmiServer(port=port, username=DEMO_USER, secret=DEMO_SECRET, system_name="sim")
+    """A listening simulator with calls coming in; stopped (calls cut) on exit. Callbacks
+    the product places ring and answer at the traffic's ``speed`` too."""
+    server = AmiServer(
+        port=port, username=DEMO_USER, secret=DEMO_SECRET, system_name="sim", speed=speed
+    )
     await server.start()
     stop = asyncio.Event()
     traffic = asyncio.create_task(

@@ -1,0 +1,46 @@
+"""How ``cti demo`` wires the simulator: callbacks at the demo's pace."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+from cti.codec import encode
+from cti_app.demo import DEMO_SECRET, DEMO_USER, _simulated_pbx
+
+SPEED = 20.0
+
+
+async def test_a_callback_in_the_demo_rings_at_the_demo_speed() -> None:
+    """The customer's phone rings 2-8 s before OriginateResponse: at 20x, 0.1 s at least
+    (an AmiServer without the demo's speed answers at once)."""
+    loop = asyncio.get_running_loop()
+    answered: asyncio.Future[float] = loop.create_future()
+
+    def observe(event: Mapping[str, str]) -> None:
+        if event.get("ActionID") == "cb-1" and event["Event"] == "OriginateResponse":
+            answered.set_result(loop.time())
+
+    async with _simulated_pbx(port=0, rate=0.01, seed=1, speed=SPEED) as server:
+        server.observers.append(observe)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        await reader.readline()
+        writer.write(encode({"Action": "Login", "Username": DEMO_USER, "Secret": DEMO_SECRET}))
+        sent = loop.time()
+        writer.write(
+            encode(
+                {
+                    "Action": "Originate",
+                    "ActionID": "cb-1",
+                    "Channel": "Local/+8613800138000@callbacks",
+                    "Application": "Dial",
+                    "Data": "Local/1001@agents/n,20",
+                    "CallerID": '"张伟" <+8613800138000>',
+                    "Async": "true",
+                }
+            )
+        )
+        async with asyncio.timeout(5):
+            at = await answered
+        writer.close()
+    assert at - sent >= 2.0 / SPEED
