@@ -70,19 +70,44 @@ async def _until(stop: asyncio.Event, duration: float | None) -> None:
         await wait_set(stop, duration)
 
 
+async def _traffic(
+    server: AmiServer,
+    *,
+    rate: float,
+    seed: int,
+    speed: float,
+    stop: asyncio.Event,
+    after_login: bool,
+) -> None:
+    """Calls until ``stop``; with ``after_login`` only from the first successful Login on, so
+    that the client sees every call from its first event (none joined mid-call)."""
+    if after_login:
+        login = asyncio.ensure_future(server.logged_in.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({login, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            login.cancel()
+            stopped.cancel()
+        if stop.is_set():
+            return
+    await run_traffic(server, rate_per_minute=rate, seed=seed, stop=stop, speed=speed)
+
+
 @contextlib.asynccontextmanager
 async def _simulated_pbx(
-    *, port: int, rate: float, seed: int, speed: float
+    *, port: int, rate: float, seed: int, speed: float, after_login: bool = False
 ) -> AsyncIterator[AmiServer]:
-    """A listening simulator with calls coming in; stopped (calls cut) on exit. Callbacks
-    the product places ring and answer at the traffic's ``speed`` too."""
+    """A listening simulator with calls coming in (``after_login``: once a client logged
+    in); stopped (calls cut) on exit. Callbacks the product places ring and answer at the
+    traffic's ``speed`` too."""
     server = AmiServer(
         port=port, username=DEMO_USER, secret=DEMO_SECRET, system_name="sim", speed=speed
     )
     await server.start()
     stop = asyncio.Event()
     traffic = asyncio.create_task(
-        run_traffic(server, rate_per_minute=rate, seed=seed, stop=stop, speed=speed)
+        _traffic(server, rate=rate, seed=seed, speed=speed, stop=stop, after_login=after_login)
     )
     try:
         yield server
@@ -183,7 +208,9 @@ async def demo(
     print(described, flush=True)
     callers: IvrCallers | None = None
     async with (
-        _simulated_pbx(port=port, rate=rate, seed=seed_value, speed=speed) as server,
+        _simulated_pbx(
+            port=port, rate=rate, seed=seed_value, speed=speed, after_login=True
+        ) as server,
         _demo_crm() as crm,
     ):
         settings = demo_settings(server.port, web_port, database_url, agi_port)

@@ -444,6 +444,9 @@ class AmiServer:
         self.write_timeout = write_timeout
         self.logins = 0
         self.failed_logins = 0
+        # set at the first successful Login and left set: the demo starts its calls then, so
+        # that its service sees every call from the start
+        self.logged_in = asyncio.Event()
         self.thawed = asyncio.Event()
         self.thawed.set()
         # told of every event emitted, as Asterisk's other modules are (the demo's res_agi)
@@ -678,6 +681,7 @@ async def _login(client: _Client, action: Message) -> None:
             }
         )
     server.emit(_successful_auth(client, action))
+    server.logged_in.set()
 
 
 def _successful_auth(client: _Client, action: Message) -> Message:

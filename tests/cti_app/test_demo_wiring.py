@@ -11,6 +11,13 @@ from cti_app.demo import DEMO_SECRET, DEMO_USER, _simulated_pbx
 SPEED = 20.0
 
 
+async def _login(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await reader.readline()
+    writer.write(encode({"Action": "Login", "Username": DEMO_USER, "Secret": DEMO_SECRET}))
+    return reader, writer
+
+
 async def test_a_callback_in_the_demo_rings_at_the_demo_speed() -> None:
     """The customer's phone rings 2-8 s before OriginateResponse: at 20x, 0.1 s at least
     (an AmiServer without the demo's speed answers at once)."""
@@ -23,9 +30,7 @@ async def test_a_callback_in_the_demo_rings_at_the_demo_speed() -> None:
 
     async with _simulated_pbx(port=0, rate=0.01, seed=1, speed=SPEED) as server:
         server.observers.append(observe)
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        await reader.readline()
-        writer.write(encode({"Action": "Login", "Username": DEMO_USER, "Secret": DEMO_SECRET}))
+        _reader, writer = await _login(server.port)
         sent = loop.time()
         writer.write(
             encode(
@@ -44,3 +49,26 @@ async def test_a_callback_in_the_demo_rings_at_the_demo_speed() -> None:
             at = await answered
         writer.close()
     assert at - sent >= 2.0 / SPEED
+
+
+async def test_the_demo_places_its_first_call_once_its_service_logged_in() -> None:
+    """The demo's service sees its first call from the first event (not joined_mid_call)."""
+    emitted: list[str] = []
+    called = asyncio.Event()
+
+    def observe(event: Mapping[str, str]) -> None:
+        emitted.append(event["Event"])
+        if event["Event"] == "Newchannel":
+            called.set()
+
+    pbx = _simulated_pbx(port=0, rate=600.0, seed=1, speed=SPEED, after_login=True)
+    async with pbx as server:
+        server.observers.append(observe)
+        await asyncio.sleep(0.3)  # the first call would be well under way
+        assert emitted == []
+        _reader, writer = await _login(server.port)
+        async with asyncio.timeout(5):
+            await called.wait()
+        writer.close()
+    assert emitted[0] == "SuccessfulAuth"
+    assert emitted[1] in ("Newchannel", "OriginateResponse")  # the first call's first event
