@@ -1,9 +1,16 @@
-"""A sink that prints one readable line per domain event (``cti serve`` and ``cti demo``)."""
+"""A sink that prints one readable line per domain event (``cti serve`` and ``cti demo``).
+
+Lines are stamped with the time they are printed, so they read in order: some events are
+published after the fact (a redirected caller's "left without an agent" once the redirect is
+told apart from a hang-up, CallEnded after its grace), and stamped with their own time they
+would land between later lines. Such a line says when it happened instead.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from cti.events import (
@@ -21,32 +28,39 @@ from cti.events import (
 )
 from cti.replay import summary_line
 
+LATE = 1.0  # seconds after the event from which a line says when it happened
 
-def describe(event: DomainEvent) -> str | None:
-    """One line for the event, or None for events not worth a line of their own."""
+
+def describe(event: DomainEvent, happened: str | None = None) -> str | None:
+    """One line for the event, or None for events not worth a line of their own;
+    ``happened`` (a time of day) is said for an event printed late."""
     match event:
         case CallQueued():
-            return f"queued in {event.queue} (position {event.position}): {_who(event)}"
+            line = f"queued in {event.queue} (position {event.position}): {_who(event)}"
         case AgentRinging():
             where = f" from {event.queue}" if event.queue else ""
-            return f"ringing {event.agent}{where}: {_who(event)}"
+            line = f"ringing {event.agent}{where}: {_who(event)}"
         case AgentRingStopped():
-            return f"{event.agent} stopped ringing ({event.reason})"
+            line = f"{event.agent} stopped ringing ({event.reason})"
         case CallAnswered():
             hold = f" after {event.hold_seconds:g}s" if event.hold_seconds is not None else ""
-            return f"answered by {event.agent}{hold}"
+            line = f"answered by {event.agent}{hold}"
         case CallTransferred():
             t = event.transfer
-            return f"{t.type} transfer {t.from_agent or '?'} -> {t.to}"
+            line = f"{t.type} transfer {t.from_agent or '?'} -> {t.to}"
         case CallAbandoned():
-            return f"left {event.queue} without an agent ({event.reason})"
+            at = f" at {happened}" if happened else ""
+            return f"left {event.queue}{at} without an agent ({event.reason})"
         case CallMerged():
-            return f"merged with call {event.absorbed_call_id}"
+            line = f"merged with call {event.absorbed_call_id}"
         case CallEnded():
-            return "ended: " + summary_line(event.record, with_id=False)
+            at = f" at {happened}" if happened else ""
+            return f"ended{at}: " + summary_line(event.record, with_id=False)
         case CallStarted() | CallerIdentified():
             return None
-    return None
+        case _:
+            return None
+    return f"{line} (at {happened})" if happened else line
 
 
 def _who(event: AgentRinging | CallQueued) -> str:
@@ -54,12 +68,20 @@ def _who(event: AgentRinging | CallQueued) -> str:
     return f"{event.caller_number or 'unknown number'}{name}"
 
 
+def _clock(epoch: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(epoch))
+
+
 class ConsoleSink:
-    def __init__(self, out: TextIO = sys.stdout) -> None:
+    """Prints to ``out``; ``clock`` tells the time of printing (injected in tests)."""
+
+    def __init__(self, out: TextIO = sys.stdout, clock: Callable[[], float] = time.time) -> None:
         self.out = out
+        self.clock = clock
 
     def publish(self, event: DomainEvent) -> None:
-        line = describe(event)
+        now = self.clock()
+        late = event.at is not None and now - event.at >= LATE
+        line = describe(event, _clock(event.at) if late and event.at is not None else None)
         if line is not None:
-            clock = time.strftime("%H:%M:%S", time.localtime(event.at)) if event.at else "--:--:--"
-            print(f"{clock} [{event.pbx}] {event.call_id}  {line}", file=self.out, flush=True)
+            print(f"{_clock(now)} [{event.pbx}] {event.call_id}  {line}", file=self.out, flush=True)
