@@ -6,6 +6,10 @@ every key is typed and range-checked, every step a key names exists, defaults (`
 so a typo fails at start-up instead of silently changing what callers hear. Cycles are allowed:
 menus loop back on purpose, and the walker bounds how long a walk may run.
 
+Every step may carry a ``label``: what the agent reads on the pop card for it ("Account
+number", not ``acct``); without one, the step id stands in, made readable. :meth:`Menu.terms`
+hands the labels, what each step's outcomes mean and the survey scales to the pop.
+
 A prompt is an Asterisk sound name without extension (``ivr/main-menu``) or a table of them by
 language (``{ en = "ivr/en/main-menu", zh = "ivr/zh/main-menu" }``) that must cover the menu's
 default language, the first of ``languages``.
@@ -33,6 +37,7 @@ MAX_PRIORITY: Final = 1000
 # Sound names go into AGI command lines: no spaces, and no extension (Asterisk picks the format).
 _SOUND = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_/-]*")
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
+MAX_LABEL: Final = 80
 
 
 class MenuError(ValueError):
@@ -158,10 +163,42 @@ class Menu:
     store_budget: float = 1.0
     holding_prompt: Prompt | None = None
     routing: Routing = Routing()
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def default_language(self) -> str:
         return self.languages[0]
+
+    def label(self, step_id: str) -> str:
+        """What the agent reads for a step: its ``label``, else its id made readable."""
+        return self.labels.get(step_id) or step_id.replace("_", " ").replace("-", " ").capitalize()
+
+    def terms(self) -> dict[str, Any]:
+        """The menu as the pop needs it to put findings in words (JSON types only): per step its
+        label and type, plus what its outcomes refer to (a menu's options, the figure a say step
+        tells, whether an identify step asks a PIN, the score a rate step sets); per score its
+        question's label and scale. Step ids and outcomes alone mean nothing to an agent."""
+        steps: dict[str, dict[str, Any]] = {}
+        scores: dict[str, dict[str, Any]] = {}
+        for step_id, step in self.steps.items():
+            entry: dict[str, Any] = {"label": self.label(step_id), "type": _KINDS[type(step)]}
+            match step:
+                case MenuStep():
+                    entry["options"] = dict(step.options)
+                case SayStep():
+                    entry["figure"] = step.figure
+                case IdentifyStep():
+                    entry["pin"] = step.pin is not None
+                case RateStep():
+                    entry["score"] = step.name
+                    scores[step.name] = {
+                        "label": entry["label"],
+                        "min": step.min,
+                        "max": step.max,
+                        "labels": {str(score): text for score, text in step.labels.items()},
+                    }
+            steps[step_id] = entry
+        return {"steps": steps, "scores": scores}
 
 
 def load_menus(folder: str | Path) -> dict[str, Menu]:
@@ -217,6 +254,10 @@ class _Table:
         if unknown:
             known = ", ".join(sorted(self._taken))
             raise self.fail(unknown[0], f"unknown key (known here: {known})")
+
+    def ticked(self, key: str) -> None:
+        """Accept ``key`` here: another reader takes it."""
+        self._taken.add(key)
 
     def _value(self, key: str, default: object) -> object:
         self._taken.add(key)
@@ -349,6 +390,7 @@ def _menu(file: Path, raw: Mapping[str, Any]) -> Menu:
         store_budget=top.seconds("store_budget", 1.0),
         holding_prompt=top.optional_prompt("holding_prompt"),
         routing=_routing(top.table("routing")) if "routing" in top else Routing(),
+        labels=MappingProxyType(_step_labels(steps_table)),
     )
     top.finish()
     return menu
@@ -361,6 +403,7 @@ def _steps(steps: _Table, fallback: str) -> dict[str, Step]:
         if not _NAME.fullmatch(step_id):
             raise steps.fail(step_id, "a step id may hold only letters, digits, '_' and '-'")
         table = steps.table(step_id)
+        table.ticked("label")  # read by _step_labels
         kind = table.text("type")
         reader = _READERS.get(kind)
         if reader is None:
@@ -373,6 +416,19 @@ def _steps(steps: _Table, fallback: str) -> dict[str, Step]:
             scores[step.name] = step_id
         parsed[step_id] = step
     return parsed
+
+
+def _step_labels(steps: _Table) -> dict[str, str]:
+    """Each step's optional ``label`` (any text: the card shows it as text, never markup)."""
+    labels: dict[str, str] = {}
+    for step_id in steps:
+        table = steps.table(step_id)
+        if "label" in table:
+            label = table.text("label").strip()
+            if len(label) > MAX_LABEL:
+                raise table.fail("label", f"must be at most {MAX_LABEL} characters")
+            labels[step_id] = label
+    return labels
 
 
 def _routing(table: _Table) -> Routing:
@@ -499,6 +555,19 @@ def _labels(table: _Table, low: int, high: int) -> Mapping[int, str]:
 def _leave(table: _Table, fallback: str) -> LeaveStep:
     return LeaveStep(prompt=table.optional_prompt("prompt"))
 
+
+_KINDS: Final[Mapping[type, str]] = MappingProxyType(
+    {
+        PlayStep: "play",
+        IdentifyStep: "identify",
+        MenuStep: "menu",
+        SayStep: "say",
+        RouteStep: "route",
+        CallbackStep: "callback",
+        RateStep: "rate",
+        LeaveStep: "leave",
+    }
+)
 
 _READERS: Final[dict[str, Callable[[_Table, str], Step]]] = {
     "play": _play,

@@ -14,6 +14,11 @@ A transfer target's card carries the history of the call so far, so the next age
 again. Customer data arrives separately
 (:meth:`PopBook.enrich`) because the pop never waits for the store, and what the IVR learned
 (:meth:`PopBook.learned`) over its own connection, usually before the first ring.
+
+The IVR's findings are put in words here, once, when they arrive (:func:`ivr_view`): each step
+of the path with its label from the menu and what the caller did there, the figure they were
+told, each survey answer with its scale. The browser and the JSON API get the same words; the
+browser only formats the figures (money, numbers) for its locale.
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ class Card:
     closed_reason: str | None
     history: tuple[tuple[float | None, str], ...]  # (when, what happened), oldest first
     lookup: Lookup | None
-    ivr: dict[str, Any] | None  # what the IVR learned: ivr.walk.Findings.to_json()
+    ivr: dict[str, Any] | None  # what the IVR learned, in words: ivr_view(Findings.to_json())
     outcome_saved: bool  # saved while the call went on: it closes when the call ends
     away: bool  # in wrap-up from a call that ended while the agent's page was closed
 
@@ -205,16 +210,19 @@ class PopBook:
         every open card of it shows it, and so will the cards still to come. A later menu of
         the same call (the survey after the agent hung up) adds its scores to the first's."""
         key = (pbx, call_id)
+        view = ivr_view(findings)
         call = self._calls.get(key)
         if call is None:
             if key not in self._settled:  # the IVR was quicker than AMI: hold it a moment
-                _bounded(self._early, key, findings, MAX_EARLY)
+                _bounded(self._early, key, view, MAX_EARLY)
             return []
         first = call.ivr
-        if first is not None and first.get("menu") != findings.get("menu"):
-            scores = {**first.get("scores", {}), **findings.get("scores", {})}
-            findings = {**first, "scores": scores}
-        call.ivr = findings
+        if first is not None and first.get("menu") != view.get("menu"):
+            scores = {**first.get("scores", {}), **view["scores"]}
+            asked = {answer["question"] for answer in view["survey"]}
+            kept = [answer for answer in first.get("survey", []) if answer["question"] not in asked]
+            view = {**first, "scores": scores, "survey": [*kept, *view["survey"]]}
+        call.ivr = view
         return self._touch_all(call)
 
     def outcome_saved(self, pbx: str, call_id: str, agent: str) -> list[CardUpdate]:
@@ -376,6 +384,116 @@ class PopBook:
             if agent not in call.handled_by:
                 call.handled_by.append(agent)
         return updates
+
+
+# What the caller did at a step, by the walker's outcome (ivr.walk); a digit is a key pressed.
+_OUTCOMES: dict[str, str] = {
+    "played": "heard it",
+    "skipped": "skipped it",
+    "caller_id": "identified by caller ID",
+    "account": "identified by customer number",
+    "caller-id-unknown": "caller ID not on record",
+    "caller-id-several": "caller ID shared by several customers",
+    "skip": "went on without a customer number",
+    "account-unknown": "typed a customer number not on record",
+    "timeout": "pressed nothing in time",
+    "invalid": "typed something not valid here",
+    "pin-timeout": "typed no PIN in time",
+    "pin-invalid": "typed a PIN that is not valid",
+    "pin-wrong": "typed a wrong PIN",
+    "store-timeout": "the store was too slow to answer",
+    "store-error": "the store failed",
+    "said": "was told",
+    "unidentified": "not told: the caller is not identified",
+    "routed": "put through to an agent",
+    "created": "asked to be called back",
+    "no-number": "asked to be called back, but the number is withheld",
+    "hangup": "heard goodbye; the IVR hung up",
+    "hung-up": "hung up here",
+    "too-many-steps": "went round too long; put through",
+}
+_FIGURES: dict[str, str] = {
+    "balance": "the balance",
+    "last_order": "the last order's status",
+    "open_tickets": "the number of open tickets",
+}
+
+
+def ivr_view(findings: dict[str, Any]) -> dict[str, Any]:
+    """The IVR's findings in words for the card (``Findings.to_json()``, whose ``terms`` are
+    the menu's ``Menu.terms()`` and ``told`` the figures said, by step): ``steps``, the path
+    as ``{step, label, outcome, text, told}``; ``survey``, the scores as ``{question, label,
+    score, min, max, text}``; ``ended_at_label``, the label of ``ended_at_step``. ``path``
+    and ``scores`` stay as they came; ``terms`` and ``told`` are used up. Without terms a
+    step's label is its id made readable and a score has no scale: never a guess."""
+    terms = findings.get("terms") or {}
+    told: dict[str, dict[str, Any]] = findings.get("told") or {}
+    view = {k: v for k, v in findings.items() if k not in ("terms", "told")}
+    view["scores"] = findings.get("scores") or {}
+    view["steps"] = [
+        _step_words(step_id, outcome, terms, told.get(step_id) if outcome == "said" else None)
+        for step_id, outcome in findings.get("path", [])
+    ]
+    if isinstance(findings.get("ended_at_step"), str):
+        view["ended_at_label"] = _label(findings["ended_at_step"], terms.get("steps", {}))
+    scales: dict[str, dict[str, Any]] = terms.get("scores", {})
+    view["survey"] = [
+        _answer_words(question, score, scales.get(question))
+        for question, score in view["scores"].items()
+    ]
+    return view
+
+
+def _step_words(
+    step_id: str, outcome: str, terms: dict[str, Any], told: dict[str, Any] | None
+) -> dict[str, Any]:
+    steps: dict[str, dict[str, Any]] = terms.get("steps", {})
+    about = steps.get(step_id, {})
+    text = _OUTCOMES.get(outcome)
+    if outcome == "said" and told is None:
+        text = f"was told {_FIGURES.get(about.get('figure', ''), 'a figure')}"
+    elif outcome == "account" and about.get("pin"):
+        text = "identified by customer number and PIN"
+    elif text is None and about.get("type") == "rate":  # a score, or its label ("yes")
+        scale = terms.get("scores", {}).get(about.get("score"))
+        named = outcome.isdigit() and scale is not None
+        text = f"answered {_scaled(int(outcome), scale) if named else outcome}"
+    elif text is None and len(outcome) == 1:  # a key of a menu step
+        target = about.get("options", {}).get(outcome)
+        text = f"pressed {outcome}" + (f": {_label(target, steps)}" if target else "")
+    return {
+        "step": step_id,
+        "label": _label(step_id, steps),
+        "outcome": outcome,
+        "text": text or outcome,
+        "told": told,
+    }
+
+
+def _label(step_id: str, steps: dict[str, dict[str, Any]]) -> str:
+    label = steps.get(step_id, {}).get("label")
+    return label if isinstance(label, str) else step_id.replace("_", " ").capitalize()
+
+
+def _answer_words(question: str, score: int, scale: dict[str, Any] | None) -> dict[str, Any]:
+    label = question.replace("_", " ").capitalize() if scale is None else scale["label"]
+    return {
+        "question": question,
+        "label": label,
+        "score": score,
+        "min": None if scale is None else scale["min"],
+        "max": None if scale is None else scale["max"],
+        "text": str(score) if scale is None else _scaled(score, scale),
+    }
+
+
+def _scaled(score: int, scale: dict[str, Any]) -> str:
+    """A score read against its scale: its label ("yes"), else "4 of 5" ("4 of 0 to 9")."""
+    named = scale.get("labels", {}).get(str(score))
+    if named:
+        return str(named)
+    low, high = scale["min"], scale["max"]
+    return f"{score} of {high}" if low == 1 else f"{score} of {low} to {high}"
 
 
 def card_view(card: Card, phones: PhoneNormalizer | None) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from cti.events import (
     Transfer,
 )
 from cti.replay import replay_file
-from screenpop.cards import CardUpdate, PopBook
+from screenpop.cards import CardUpdate, PopBook, ivr_view
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
@@ -154,15 +154,16 @@ def test_what_the_ivr_learned_shows_on_cards_before_and_after_the_ring() -> None
     (ring,) = book.apply(
         AgentRinging("p", "c1", 2.0, "alice", "Alice", "PJSIP/1001", "q", "+86138", "张伟")
     )
-    assert ring.card.ivr == findings
+    assert ring.card.ivr == ivr_view(findings)
     later = {**findings, "path": [["main", "2"], ["balance", "said"]]}
     (update,) = book.learned("p", "c1", later)
-    assert update.card.ivr == later and update.card.version == ring.card.version + 1
+    assert update.card.ivr == ivr_view(later) and update.card.version == ring.card.version + 1
     assert update.card.to_json()["ivr"]["path"] == [["main", "2"], ["balance", "said"]]
     assert book.learned("p", "other", later) == []
     survey = {"menu": "survey", "identified_by": "none", "path": [], "scores": {"attitude": 4}}
     (scored,) = book.learned("p", "c1", survey)
-    assert scored.card.ivr == {**later, "scores": {"attitude": 4}}  # the main menu's, scored
+    # the main menu's, scored
+    assert scored.card.ivr == {**ivr_view(later), **ivr_view({**later, "scores": {"attitude": 4}})}
 
 
 def test_settled_calls_are_let_go_and_never_come_back() -> None:
@@ -192,4 +193,4 @@ def test_ivr_findings_that_come_before_the_call_wait_for_it() -> None:
     (ring,) = book.apply(
         AgentRinging("p", "early", 2.0, "alice", "Alice", "PJSIP/1001", "q", "+86138", "")
     )
-    assert ring.card.ivr == {"menu": "main", "path": [], "scores": {}}
+    assert ring.card.ivr == ivr_view({"menu": "main", "path": [], "scores": {}})
