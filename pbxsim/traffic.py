@@ -10,8 +10,17 @@ next member). A caller whose patience runs out before that hangs up (an abandon,
 a member already rings); one still waiting at the queue's timeout leaves with TIMEOUT. A few
 calls take the other exits (exit key, redirect, withdraw, leave-empty) or are transferred.
 Each call also gets a caller (number formats from E.164 to national, names in many scripts,
-some anonymous). Calls are planned whole when they start, so a member paused later is still
-rung by a call already planned for them.
+some anonymous).
+
+Calls are planned whole when they start. Played live, a call is checked again at the moment
+its first member would ring (:func:`_play_call`): a member paused since, on a call the plan
+did not know (a callback the server plays, or a call re-planned this way) or still in
+wrap-up is not rung; another free member is, or the caller keeps waiting (until patience or
+the queue's timeout), as app_queue does. The rest of the call is then built again, with the
+caller's channels it already has and a random stream of its own, so the calls planned after
+it draw what they would have drawn. A re-planned call is answered by one member (or rung
+to all free members of a ringall queue): the transfer or ring-out it was planned with is
+dropped, and its first plan's queue statistics stay counted in the variables it shows.
 """
 
 from __future__ import annotations
@@ -21,7 +30,8 @@ import heapq
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from dataclasses import field as dataclass_field
 from types import MappingProxyType
 
 from cti.codec import encode
@@ -48,6 +58,7 @@ DEFAULT_MIX: Mapping[str, float] = MappingProxyType(
 _EXITS = frozenset({"timeout", "leave_empty", "exit_key", "redirect", "withdraw"})
 _TRANSFERS = frozenset({"blind_transfer", "attended_transfer", "blind_transfer_to_queue"})
 JOIN_LAG = 0.05  # from the end of the IVR to QueueCallerJoin (a few dialplan steps)
+SLACK = 0.1  # how far a call's real ring time may be from the planned one (JOIN_LAG's error)
 NAMES = (
     "张伟",
     "李娜",
@@ -101,6 +112,64 @@ def random_timings(rng: random.Random) -> Timings:
         consult=rng.uniform(2.0, 10.0),
         after_exit=rng.uniform(1.0, 4.0),
     )
+
+
+@dataclass(slots=True)
+class _Plan:
+    """One call as planned when it started, and what re-planning it at its ringing needs."""
+
+    start: float
+    kind: str
+    queue: str
+    drawn: Timings  # before the planner set the wait
+    number: str | None
+    name: str | None
+    position: int
+    agi_ok: bool
+    agents: list[Agent]
+    events: list[TimedEvent] = dataclass_field(default_factory=list)
+
+    def ringing(self) -> list[Agent]:
+        """The members rung first (all of them in a ringall call)."""
+        return self.agents if self.kind == "ring_all" else self.agents[:1]
+
+
+def _ring_index(events: Sequence[TimedEvent]) -> int:
+    """Where a queue call's plan goes on after the caller joined the queue (the event after
+    the first MusicOnHoldStart): ringing, or leaving."""
+    joined = False
+    for index, (_offset, event) in enumerate(events):
+        if event["Event"] == "QueueCallerJoin":
+            joined = True
+        elif joined and event["Event"] == "MusicOnHoldStart":
+            return index + 1
+    raise ValueError("not a queue call")
+
+
+class _SameCaller(Pbx):
+    """The PBX a call is re-planned on: its first identifiers are the ones the call's caller
+    already has (Local pair, GEN_SEQ), every later one is new from the real PBX."""
+
+    def __init__(self, real: Pbx, planned: Sequence[TimedEvent]) -> None:
+        self.__dict__.update(real.__dict__)  # agents, queues, statistics: the real ones
+        self._real = real
+        pair = [e for _o, e in planned if e["Event"] == "Newchannel"][:2]
+        self._uids = [(e["Uniqueid"], int(e["Uniqueid"].rpartition(".")[2])) for e in pair]
+        self._locals = [pair[0]["Channel"].rpartition("-")[2].partition(";")[0]]
+        seq = next(e["Value"] for _o, e in planned if e.get("Variable") == "GEN_SEQ")
+        self._originates = [int(seq)]
+
+    def uniqueid(self, at: float) -> tuple[str, int]:
+        return self._uids.pop(0) if self._uids else self._real.uniqueid(at)
+
+    def local_seq(self) -> str:
+        return self._locals.pop(0) if self._locals else self._real.local_seq()
+
+    def pjsip_seq(self) -> str:
+        return self._real.pjsip_seq()
+
+    def originate_seq(self) -> int:
+        return self._originates.pop(0) if self._originates else self._real.originate_seq()
 
 
 class _Planner:
@@ -200,6 +269,10 @@ class _Planner:
         return "answered", [first], tm, {}
 
     def next_call(self, start: float) -> list[TimedEvent]:
+        return self.plan(start).events
+
+    def plan(self, start: float) -> _Plan:
+        """The next call, starting at ``start``, planned whole."""
         rng = self.rng
         kind = rng.choices(self.kinds, self.weights)[0]
         queues = list(self.pbx.queues)
@@ -209,10 +282,21 @@ class _Planner:
             queue = queues[0]
         else:
             queue = rng.choice(queues[:1] * 2 + queues)
-        timings = random_timings(rng)
-        kind, agents, timings, extra = self.route(kind, queue, start, timings)
+        drawn = random_timings(rng)
+        kind, agents, timings, extra = self.route(kind, queue, start, drawn)
         number, name = random_caller(rng)
-        events = SCENARIOS[kind](
+        plan = _Plan(
+            start=start,
+            kind=kind,
+            queue=queue,
+            drawn=drawn,
+            number=number,
+            name=name,
+            position=self.position(queue, start + timings.ivr + JOIN_LAG),
+            agi_ok=rng.random() > 0.02,
+            agents=agents,
+        )
+        plan.events = SCENARIOS[kind](
             self.pbx,
             rng,
             start=start,
@@ -221,15 +305,55 @@ class _Planner:
             queue=queue,
             agents=agents or None,
             timings=timings,
-            position=self.position(queue, start + timings.ivr + JOIN_LAG),
-            agi_ok=rng.random() > 0.02,
+            position=plan.position,
+            agi_ok=plan.agi_ok,
             **extra,
         )
-        self._note_busy(start, events)
-        self._note_queue_spans(start, events)
-        return events
+        self._note_busy(self.busy_until, start, plan.events)
+        self._note_queue_spans(start, plan.events)
+        return plan
 
-    def _note_busy(self, start: float, events: list[TimedEvent]) -> None:
+    def replan(self, plan: _Plan, at: float, free: Sequence[Agent]) -> list[TimedEvent] | None:
+        """What happens from ``at`` (virtual) on to a caller waiting for a member, with
+        ``free`` the members that may be rung now: the rest of the call's events (offsets
+        from its start), or None while the caller keeps waiting."""
+        tm = plan.drawn
+        join = plan.start + tm.ivr + JOIN_LAG
+        waited = max(0.0, at - join)
+        gives_up = replace(tm, patience=join - plan.start + tm.patience, wait=waited)
+        extra: dict[str, bool] = {}
+        if not free:
+            if waited < min(tm.patience, tm.queue_timeout):
+                return None
+            kind, agents, timings = "abandoned", [], gives_up
+            extra = {"while_ringing": False}
+            if tm.patience > tm.queue_timeout:
+                kind, timings = "timeout", tm
+        elif waited + tm.ring > tm.patience:  # hangs up while the member rings
+            kind, agents, timings = "abandoned", [free[0]], gives_up
+            extra = {"while_ringing": True}
+        elif plan.kind == "ring_all":
+            kind, agents, timings = "ring_all", list(free), replace(tm, wait=waited)
+        else:
+            kind, agents, timings = "answered", [free[0]], replace(tm, wait=waited)
+        events = SCENARIOS[kind](
+            _SameCaller(self.pbx, plan.events),
+            random.Random(plan.start),  # its own stream: later calls draw as planned
+            start=plan.start,
+            number=plan.number,
+            name=plan.name,
+            queue=plan.queue,
+            agents=agents or None,
+            timings=timings,
+            position=plan.position,
+            agi_ok=plan.agi_ok,
+            **extra,
+        )
+        return events[_ring_index(events) :]
+
+    def _note_busy(
+        self, until: dict[str, float], start: float, events: Sequence[TimedEvent]
+    ) -> None:
         """A member is busy until its last channel of this call hangs up, and after a queue
         call (AgentComplete) for the queue's wrap-up time too."""
         by_exten = {a.exten: a.name for a in self.pbx.agents}
@@ -247,7 +371,7 @@ class _Planner:
                 ended[by_exten[exten]] = start + offset
         for name, end in ended.items():
             end += wrapup.get(name, 0.0)
-            self.busy_until[name] = max(self.busy_until[name], end)
+            until[name] = max(until.get(name, 0.0), end)
 
     def _note_queue_spans(self, start: float, events: list[TimedEvent]) -> None:
         joined: dict[str, float] = {}
@@ -258,6 +382,78 @@ class _Planner:
             elif name == "QueueCallerLeave" and event["Queue"] in joined:
                 span = (joined.pop(event["Queue"]), start + offset)
                 self.in_queue[event["Queue"]].append(span)
+
+
+class _Floor:
+    """What the live traffic knows at a call's ringing, besides the server's pause state:
+    when each member is free from the calls that rang already (their wrap-up included) and
+    which channels are the traffic's own (any other channel of a member's phone is a call
+    the plan did not know, such as a callback)."""
+
+    def __init__(self) -> None:
+        self.free_at: dict[str, float] = {}
+        self.ours: set[str] = set()
+
+    def commit(self, planner: _Planner, start: float, events: Sequence[TimedEvent]) -> None:
+        planner._note_busy(self.free_at, start, events)
+        planner._note_busy(planner.busy_until, start, events)
+        self.ours.update(e["Uniqueid"] for _o, e in events if e["Event"] == "Newchannel")
+
+    def forget(self, events: Sequence[TimedEvent]) -> None:
+        self.ours.difference_update(e["Uniqueid"] for _o, e in events if e["Event"] == "Newchannel")
+
+    def may_ring(self, server: AmiServer, queue: str, agent: Agent, at: float) -> bool:
+        """app_queue's availability check, at virtual time ``at``."""
+        if server.member_paused(queue, agent) or self.free_at.get(agent.name, 0.0) > at + SLACK:
+            return False
+        phone = (f"Local/{agent.exten}@agents-", f"PJSIP/{agent.exten}-")
+        return not any(
+            chan.snapshot.get("Channel", "").startswith(phone) and uid not in self.ours
+            for uid, chan in server.live.channels.items()
+        )
+
+
+async def _play_call(
+    server: AmiServer, planner: _Planner, plan: _Plan, floor: _Floor, speed: float
+) -> None:
+    """Play a call live, deciding again at its first ring who rings (see the module's
+    docstring); ``speed`` > 0 (virtual time is start + offset)."""
+    events = plan.events
+    if not plan.agents:  # leaves the queue without a member: nothing to check
+        floor.commit(planner, plan.start, events)
+        try:
+            await server.play(events, speed)
+        finally:
+            floor.forget(events)
+        return
+    split = _ring_index(events)
+    prefix, tail = events[:split], events[split:]
+    floor.ours.update(e["Uniqueid"] for _o, e in prefix if e["Event"] == "Newchannel")
+    try:
+        await server.play(prefix, speed)
+        at = plan.start + tail[0][0]
+        wait = tail[0][0] - prefix[-1][0]
+        while True:
+            if wait > 0:
+                await asyncio.sleep(wait / speed)
+            if planner.pbx is not server.pbx:
+                return  # the server restarted: this call is gone
+            queue = plan.queue
+            if all(floor.may_ring(server, queue, a, at) for a in plan.ringing()):
+                break
+            members = planner.pbx.agents_of(queue)
+            free = [a for a in members if floor.may_ring(server, queue, a, at)]
+            replanned = planner.replan(plan, at, free)
+            if replanned is not None:
+                tail = replanned
+                break
+            wait = plan.drawn.retry  # app_queue tries the members again after retry
+            at += wait
+        floor.commit(planner, plan.start, tail)
+        await server.play([(max(0.0, o - (at - plan.start)), e) for o, e in tail], speed)
+    finally:
+        floor.forget(events)
+        floor.forget(tail)
 
 
 async def run_traffic(
@@ -272,8 +468,8 @@ async def run_traffic(
     """Start calls on ``server`` at ``rate_per_minute`` (Poisson arrivals) until ``stop``.
 
     Calls overlap; each is played by its own task. ``speed`` divides every delay (0: no
-    sleeping at all). On stop, calls still in progress are cut short. Raises ValueError on a
-    rate <= 0 or a mix naming unknown scenarios.
+    sleeping at all, and calls are played as planned). On stop, calls still in progress are
+    cut short. Raises ValueError on a rate <= 0 or a mix naming unknown scenarios.
     """
     if rate_per_minute <= 0:
         raise ValueError("rate_per_minute must be positive")
@@ -282,12 +478,18 @@ async def run_traffic(
     planner = _Planner(server.pbx, rng, mix, server.member_paused)
     clock = time.time()  # a virtual clock: gaps are added unscaled, slept scaled
     tasks: set[asyncio.Task[None]] = set()
+    floor = _Floor()
     try:
         while not stop.is_set():
             if planner.pbx is not server.pbx:  # the server restarted: counters start over
                 planner = _Planner(server.pbx, rng, mix, server.member_paused)
                 clock = max(clock, time.time())
-            task = asyncio.create_task(server.play(planner.next_call(clock), speed))
+                floor = _Floor()
+            plan = planner.plan(clock)
+            if speed > 0:
+                task = asyncio.create_task(_play_call(server, planner, plan, floor, speed))
+            else:
+                task = asyncio.create_task(server.play(plan.events, speed))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             gap = rng.expovariate(rate_per_minute / 60.0)
