@@ -409,16 +409,17 @@ class Followups:
             row = await session.get(Interaction, followup_id)
             if row is None or row.kind != "followup":
                 raise FollowupError(f"There is no follow-up {followup_id}.", "missing")
-            name = await _lock_customer(session, row.customer_id)
+            customer_id = _customer(row)
+            name = await _lock_customer(session, customer_id)
             stale = None  # the call of a dial whose result never came
             if row.status == "dialling":
-                stale = await self._latest_call(session, row.id, row.customer_id)
+                stale = await self._latest_call(session, row.id, customer_id)
                 if stale is not None and _utc(stale.occurred_at) + self.dial_timeout > now:
                     raise FollowupError("This follow-up is being dialled right now.")
             if row.status not in WORKING:
                 raise FollowupError(f"This follow-up is closed ({row.result or 'done'}).")
-            await self._contact_allowed(session, row.customer_id, now)
-            number = number_to_call(row.body, await _phones(session, row.customer_id))
+            await self._contact_allowed(session, customer_id, now)
+            number = number_to_call(row.body, await _phones(session, customer_id))
             if number is None:
                 raise FollowupError("The customer has no phone number to call.", "invalid")
             if stale is not None:
@@ -439,9 +440,7 @@ class Followups:
                     external_id=f"call:{pbx}:{call_id}"[:64],
                 )
             )
-        return Dialling(
-            row.id, row.customer_id, str(name), row.owner, number, call_id, pbx, agent, now
-        )
+        return Dialling(row.id, customer_id, str(name), row.owner, number, call_id, pbx, agent, now)
 
     async def start_call(
         self, customer_id: int, number: str, *, agent: str, pbx: str, token: str, now: datetime
@@ -688,7 +687,7 @@ class Followups:
     async def _items(
         self, session: AsyncSession, rows: list[tuple[Interaction, str]], now: datetime
     ) -> list[FollowupItem]:
-        ids = sorted({row.customer_id for row, _ in rows})
+        ids = sorted({_customer(row) for row, _ in rows})
         phones: dict[int, list[str]] = {i: [] for i in ids}
         if ids:
             found = await session.execute(
@@ -702,15 +701,15 @@ class Followups:
         for row, name in rows:
             since = None
             if row.status == "dialling":
-                call = await self._latest_call(session, row.id, row.customer_id)
+                call = await self._latest_call(session, row.id, _customer(row))
                 since = _utc(call.occurred_at) if call is not None else None
             due = _utc(row.due_at) if row.due_at is not None else None
             items.append(
                 FollowupItem(
                     id=row.id,
-                    customer_id=row.customer_id,
+                    customer_id=_customer(row),
                     customer_name=name,
-                    number=number_to_call(row.body, phones.get(row.customer_id, [])),
+                    number=number_to_call(row.body, phones.get(_customer(row), [])),
                     title=row.title,
                     body=row.body,
                     owner=row.owner,
@@ -798,6 +797,13 @@ class Followups:
             },
             now=now,
         )
+
+
+def _customer(row: Interaction) -> int:
+    """A follow-up's customer: every follow-up has one (only some outcomes have none)."""
+    if row.customer_id is None:
+        raise FollowupError(f"Follow-up {row.id} belongs to no customer.", "invalid")
+    return row.customer_id
 
 
 async def _lock_customer(session: AsyncSession, customer_id: int) -> str | None:

@@ -114,7 +114,8 @@ class Interaction(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    # None only for an outcome whose disposition needs no customer (a wrong number)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(16))
     occurred_at: Mapped[datetime]
     title: Mapped[str] = mapped_column(String(200))

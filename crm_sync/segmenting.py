@@ -206,7 +206,7 @@ async def _facts(
         Interaction.customer_id, Interaction.occurred_at, Interaction.amount, Interaction.status
     ).where(Interaction.kind == "order", _among(Interaction.customer_id, ids))
     for customer_id, at, amount, status in await session.execute(order_rows):
-        if (found := orders.get(customer_id)) is not None:
+        if customer_id is not None and (found := orders.get(customer_id)) is not None:
             found.append(Order(_utc(at), amount, status))
     answers: dict[int, list[Answer]] = {customer_id: [] for customer_id in ids}
     since = now - timedelta(days=rules.quadrant.survey_days)

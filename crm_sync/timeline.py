@@ -40,12 +40,15 @@ class OutcomeIn:
     followup_due: datetime | None = None
     followup_owner: str | None = None
     label: str | None = None  # the disposition as the agent read it: the follow-up's title
+    # False for a disposition that needs nobody (a wrong number): with neither a customer nor
+    # a new one's name, the outcome is stored without a customer, and no junk one is made
+    needs_customer: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class OutcomeSaved:
     interaction_id: int
-    customer_id: int
+    customer_id: int | None  # None: a disposition that needs no customer, and none was named
     followup_id: int | None
     duplicate: bool
 
@@ -123,10 +126,13 @@ def check_outcome(outcome: OutcomeIn) -> None:
         raise OutcomeError("a disposition code is required")
     if outcome.followup_due is not None and outcome.followup_due.tzinfo is None:
         raise OutcomeError("the follow-up date needs a time zone")
+    nobody = outcome.customer_id is None and not (outcome.new_customer_name or "").strip()
+    if nobody and outcome.followup_due is not None:
+        raise OutcomeError("a follow-up needs a customer: pick one, or give a new one's name")
 
 
 def outcome_rows(
-    session: AsyncSession, outcome: OutcomeIn, customer_id: int, now: datetime
+    session: AsyncSession, outcome: OutcomeIn, customer_id: int | None, now: datetime
 ) -> tuple[Interaction, Interaction | None]:
     """Add the outcome's timeline entry, and its follow-up if one is due, to ``session``."""
     key = f"outcome:{outcome.key}"
@@ -282,13 +288,15 @@ async def first_result(sessions: async_sessionmaker[AsyncSession], key: str) -> 
         return OutcomeSaved(first.id, first.customer_id, later, duplicate=True)
 
 
-async def _customer_for(session: AsyncSession, outcome: OutcomeIn, now: datetime) -> int:
+async def _customer_for(session: AsyncSession, outcome: OutcomeIn, now: datetime) -> int | None:
     if outcome.customer_id is not None:
         found = await session.scalar(select(Customer.id).where(Customer.id == outcome.customer_id))
         if found is None:
             raise OutcomeError(f"no customer {outcome.customer_id}")
         return found
     name = (outcome.new_customer_name or "").strip()
+    if not name and not outcome.needs_customer:
+        return None
     if not name:
         raise OutcomeError("pick the customer, or give the new customer's name")
     customer = Customer(

@@ -52,7 +52,11 @@ class WorkFigures:
             Interaction.title,
             Interaction.occurred_at,
             Interaction.call_id,
-        ).where(Interaction.kind == "outcome", Interaction.occurred_at >= since)
+        ).where(
+            Interaction.kind == "outcome",
+            Interaction.occurred_at >= since,
+            Interaction.customer_id.is_not(None),  # a wrong number resolves nobody's matter
+        )
         csat = (
             select(CallScore.agent, func.avg(CallScore.score))
             .where(
@@ -66,7 +70,7 @@ class WorkFigures:
             rows = (await session.execute(outcomes)).all()
             scores = {str(a): float(v) for a, v in (await session.execute(csat)).all()}
         rated = await ratings.means(self._sessions, now)
-        resolution = _resolution([(a, c, t, at, call) for a, c, t, at, call in rows])
+        resolution = _resolution([(a, c, t, at, call) for a, c, t, at, call in rows if c])
         return {
             agent: AgentWork(resolution.get(agent), scores.get(agent), rated.get(agent))
             for agent in resolution.keys() | scores.keys() | rated.keys()

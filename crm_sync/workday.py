@@ -37,8 +37,8 @@ class DayCall:
     pbx: str | None  # None: known only from its outcome, whose row does not say
     call_id: str
     at: datetime  # UTC: the call's start, or the outcome's time when that is all there is
-    customer_id: int
-    customer_name: str
+    customer_id: int | None  # None: an outcome that needed no customer (a wrong number)
+    customer_name: str | None
     direction: str  # inbound | outbound
     talk_seconds: float | None
     outcome: Outcome | None
@@ -92,23 +92,30 @@ async def agent_day(
             talk_seconds=talk.get(row.external_id or ""),
             outcome=found[0] if found else None,
         )
-    for call_id, (outcome, customer_id, name) in outcomes.items():
+    for call_id, (outcome, customer_id, customer_name) in outcomes.items():
         if call_id not in elsewhere and start <= outcome.saved_at < end:
             day[call_id] = DayCall(
-                None, call_id, outcome.saved_at, customer_id, name, "inbound", None, outcome
+                None,
+                call_id,
+                outcome.saved_at,
+                customer_id,
+                customer_name,
+                "inbound",
+                None,
+                outcome,
             )
     return sorted(day.values(), key=lambda c: c.at, reverse=True)[:MAX_CALLS]
 
 
 async def _outcomes(
     session: AsyncSession, agent: str, call_ids: list[str], start: datetime, end: datetime
-) -> dict[str, tuple[Outcome, int, str]]:
+) -> dict[str, tuple[Outcome, int | None, str | None]]:
     """The agent's latest outcome of each of these calls, and of every call they saved one
     for in the day: call id -> (outcome, customer id, customer name)."""
     in_day = (Interaction.occurred_at >= start) & (Interaction.occurred_at < end)
     rows = await session.execute(
         select(Interaction, Customer.name)
-        .join(Customer, Customer.id == Interaction.customer_id)
+        .outerjoin(Customer, Customer.id == Interaction.customer_id)
         .where(
             Interaction.agent == agent,
             Interaction.kind == "outcome",
@@ -117,7 +124,7 @@ async def _outcomes(
         )
         .order_by(Interaction.occurred_at, Interaction.id)
     )
-    found: dict[str, tuple[Outcome, int, str]] = {}
+    found: dict[str, tuple[Outcome, int | None, str | None]] = {}
     for row, name in rows:
         outcome = Outcome(row.title, row.body, _utc(row.occurred_at))
         found[row.call_id or ""] = (outcome, row.customer_id, name)  # a later one wins

@@ -164,6 +164,7 @@ async def outcome(request: web.Request) -> web.StreamResponse:
         followup_due=_followup_due(body),
         followup_owner=_followup_owner(request, body),
         label=chosen.label if chosen else None,
+        needs_customer=chosen.needs_customer if chosen else True,
     )
     try:
         saved = await store.outcomes.save(item, now=request.app[CLOCK]())

@@ -93,7 +93,9 @@ def _stored(call: DayCall, labels: dict[str, str], card: Card | None) -> dict[st
         "at": call.at.isoformat(),
         "pbx": call.pbx or (card.pbx if card else None),
         "call_id": call.call_id,
-        "customer": {"id": call.customer_id, "name": call.customer_name},
+        "customer": None
+        if call.customer_id is None
+        else {"id": call.customer_id, "name": call.customer_name},
         "number": None,
         "direction": call.direction,
         "talk_seconds": call.talk_seconds,

@@ -2,7 +2,8 @@
 
 The code is what the timeline stores (stable for reports and the external CRM); the label is
 what the agent reads. ``require_outcome`` says the agent stays in wrap-up until the outcome of
-a call is saved.
+a call is saved. ``customer = false`` marks a disposition that needs nobody (a wrong number): an
+unknown caller's outcome is then saved without making a customer up.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class DispositionsError(ValueError):
 class Disposition:
     code: str
     label: str
+    needs_customer: bool = True
 
 
 @dataclass(frozen=True)
@@ -63,9 +65,17 @@ class Dispositions:
             raise DispositionsError("require_outcome must be true or false")
         items = []
         for i, body in enumerate(raw.get("disposition", []), 1):
-            if set(body) != {"code", "label"} or not all(isinstance(v, str) for v in body.values()):
-                raise DispositionsError(f"[[disposition]] #{i}: needs exactly code and label")
-            items.append(Disposition(body["code"], body["label"]))
+            texts = (body.get("code"), body.get("label"))
+            if not {"code", "label"} <= set(body) <= {"code", "label", "customer"} or not all(
+                isinstance(v, str) for v in texts
+            ):
+                raise DispositionsError(
+                    f"[[disposition]] #{i}: needs code and label (and may have customer)"
+                )
+            customer = body.get("customer", True)
+            if not isinstance(customer, bool):
+                raise DispositionsError(f"[[disposition]] #{i}: customer must be true or false")
+            items.append(Disposition(body["code"], body["label"], customer))
         return cls(tuple(items), require)
 
     def get(self, code: str) -> Disposition | None:
@@ -74,5 +84,7 @@ class Dispositions:
     def to_json(self) -> dict[str, Any]:
         return {
             "require_outcome": self.require_outcome,
-            "items": [{"code": d.code, "label": d.label} for d in self.items],
+            "items": [
+                {"code": d.code, "label": d.label, "customer": d.needs_customer} for d in self.items
+            ],
         }

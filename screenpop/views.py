@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
+from markupsafe import Markup
 from sqlalchemy.exc import SQLAlchemyError
 
 from crm_sync.timeline import OutcomeError
@@ -140,6 +141,7 @@ async def agent_page(request: web.Request) -> web.StreamResponse:
         "ping_interval": request.app[PING_INTERVAL],
         "require_outcome": dispositions.require_outcome,
         "dispositions": {d.code: d.label for d in dispositions.items},
+        "nobody_needed": [d.code for d in dispositions.items if not d.needs_customer],
     }
     return aiohttp_jinja2.render_template(
         "agent.html",
@@ -261,9 +263,14 @@ def _field(value: Any, limit: int) -> str:
     return value[:limit] if isinstance(value, str) else ""
 
 
-def _when(value: datetime | None) -> str:
+def _when(value: datetime | None) -> Markup:
+    """A ``<time>`` the page's formats.js reads in the browser's locale and zone (the UTC
+    text stays for a browser without it): one date and time format per locale everywhere."""
     if value is None:
-        return ""
+        return Markup("")
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)  # SQLite keeps no zone; the store writes UTC
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    utc = value.astimezone(UTC)
+    return Markup('<time datetime="{}">{}</time>').format(
+        utc.isoformat(), utc.strftime("%Y-%m-%d %H:%M UTC")
+    )

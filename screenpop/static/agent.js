@@ -479,7 +479,13 @@
       event.preventDefault();
       submit(entry);
     });
+    form.elements.disposition.addEventListener("change", () => updateForm(entry));
     return form;
+  }
+
+  // A disposition that needs no customer (config: customer = false, e.g. a wrong number)
+  function nobodyNeeded(code) {
+    return (config.nobody_needed || []).includes(code);
   }
 
   function updateForm(entry) {
@@ -514,11 +520,12 @@
     // the button says whose outcome it saves: several cards may be open at once
     form.querySelector("button[type=submit]").setAttribute("aria-label", `Save outcome: ${caller(card)}`);
     const known = status === "found" || status === "several" || status === "internal";
-    form.querySelector(".new-customer").hidden = known;
+    const nobody = nobodyNeeded(form.elements.disposition.value);
+    form.querySelector(".new-customer").hidden = known || nobody;
     // what the network says the caller is called: offered, never filled in behind the agent
     const offer = form.querySelector(".caller-id-name");
     const name = callerIdName(card.caller_name);
-    offer.hidden = known || !name || entry.saved;
+    offer.hidden = known || nobody || !name || entry.saved;
     if (!offer.hidden) {
       const button = offer.querySelector("button");
       button.textContent = `Use the caller ID name: ${name}`;
@@ -559,6 +566,7 @@
     else if (status === "several") body.customer_id = entry.chosen;
     else body.new_customer_name = form.elements.new_customer_name.value.trim() || null;
     if (!body.disposition) return { error: "Choose a disposition." };
+    if (nobodyNeeded(body.disposition) && body.customer_id === null) return { body }; // a wrong number
     if (status === "several" && body.customer_id === null) return { error: "Pick the customer who is calling." };
     if (status !== "found" && status !== "several" && status !== "internal" && !body.new_customer_name) {
       return { error: "Give the new customer's name." };

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from crm_sync.models import Customer, Interaction, Phone
+from crm_sync.models import Customer, Interaction, OutboxRow, Phone
 from crm_sync.phones import PhoneNormalizer
 from crm_sync.store import CustomerStore
 from crm_sync.timeline import OutcomeError, OutcomeIn, record_call, save_outcome
@@ -106,6 +106,38 @@ async def test_outcome_for_an_unknown_caller_creates_a_prospect(store: CustomerS
     found = await store.lookup("+33 6 12 34 56 78", now=NOW)
     (card,) = found.cards
     assert (card.id, card.name, card.lifecycle) == (saved.customer_id, "Émilie Dubois", "prospect")
+
+
+async def test_a_wrong_number_from_an_unknown_caller_makes_no_customer(
+    store: CustomerStore,
+) -> None:
+    async with store.sessions() as session:
+        before = await session.scalar(select(func.count()).select_from(Customer))
+    wrong = outcome(
+        "k-wrong", customer_id=None, disposition="wrong_number", notes="asked for a pizza place",
+        needs_customer=False,
+    )  # fmt: skip
+    saved = await save_outcome(store.sessions, wrong, now=NOW)
+    assert saved.customer_id is None and saved.followup_id is None
+    async with store.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Customer)) == before
+        row = await session.get(Interaction, saved.interaction_id)
+        assert row is not None
+        assert (row.customer_id, row.kind, row.title, row.body, row.agent) == (
+            None, "outcome", "wrong_number", "asked for a pizza place", "alice",
+        )  # fmt: skip
+        told = await session.scalar(select(OutboxRow).where(OutboxRow.topic == "outcome.saved"))
+        assert told is not None and told.customer_id is None
+    # the same key again: the first answer
+    assert (await save_outcome(store.sessions, wrong, now=NOW)).duplicate
+    # a disposition that needs a customer still asks for one; a follow-up always does
+    with pytest.raises(OutcomeError, match="new customer's name"):
+        await save_outcome(store.sessions, outcome("k-2", customer_id=None), now=NOW)
+    later = outcome(
+        "k-3", customer_id=None, needs_customer=False, followup_due=NOW + timedelta(days=1)
+    )
+    with pytest.raises(OutcomeError, match="a follow-up needs a customer"):
+        await save_outcome(store.sessions, later, now=NOW)
 
 
 @pytest.mark.parametrize(

@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 
 import pytest
 from playwright.async_api import Browser, Locator, Page, expect
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_sync.followups import Followups
-from crm_sync.models import Interaction, OutboxRow
+from crm_sync.models import Customer, Interaction, OutboxRow
 from cti.ami import AmiClient
 from cti.board import Board
 from cti.callbacks import CallbackDialer
@@ -417,6 +417,47 @@ async def test_the_caller_id_name_is_offered_for_a_new_customer(
     other = page.locator(f'[data-card-id="{PBX}/c2/Alice"]')
     await expect(other.get_by_label("New customer's name")).to_be_visible()
     await expect(other.locator(".caller-id-name")).to_be_hidden()
+
+
+async def test_a_wrong_number_needs_no_customer(browser: Browser, site: Site) -> None:
+    """Defect 7: "Wrong number" from an unknown caller demanded a new customer's name, so
+    agents made junk customers up. A disposition that needs nobody (config: customer =
+    false) now saves without one: the name field goes, nothing is added to the customers."""
+    page = await browser.new_page(viewport={"width": 1200, "height": 900})
+    await log_in(page, site)
+    assert site.pop.store is not None
+    async with site.pop.store.sessions() as session:
+        before = await session.scalar(select(func.count()).select_from(Customer))
+    site.calls.ring("c1", "Alice", NOBODY, "Pizza Roma")
+    site.calls.answer("c1", "Alice")
+    card = page.locator(f'[data-card-id="{PBX}/c1/Alice"]')
+    name = card.get_by_label("New customer's name")
+    await expect(name).to_be_visible()
+    site.calls.end("c1", "Alice", NOBODY)
+    await expect(card.locator(".badge.state")).to_have_text("wrap-up")
+    await card.get_by_label("Disposition").select_option("wrong_number")
+    await expect(name).to_be_hidden()
+    await expect(card.locator(".caller-id-name")).to_be_hidden()
+    await card.get_by_label("Notes").fill("wanted Pizza Roma")
+    await card.get_by_role("button", name=re.compile("^Save outcome")).click()
+    await expect(card).to_have_count(0)
+    await expect(page.locator("#wrapup-banner")).to_be_hidden()
+    row = page.locator('#my-day [data-call-id="c1"]')
+    await expect(row.locator(".result .label")).to_have_text("Wrong number")
+    async with site.pop.store.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Customer)) == before
+        saved = await session.scalar(
+            select(Interaction).where(Interaction.call_id == "c1", Interaction.kind == "outcome")
+        )
+    assert saved is not None and saved.customer_id is None and saved.body == "wanted Pizza Roma"
+    # another disposition still asks who it was
+    site.calls.ring("c2", "Alice", NOBODY)
+    site.calls.answer("c2", "Alice")
+    other = page.locator(f'[data-card-id="{PBX}/c2/Alice"]')
+    await other.get_by_label("Disposition").select_option("resolved")
+    await expect(other.get_by_label("New customer's name")).to_be_visible()
+    await other.get_by_role("button", name=re.compile("^Save outcome")).click()
+    await expect(other.locator(".save-status")).to_have_text("Give the new customer's name.")
 
 
 async def test_cards_and_buttons_say_whom_they_are_about(browser: Browser, site: Site) -> None:

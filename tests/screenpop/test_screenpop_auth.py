@@ -153,6 +153,9 @@ def test_dispositions_file_loads() -> None:
     assert dispositions.items[0].code == "resolved"
     callback = dispositions.get("callback")
     assert callback is not None and callback.label == "Callback needed"
+    assert callback.needs_customer is True
+    wrong = dispositions.get("wrong_number")
+    assert wrong is not None and wrong.needs_customer is False  # nobody's matter
     assert dispositions.get("nope") is None
 
 
@@ -164,6 +167,8 @@ def test_dispositions_file_loads() -> None:
         ({"disposition": [{"code": "a", "label": " "}]}, "label"),
         ({"disposition": [{"code": "a", "label": "x"}, {"code": "a", "label": "y"}]}, "twice"),
         ({"disposition": [{"code": "a"}]}, "code and label"),
+        ({"disposition": [{"code": "a", "label": "x", "colour": "red"}]}, "code and label"),
+        ({"disposition": [{"code": "a", "label": "x", "customer": "no"}]}, "customer must be"),
         ({"require_outcome": "yes", "disposition": [{"code": "a", "label": "x"}]}, "true or false"),
         ({"dispositions": []}, "unknown"),
     ],
