@@ -523,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument(
             "--port", type=int, default=port, help=f"AMI port (default {port or 'any free'})"
         )
-        cmd.add_argument("--rate", type=float, default=12.0, help="calls per minute (default 12)")
+        cmd.add_argument("--rate", type=float, default=4.0, help="calls per minute (default 4)")
         cmd.add_argument(
             "--speed", type=float, default=1.0, help="time runs this many times faster"
         )
@@ -634,9 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="random seed; give the demo's --seed so that its callers are known (default 1)",
     )
-    seed.add_argument(
-        "--rate", type=float, default=12.0, help="the --rate of that demo (default 12)"
-    )
+    seed.add_argument("--rate", type=float, default=4.0, help="the --rate of that demo (default 4)")
     seed.add_argument("--rules", help="segment rules file (default: [segments] rules_file)")
     seed.set_defaults(func=_seed_demo)
 

@@ -1,12 +1,16 @@
-"""How ``cti demo`` wires the simulator: callbacks at the demo's pace."""
+"""How ``cti demo`` wires the simulator: a plausible load, callbacks at the demo's pace,
+calls from the service's login on."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Mapping
 
 from cti.codec import encode
+from cti_app.cli import build_parser
 from cti_app.demo import DEMO_SECRET, DEMO_USER, _simulated_pbx
+from cti_app.seed import seed_demo, simulated_callers
 
 SPEED = 20.0
 
@@ -72,3 +76,14 @@ async def test_the_demo_places_its_first_call_once_its_service_logged_in() -> No
         writer.close()
     assert emitted[0] == "SuccessfulAuth"
     assert emitted[1] in ("Newchannel", "OriginateResponse")  # the first call's first event
+
+
+def test_the_demo_runs_four_calls_a_minute_by_default_and_seeds_for_them() -> None:
+    """Five agents carry four calls a minute (about half a minute each of ring, talk and
+    wrap-up) with green queues (tests/pbxsim/test_traffic_realism.py); seed-demo must seed
+    the callers of that same rate for the demo's calls to find them."""
+    parser = build_parser()
+    rates = {cmd: parser.parse_args([cmd]).rate for cmd in ("demo", "simulate", "seed-demo")}
+    assert rates == {"demo": 4.0, "simulate": 4.0, "seed-demo": 4.0}
+    assert inspect.signature(seed_demo).parameters["simulator_rate"].default == 4.0
+    assert inspect.signature(simulated_callers).parameters["rate_per_minute"].default == 4.0

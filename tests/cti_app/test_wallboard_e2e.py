@@ -1,11 +1,12 @@
 """The supervisor wallboard of ``cti demo`` end to end, as a new user of ``make demo`` sees it.
 
 ``python -m cti demo`` runs as a subprocess (the simulated PBX speaking real AMI to the whole
-product) at the demo's own call rate (12 a minute), with time running 4x faster. A supervisor
-logs in to the printed wallboard address in a real Chromium and watches: the link goes live,
-the demo's two queues and five agents are shown, today's offered count grows with the
-simulated traffic, and a queue that was not in alert turns red while the alert list gains an
-entry naming that queue, with the time the alert started.
+product) at 12 calls a minute (three times the demo's default, so queues fill within the
+test), with time running 4x faster. A supervisor logs in to the printed wallboard address in
+a real Chromium and watches: the link goes live, the demo's two queues and five agents are
+shown, today's offered count grows with the simulated traffic, and a queue that was not in
+alert turns red while the alert list gains an entry naming that queue, with the time the
+alert started.
 
 The demo's settings are the product defaults (``QueueRules``: longest wait 60 s, service
 level 80 % over 15 min once 5 attempts count). The simulator's call mix alone (abandons,
