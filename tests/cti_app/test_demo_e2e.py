@@ -51,7 +51,7 @@ async def test_a_simulated_call_pops_a_known_customer_in_the_browser(
     await expect(card.locator(".who .name")).not_to_be_empty()
     await expect(card.locator(".badge.state")).to_have_text(re.compile("ringing|answered|wrap-up"))
     # the call went through the IVR first, and the card says what the caller did there
-    await expect(card.locator(".ivr .ivr-path")).to_contain_text("welcome: played")
+    await expect(card.locator(".ivr .ivr-path")).to_contain_text("Welcome: heard it")
     for p in pages:
         await p.close()
     # and the demo's CRM hears of the calls of known customers through the outbox
