@@ -157,6 +157,18 @@ def validate(raw: CustomerIn, phones: PhoneNormalizer) -> CustomerIn:
     )
 
 
+def validate_contact(
+    email: str | None, phones: Sequence[str], address: str | None, normalizer: PhoneNormalizer
+) -> tuple[str | None, tuple[str, ...], str | None]:
+    """How to reach a customer (e-mail, phones, address) in stored form, by the same rules
+    as an import. Raises CustomerError naming the first bad field."""
+    return (
+        _email(email),
+        _phones(tuple(phones), normalizer),
+        _text(address, "address", 1000, multiline=True),
+    )
+
+
 def validate_interaction(raw: InteractionIn) -> InteractionIn:
     """The entry in stored form (UTC times, cents). Raises CustomerError naming the field."""
     if raw.customer_id is None and not (raw.customer_external_id or "").strip():

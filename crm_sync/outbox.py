@@ -31,6 +31,7 @@ TOPICS = (
     "call.placed",  # a call the center placed to a customer (a callback)
     "customer.created",  # a customer first known here (an agent's new caller)
     "customer.merged",  # two customers found to be one, merged here
+    "contact.corrected",  # an agent corrected how to reach a customer (crm_sync.corrections)
 )
 
 

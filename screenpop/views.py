@@ -21,6 +21,8 @@ from aiohttp import web
 from markupsafe import Markup
 from sqlalchemy.exc import SQLAlchemyError
 
+from crm_sync.corrections import ContactIn, CorrectionError, contact_of, correct_contact
+from crm_sync.store import CustomerStore
 from crm_sync.timeline import OutcomeError
 from crm_sync.timeline import add_note as add_note_to
 from screenpop.api import MAX_NOTES as MAX_NOTE
@@ -53,6 +55,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/", agent_page, name="agent")
     app.router.add_get(r"/customers/{customer_id:\d{1,18}}", customer_page, name="customer")
     app.router.add_post(r"/customers/{customer_id:\d{1,18}}/notes", add_note, name="customer_note")
+    app.router.add_post(
+        r"/customers/{customer_id:\d{1,18}}/contact", correct, name="customer_contact"
+    )
     aiohttp_jinja2.get_env(app).filters["when"] = _when
 
 
@@ -157,11 +162,17 @@ async def agent_page(request: web.Request) -> web.StreamResponse:
 
 
 async def customer_page(
-    request: web.Request, *, error: str | None = None, text: str = ""
+    request: web.Request,
+    *,
+    error: str | None = None,
+    text: str = "",
+    contact_error: str | None = None,
+    contact: ContactIn | None = None,
 ) -> web.StreamResponse:
     card = await customer_card(request)
     store = request.app[STORE]
     session = request[SESSION]
+    stored = await _contact(store, card.id)
     response = aiohttp_jinja2.render_template(
         "customer.html",
         request,
@@ -175,11 +186,63 @@ async def customer_page(
             "note_key": secrets.token_hex(12),  # one per form shown: a double submit adds once
             "note_error": error,
             "note_text": text,
+            "contact_key": secrets.token_hex(12),
+            "contact_error": contact_error,
+            "contact": contact or stored[0],
+            "crm_owned": stored[1],
         },
     )
-    if error is not None:
+    if error is not None or contact_error is not None:
         response.set_status(422)
     return response
+
+
+async def correct(request: web.Request) -> web.StreamResponse:
+    """The customer page's "Correct contact data" form: sent to the CRM, which owns these
+    fields, and applied here at once only for a customer born here (crm_sync.corrections);
+    then the page again (303), where the timeline says which it was."""
+    form = await request.post()
+    given = ContactIn(
+        _field(form.get("email"), 300) or None,
+        tuple(_field(form.get("phones"), 1000).splitlines()),
+        _field(form.get("address"), 1100) or None,
+    )
+    key = _field(form.get("key"), 40)
+    customer_id = int(request.match_info["customer_id"])
+    store = request.app[STORE]
+    if store is None:
+        raise store_unavailable()
+    if not _NOTE_KEY.fullmatch(key):
+        return await customer_page(
+            request, contact_error="The form had expired; please try again.", contact=given
+        )
+    account = request[SESSION].account
+    try:
+        await correct_contact(
+            store.sessions,
+            store.phones,
+            customer_id,
+            given,
+            agent=account.agent_id or account.login,
+            key=key,
+            now=request.app[CLOCK](),
+        )
+    except CorrectionError as exc:
+        return await customer_page(request, contact_error=f"Not sent: {exc}", contact=given)
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("contact correction of customer %s not saved: %s", customer_id, exc)
+        raise store_unavailable() from exc
+    return web.Response(status=303, headers={"Location": f"/customers/{customer_id}#timeline"})
+
+
+async def _contact(store: CustomerStore | None, customer_id: int) -> tuple[ContactIn, bool]:
+    """The customer's contact data as stored, and whether the CRM owns it."""
+    try:
+        found = await contact_of(store.sessions, customer_id) if store is not None else None
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("contact data of customer %s not read: %s", customer_id, exc)
+        raise store_unavailable() from exc
+    return found or (ContactIn(None, (), None), False)
 
 
 async def add_note(request: web.Request) -> web.StreamResponse:

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 
 import pytest
 from playwright.async_api import Browser, Page, expect
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from crm_sync.models import Customer
 from screenpop.pipeline import PopService
 from tests.support.screenpop import (
     HOSTILE,
@@ -103,3 +105,45 @@ async def test_hostile_names_and_queries_are_text(browser: Browser, site: Site) 
     await expect(page.locator(".search-count")).to_contain_text("<script>alert(1)</script>")
     assert dialogs == []
     assert await page.locator(".search-results img").count() == 0
+
+
+async def test_an_agent_corrects_contact_data(
+    browser: Browser, site: Site, engine: AsyncEngine
+) -> None:
+    """'A writable history': the agent corrects how to reach a customer. One born here (no
+    CRM id) changes at once; one the CRM owns is only sent to the CRM, as the page says."""
+    page = await logged_in(browser, site, "alice")
+    await page.goto(f"{site.url}/customers/{site.seeded.twin_a}")
+    form = page.locator(".correct-contact")
+    await form.locator("summary").click()
+    await expect(form).to_contain_text("not in the CRM yet: your correction applies at once")
+    phones = form.get_by_label("Phones, one per line")
+    await phones.fill("1001")
+    await form.get_by_role("button", name="Save the correction").click()
+    await expect(form.locator(".error")).to_have_text(
+        "Not sent: phones: '1001' is an internal extension, not a customer's"
+    )
+    await expect(phones).to_have_value("1001")  # what was typed is kept
+    await form.get_by_label("E-mail").fill("ana@example.com")
+    await form.get_by_label("Phones, one per line").fill("+49 30 123456\n+44 20 7946 0958")
+    await form.get_by_role("button", name="Save the correction").click()
+    await expect(page).to_have_url(f"{site.url}/customers/{site.seeded.twin_a}#timeline")
+    await expect(page.locator(".facts")).to_contain_text("ana@example.com")
+    await expect(page.locator(".facts")).to_contain_text("+44 20 7946 0958")
+    entry = page.locator(".timeline li").filter(has_text="Contact corrected: e-mail, phones")
+    await expect(entry.locator(".note")).to_contain_text("e-mail: none → ana@example.com")
+
+    async with engine.begin() as conn:  # now the CRM owns 张伟
+        await conn.execute(
+            update(Customer).where(Customer.id == site.seeded.wei).values(external_id="CRM-7")
+        )
+    await page.goto(f"{site.url}/customers/{site.seeded.wei}")
+    form = page.locator(".correct-contact")
+    await form.locator("summary").click()
+    await expect(form).to_contain_text("The CRM owns these")
+    await form.get_by_label("Address").fill(HOSTILE)
+    await form.get_by_role("button", name="Send the correction to the CRM").click()
+    sent = page.locator(".timeline li").filter(has_text="Contact correction sent to the CRM")
+    await expect(sent.locator(".note")).to_contain_text("address: none → <script>")
+    await form.locator("summary").click()
+    await expect(form.get_by_label("Address")).to_have_value("")  # not applied here
