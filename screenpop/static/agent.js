@@ -11,6 +11,8 @@
 
 (() => {
   const config = JSON.parse(document.getElementById("page-config").textContent);
+  // one date/time and money format per locale, shared with the server's pages (formats.js)
+  const { when, day, time, clock, duration, money, number } = window.ctiFormats;
   const cardsEl = document.getElementById("cards");
   const emptyEl = document.getElementById("empty");
   const bannerEl = document.getElementById("wrapup-banner");
@@ -400,7 +402,7 @@
     const list = el("ul");
     for (const item of items) {
       const li = el("li", `kind-${item.kind}`);
-      li.append(el("time", null, day(item.occurred_at)), el("span", "kind", item.kind));
+      li.append(timeEl(null, item.occurred_at, day), el("span", "kind", item.kind));
       const label = item.kind === "outcome" ? config.dispositions[item.title] || item.title : item.title;
       li.append(el("span", "title", label));
       if (item.due_at) li.append(el("span", "due", `due ${day(item.due_at)}`));
@@ -418,8 +420,8 @@
   function ivrPart(ivr) {
     const part = el("section", "ivr");
     part.append(ivrHead(ivr));
-    const path = ivr.path || [];
-    if (path.length) part.append(ivrPath(path));
+    const steps = ivr.steps || [];
+    if (steps.length) part.append(ivrPath(steps));
     const flags = ivrFlags(ivr);
     if (flags.childNodes.length) part.append(flags);
     return part;
@@ -433,14 +435,28 @@
     return head;
   }
 
-  function ivrPath(path) {
+  // The path in the server's words (screenpop.cards.ivr_view): the step's label from the
+  // menu, what the caller did there, and the figure they were told, in this locale's format.
+  function ivrPath(steps) {
     // one step per span that never breaks inside, so the line wraps only between steps
     const line = el("p", "ivr-path");
-    path.forEach(([step, outcome], i) => {
+    steps.forEach((step, i) => {
       if (i) line.append(document.createTextNode(" → "));
-      line.append(el("span", "step", `${step}: ${outcome}`));
+      const told = step.told ? ` ${toldText(step.told)}` : "";
+      const span = el("span", "step", `${step.label}: ${step.text}${told}`);
+      span.dataset.step = step.step;
+      line.append(span);
     });
     return line;
+  }
+
+  // A figure the IVR said (ivr.walk.FigureValue): an amount with its currency, a count, an
+  // order's status, or nothing on record.
+  function toldText(told) {
+    if (told.kind === "amount") return money(told.value, told.currency);
+    if (told.kind === "number") return Number.isFinite(Number(told.value)) ? number(Number(told.value)) : String(told.value);
+    if (told.kind === "none") return "nothing on record";
+    return String(told.value).replace(/[_-]/g, " ");
   }
 
   function ivrFlags(ivr) {
@@ -452,9 +468,10 @@
       if (route.owner) flags.append(el("span", "ivr-owner", `owner first: ${route.owner}`));
       if (route.winback) flags.append(badge("win-back", "winback"));
     }
-    if (ivr.hung_up) flags.append(badge(`hung up in the IVR at ${ivr.ended_at_step}`, "hungup"));
-    const scores = Object.entries(ivr.scores || {}).map(([question, score]) => `${question} ${score}`);
-    if (scores.length) flags.append(el("span", "ivr-scores", `survey: ${scores.join(", ")}`));
+    if (ivr.hung_up) flags.append(badge(`hung up in the IVR at ${ivr.ended_at_label || ivr.ended_at_step}`, "hungup"));
+    // each answer against its scale ("Attitude 4 of 5", "Solved yes")
+    const answers = (ivr.survey || []).map((answer) => `${answer.label} ${answer.text}`);
+    if (answers.length) flags.append(el("span", "ivr-scores", `survey: ${answers.join(", ")}`));
     return flags;
   }
 
@@ -464,7 +481,7 @@
     const list = el("ol");
     for (const [at, text] of card.history) {
       const li = el("li");
-      li.append(el("time", null, at ? clock(at) : "–"), document.createTextNode(` ${text}`));
+      li.append(at ? timeEl(null, at, clock) : el("time", null, "–"), document.createTextNode(` ${text}`));
       list.append(li);
     }
     part.append(list);
@@ -1080,10 +1097,6 @@
     followupStatus.textContent = text;
   }
 
-  function when(iso) {
-    return new Date(iso).toLocaleString([], { dateStyle: "short", timeStyle: "short" });
-  }
-
   // ------------------------------------------------------------------ my day
 
   // The agent's own calls of their day (this browser's day: its bounds go to the server),
@@ -1180,8 +1193,7 @@
     const item = row.item;
     row.li.className = `day-call${item.outcome_missing ? " missing" : ""}`;
     row.li.dataset.callId = item.call_id;
-    const at = el("time", "at", new Date(item.at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }));
-    at.dateTime = item.at;
+    const at = timeEl("at", item.at, time);
     const who = el("span", "who");
     if (item.customer) {
       const name = el("a", "name", item.customer.name);
@@ -1284,18 +1296,12 @@
     return Date.now() / 1000 + clockOffset;
   }
 
-  function duration(seconds) {
-    const s = Math.max(0, Math.round(seconds));
-    const m = Math.floor(s / 60);
-    return m ? `${m} min ${String(s % 60).padStart(2, "0")} s` : `${s} s`;
-  }
-
-  function clock(epochSeconds) {
-    return new Date(epochSeconds * 1000).toLocaleTimeString();
-  }
-
-  function day(iso) {
-    return new Date(iso).toLocaleDateString();
+  // a <time> for an ISO string or epoch seconds, its text in the given format
+  function timeEl(className, value, format) {
+    const node = el("time", className, format(value));
+    const date = new Date(typeof value === "number" ? value * 1000 : value);
+    if (!Number.isNaN(date.getTime())) node.dateTime = date.toISOString();
+    return node;
   }
 
   function tick() {

@@ -159,8 +159,8 @@ async def test_agent_page_end_to_end(browser: Browser, site: Site) -> None:
     await expect(card.locator(".queue")).to_have_text("queue support")
     await expect(card.locator(".waited")).to_contain_text("waiting")
     await expect(card.locator(".ivr .ivr-path")).to_have_text(
-        "welcome: skipped → identify: caller_id → main: 2 → balance: said → main: 3"
-        " → support: routed"
+        "Welcome: skipped it → Identify: identified by caller ID → Main: pressed 2"
+        " → Balance: was told a figure → Main: pressed 3 → Support: put through to an agent"
     )
     await expect(cards).to_have_count(1)
     shot = await page.screenshot()
@@ -315,8 +315,9 @@ async def test_the_card_shows_what_the_caller_told_the_ivr(browser: Browser, sit
     await expect(ivr.locator(".ivr-customer *")).to_have_count(0)
     await expect(ivr.locator(".ivr-language")).to_have_text("language en")
     await expect(ivr.locator(".ivr-path")).to_have_text(
-        "welcome: played → identify: caller-id-unknown → identify: account → main: 0"
-        " → agent: routed"
+        "Welcome: heard it → Identify: caller ID not on record"
+        " → Identify: identified by customer number → Main: pressed 0"
+        " → Agent: put through to an agent"
     )
     await expect(ivr.locator(".ivr-route")).to_have_text("queue support, priority 10")
     await expect(ivr.locator(".ivr-owner")).to_have_text("owner first: bob")
@@ -356,10 +357,11 @@ async def test_the_card_shows_what_the_caller_told_the_ivr(browser: Browser, sit
     await expect(second.locator(".identified")).to_have_text("by caller ID")
     await expect(second.locator(".ivr-customer")).to_have_text("张伟")
     await expect(second.locator(".ivr-path")).to_have_text(
-        "identify: caller_id → main: 9 → callback: created → callback: hung-up"
+        "Identify: identified by caller ID → Main: pressed 9"
+        " → Callback: asked to be called back → Callback: hung up here"
     )
     await expect(second.locator(".badge.callback")).to_have_text("callback requested")
-    await expect(second.locator(".badge.hungup")).to_have_text("hung up in the IVR at callback")
+    await expect(second.locator(".badge.hungup")).to_have_text("hung up in the IVR at Callback")
     await expect(second.locator(".ivr-route, .badge.winback")).to_have_count(0)
 
     # the survey after the call: the wrap-up card adds its scores to what the main menu learned
@@ -372,7 +374,7 @@ async def test_the_card_shows_what_the_caller_told_the_ivr(browser: Browser, sit
     site.pop.ivr_learned(
         PBX, "c1", ivr_findings(menu="survey", path=survey, scores=scores, route=None)
     )
-    await expect(ivr.locator(".ivr-scores")).to_have_text("survey: attitude 4, solved 1")
+    await expect(ivr.locator(".ivr-scores")).to_have_text("survey: Attitude 4, Solved 1")
     await expect(ivr.locator(".identified")).to_have_text("by customer number")  # kept
     await expect(ivr.locator(".badge.winback")).to_have_text("win-back")
 
