@@ -25,8 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from crm_sync.bulk import insert_rows, one_of
 from crm_sync.models import Base, Customer, CustomerTerm, Phone
@@ -35,6 +36,7 @@ from crm_sync.phones import PhoneNormalizer
 TERM_LENGTH = 32  # characters of a word that are indexed; longer words are found by these
 MAX_WORDS = 5  # words of a query that are used; more narrow nothing in practice
 LIMIT = 20  # customers shown at most
+RARE = 1000  # terms counted per word to find the rarest (more: common enough to go last)
 _WORD = re.compile(r"\w+")
 _DIAL = re.compile(r"[0-9+()\-. /]+")
 _TOP = "\U0010ffff"  # above every character: the end of a prefix range
@@ -140,20 +142,42 @@ class CustomerSearch:
             room = limit + 1 - len(hits)
             words = query_words(text)
             if words and room > 0:
-                named = select(Customer.id)
-                for word in words:
-                    named = named.where(
-                        Customer.id.in_(
-                            select(CustomerTerm.customer_id).where(
-                                CustomerTerm.term >= word, CustomerTerm.term < word + _TOP
-                            )
-                        )
-                    )
-                named = named.order_by(Customer.name, Customer.id).limit(limit + 1)
-                for customer_id in await session.scalars(named):
+                for customer_id in await _named(session, words, room):
                     hits.setdefault(customer_id, "name")
-            found = await _details(session, list(hits)[:limit], hits)
+            shown = list(hits)[:limit]
+            found = await _details(session, shown, hits)
         return Results(text, found, len(hits) > limit)
+
+
+async def _named(session: AsyncSession, words: list[str], room: int) -> list[int]:
+    """Up to ``room`` customers with a term starting with each word. The scan runs along the
+    terms index of the rarest word, in index order, and stops at ``room``: a common word
+    (22,000 "smith…" of a million) costs what a rare one does; the other words are checked
+    per customer (index on customer_id)."""
+    counted = []
+    for word in words:
+        sample = select(CustomerTerm.customer_id).where(*_starts(CustomerTerm, word))
+        seen = await session.scalar(select(func.count()).select_from(sample.limit(RARE).subquery()))
+        if not seen:
+            return []  # one word matches nobody: neither does the query
+        counted.append((seen, -len(word), word))
+    first, *others = [word for *_, word in sorted(counted)]
+    driver = aliased(CustomerTerm)
+    query = select(driver.customer_id).where(*_starts(driver, first))
+    for word in others:
+        other = aliased(CustomerTerm)
+        query = query.where(
+            exists().where(other.customer_id == driver.customer_id, *_starts(other, word))
+        )
+    # a customer with two terms starting with the first word comes twice: read a few more
+    query = query.order_by(driver.term, driver.customer_id).limit(room * 2)
+    found = list(dict.fromkeys(await session.scalars(query)))
+    return found[:room]
+
+
+def _starts(table: type[CustomerTerm], word: str) -> tuple[ColumnElement[bool], ...]:
+    """``term`` starts with ``word``: a range of the b-tree, in every collation used here."""
+    return (table.term >= word, table.term < word + _TOP)
 
 
 async def _details(

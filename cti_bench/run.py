@@ -42,6 +42,7 @@ from cti.calls import CallTracker, frame_filter
 from cti.codec import AmiDecoder, encode
 from cti.settings import PbxSettings
 from cti_bench.data import load_postgres, load_sqlite, number
+from cti_bench.search import measure_search
 
 CAPTURES = ("capture_10calls.txt", "capture_extra.txt", "capture_agi_down.txt")
 _ID = re.compile(rb"(astlab-\d+)\.(\d+)")
@@ -296,6 +297,12 @@ async def _admin(base: URL, sql: str) -> None:
         await conn.close()
 
 
+def _print_search(figures: list[tuple[str, float, float]], url: str = "sqlite") -> None:
+    backend = "PostgreSQL" if url.startswith("postgres") else "SQLite"
+    for kind, p50, p99 in figures:
+        print(f"search {backend} {kind:<14} latency p50 {p50:.2f} ms  p99 {p99:.2f} ms")
+
+
 def run_lookups(count: int, samples: int = 2000, pg_url: str | None = None) -> list[Figure]:
     """Customer lookup p50/p99 with ``count`` customers, in SQLite and (if given) PostgreSQL."""
     figures = []
@@ -304,6 +311,7 @@ def run_lookups(count: int, samples: int = 2000, pg_url: str | None = None) -> l
         upgrade(f"sqlite:///{path}")
         print(f"loading {count:,} customers into SQLite: {load_sqlite(path, count):.1f}s")
         figures.append(asyncio.run(_measure_lookups(f"sqlite:///{path}", count, samples)))
+        _print_search(asyncio.run(measure_search(f"sqlite:///{path}", count, samples // 10)))
     if pg_url:
         base = make_url(pg_url)
         name = f"cti_bench_{uuid.uuid4().hex[:8]}"
@@ -314,6 +322,7 @@ def run_lookups(count: int, samples: int = 2000, pg_url: str | None = None) -> l
             took = asyncio.run(load_postgres(url, count))
             print(f"loading {count:,} customers into PostgreSQL: {took:.1f}s")
             figures.append(asyncio.run(_measure_lookups(url, count, samples)))
+            _print_search(asyncio.run(measure_search(url, count, samples // 10)), url)
         finally:
             asyncio.run(_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     for figure in figures:
