@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, Final, Literal, TypeAlias
 
@@ -316,6 +316,8 @@ class Findings:
     scores: Mapping[str, int]
     hung_up: bool
     ended_at_step: str
+    told: Mapping[str, tuple[Figure, FigureValue]] = field(default_factory=dict)  # by step id
+    terms: Mapping[str, Any] = field(default_factory=dict)  # Menu.terms(), for the pop
 
     def to_json(self) -> dict[str, Any]:
         """A dict of JSON types only (ready for ``json.dumps``)."""
@@ -341,6 +343,11 @@ class Findings:
             "scores": dict(self.scores),
             "hung_up": self.hung_up,
             "ended_at_step": self.ended_at_step,
+            "told": {
+                step: {"figure": f, "kind": v.kind, "value": v.value, "currency": v.currency}
+                for step, (f, v) in self.told.items()
+            },
+            "terms": dict(self.terms),
         }
 
 
@@ -392,6 +399,7 @@ class Walk:
         self._callback: str | None = None
         self._route: Route | None = None
         self._scores: dict[str, int] = {}
+        self._told: dict[str, tuple[Figure, FigureValue]] = {}
 
     @property
     def done(self) -> bool:
@@ -414,6 +422,8 @@ class Walk:
             scores=MappingProxyType(dict(self._scores)),
             hung_up=self._hung_up,
             ended_at_step=self._step,
+            told=MappingProxyType(dict(self._told)),
+            terms=self.menu.terms(),
         )
 
     def start(self) -> Action:
@@ -664,6 +674,7 @@ class Walk:
         if isinstance(got, StoreFailed):
             return self._store_failed(got, step.on_error)
         say = Say(speech(step.figure, self._sound(step.prompt), got))
+        self._told[self._step] = (step.figure, got)
         return self._emit(say, lambda _: self._advance("said", step.next))
 
     # route, callback, leave -----------------------------------------------------------------

@@ -133,6 +133,7 @@ def findings(menu: Menu = MAIN, customer: CustomerInfo | None = None, **changes:
         scores={},
         hung_up=False,
         ended_at_step=menu.start,
+        terms=menu.terms(),
         **who,
     )
     return replace(base, **changes)
@@ -189,6 +190,7 @@ def test_one_caller_id_match_hears_balance_then_talks_to_support() -> None:
         ),
         route=to_queue(),
         ended_at_step="support",
+        told={"balance": ("balance", FigureValue("amount", "1234.50", "CNY"))},
     )
     assert done == Done(expected)
     assert walk.done and walk.findings == expected
@@ -206,6 +208,16 @@ def test_one_caller_id_match_hears_balance_then_talks_to_support() -> None:
         "scores": {},
         "hung_up": False,
         "ended_at_step": "support",
+        # what the caller was told, and the menu's words for the pop to read it by
+        "told": {
+            "balance": {
+                "figure": "balance",
+                "kind": "amount",
+                "value": "1234.50",
+                "currency": "CNY",
+            }
+        },
+        "terms": MAIN.terms(),
     }
 
 
@@ -896,6 +908,7 @@ def test_the_long_walk_completes() -> None:
         ),
         callback="fu-1",
         ended_at_step="bye",
+        told={"balance": ("balance", FigureValue("number", "5"))},
     )
 
 
