@@ -278,7 +278,8 @@ async def _save_chunk(
         for (index, c, _), customer_id in zip(new, ids, strict=True):
             results[index] = Saved(customer_id, "inserted")
             phones.extend((customer_id, n) for n in c.phones)
-        await index_names(session, [(i, c.name) for (_, c, _), i in zip(new, ids, strict=True)])
+        fresh = [(i, c.name) for (_, c, _), i in zip(new, ids, strict=True)]
+        await index_names(session, fresh, fresh=True)
     if old:
         changes, versions, phones_gone, phones_new = await _changes(session, old, now)
         for index, _, _, stored in old:

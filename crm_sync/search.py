@@ -106,14 +106,18 @@ def query_words(query: str) -> list[str]:
     return sorted(words, key=lambda w: (-len(w), w))[:MAX_WORDS]
 
 
-async def index_names(session: AsyncSession, names: Sequence[tuple[int, str]]) -> None:
-    """Replace the terms of these customers (id, name) by those of their names now."""
+async def index_names(
+    session: AsyncSession, names: Sequence[tuple[int, str]], *, fresh: bool = False
+) -> None:
+    """Replace the terms of these customers (id, name) by those of their names now;
+    ``fresh``: customers just inserted, who have none yet."""
     if not names:
         return
     table = Base.metadata.tables[CustomerTerm.__tablename__]
-    await session.execute(
-        delete(table).where(one_of(session, table.c.customer_id, [i for i, _ in names]))
-    )
+    if not fresh:
+        await session.execute(
+            delete(table).where(one_of(session, table.c.customer_id, [i for i, _ in names]))
+        )
     rows = sorted({(term, customer_id) for customer_id, name in names for term in terms(name)})
     await insert_rows(session, table, ("term", "customer_id"), rows)
 

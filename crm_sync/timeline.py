@@ -310,7 +310,7 @@ async def _customer_for(session: AsyncSession, outcome: OutcomeIn, now: datetime
     )
     session.add(customer)
     await session.flush()
-    await index_names(session, [(customer.id, customer.name)])
+    await index_names(session, [(customer.id, customer.name)], fresh=True)
     if outcome.caller_e164:
         session.add(Phone(customer_id=customer.id, e164=outcome.caller_e164, label="caller"))
     enqueue(
