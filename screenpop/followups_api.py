@@ -23,9 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -48,6 +48,7 @@ from cti.callbacks import CallbackDialer, DialOutcome
 from cti.controls import ControlError
 from screenpop.api import _body
 from screenpop.auth import Account, Accounts
+from screenpop.day_api import day_bounds
 from screenpop.errors import ApiError, store_unavailable
 from screenpop.keys import CLOCK, FOLLOWUP_OWNERS, POP, SESSION, STORE, WORK_CHANGED
 
@@ -62,7 +63,6 @@ _IDS = {
     "refused": "contact_limit",
 }
 SHOWS = ("all", "mine", "queues", "overdue", "today")  # the work list's filters
-MAX_DAY = timedelta(hours=26)  # a "today" is 23 to 25 hours long across a DST change
 
 
 @dataclass(eq=False)
@@ -147,7 +147,7 @@ async def work_list(request: web.Request) -> web.StreamResponse:
     if show == "overdue":
         due_before = now
     elif show == "today":
-        due_from, due_before = _day(query)
+        due_from, due_before = day_bounds(query)
     limit = _limit(query.get("limit"))
     try:
         after = Cursor.parse(query["after"]) if query.get("after") else None
@@ -517,25 +517,6 @@ def _json(item: FollowupItem, labels: dict[str, str]) -> dict[str, Any]:
         f"queue {owner[len(QUEUE_OWNER) :]}" if owner.startswith(QUEUE_OWNER) else owner
     )
     return {**item.to_json(), "owner_label": label or None}
-
-
-def _day(query: Mapping[str, str]) -> tuple[datetime, datetime]:
-    """The agent's day from ``day_start`` and ``day_end`` (ISO, with the browser's offset)."""
-    bounds = []
-    for name in ("day_start", "day_end"):
-        message = f"{name}: the agent's day bound, ISO with its UTC offset"
-        try:
-            value = datetime.fromisoformat(query.get(name, ""))
-        except ValueError as exc:
-            raise ApiError(422, "invalid_field", message, field=name) from exc
-        if value.tzinfo is None:
-            raise ApiError(422, "invalid_field", message, field=name)
-        bounds.append(value)
-    start, end = bounds
-    if not timedelta(0) < end - start <= MAX_DAY:
-        message = "day_end: after day_start, at most 26 hours later"
-        raise ApiError(422, "invalid_field", message, field="day_end")
-    return start, end
 
 
 def _limit(text: str | None) -> int:
