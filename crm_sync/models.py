@@ -223,3 +223,19 @@ class CustomerMerge(Base):
     merged_name: Mapped[str] = mapped_column(String(200))
     source: Mapped[str] = mapped_column(String(16))  # crm | import | agent
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class WebSession(Base):
+    """A logged-in browser of the screen pop (screenpop.auth), kept so it survives a restart.
+    Only the sha256 of its token is stored: a copy of the database gives no live session."""
+
+    __tablename__ = "web_sessions"
+    __table_args__ = (Index("ix_web_sessions_last_seen", "last_seen"),)  # the sweep
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256, hex
+    login: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))  # as at login: a changed role ends it
+    agent_id: Mapped[str] = mapped_column(String(64))
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    last_seen: Mapped[datetime]  # written at most every minute or so, not per request
