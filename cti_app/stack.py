@@ -38,6 +38,7 @@ from ivr.menus import load_menus
 from ivr.runner import MenuHandler, pbx_from_query
 from ivr.server import AgiServer
 from ivr.store import IvrStore
+from screenpop import health
 from screenpop.app import create_app
 from screenpop.auth import Accounts
 from screenpop.cards import PopBook
@@ -136,6 +137,7 @@ async def run_stack(
                     board.queues_of,
                 ),
             )
+            health.add_routes(app, health.Readiness(health.store_answers(engine), clients))
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, settings.web.host, settings.web.port)
