@@ -24,11 +24,13 @@ What we replaced, and why:
   ``put_nowait``; the consumer drains it in its own task, so a slow consumer never stops the
   socket being read (Asterisk drops a reader that does not accept a write within 100 ms).
 * **Connection life.** panoramisk reconnects forever at a fixed delay, retries wrong
-  credentials forever, never checks the Pong of its Ping and has no action timeout.
+  credentials every 2 s, never checks the Pong of its Ping and has no action timeout.
   :class:`AmiClient` owns the loop instead: connect (with a timeout), wait for the banner
   (credentials are never sent to a peer that is not Asterisk), log in, resync, ping with a pong
   timeout (a half-open connection is closed and replaced), exponential backoff with full jitter
-  between attempts, and a clear stop on wrong credentials or a foreign peer.
+  between attempts. A PBX's failure is that PBX's alone: refused credentials and a foreign
+  peer are logged with the reason and retried (refused logins no sooner than
+  ``refused_backoff``), never raised to the service.
 * **Small fixes.** ``Action.multi`` read ``self['async']`` (KeyError inside ``data_received``
   for an Originate without ``Async``) and took the one-line QueueAdd answer for the start of a
   list; :class:`_Action` fixes both. ``save_stream`` and ``asyncio.get_event_loop()`` are not
@@ -36,8 +38,10 @@ What we replaced, and why:
 
 After every login the queue receives :class:`ResyncBegin`, the live events of the session, the
 items of ``CoreShowChannels`` and ``QueueStatus`` (as :class:`AmiEvent`), then
-:class:`ResyncEnd`; :class:`Disconnected` when a logged-in session ends. Timers use the loop's
-monotonic clock; the times carried by queue items are ``time.time()`` for display.
+:class:`ResyncEnd`; :class:`Disconnected` when a logged-in session ends, :class:`AttemptFailed`
+when an attempt ends before a login. :attr:`AmiClient.status` is the link as a page shows it.
+Timers use the loop's monotonic clock; the times carried by queue items are ``time.time()`` for
+display.
 """
 
 from __future__ import annotations
@@ -72,7 +76,7 @@ class AmiError(Exception):
 
 
 class AmiAuthError(AmiError):
-    """Asterisk refused the credentials: retrying cannot help, so the client stops."""
+    """Asterisk refused the credentials: retried no sooner than ``refused_backoff``."""
 
 
 class AmiProtocolError(AmiError):
@@ -118,7 +122,33 @@ class Disconnected:
     reason: str
 
 
-Item = AmiEvent | ResyncBegin | ResyncEnd | Disconnected
+@dataclass(frozen=True, slots=True)
+class AttemptFailed:
+    """An attempt to connect and log in failed before any session came up: the link is down
+    (perhaps since start-up, when no Disconnected says so); the next try is in ``retry_in`` s."""
+
+    pbx: str
+    at: float
+    reason: str
+    retry_in: float
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStatus:
+    """One PBX's AMI link as a page shows it: up or down since when, and why it is down.
+
+    ``refused`` marks credentials Asterisk refused (a configuration to fix, not an outage);
+    ``retry_at`` is the ``time.time()`` of the next attempt while one is scheduled.
+    """
+
+    up: bool
+    since: float
+    reason: str | None = None
+    refused: bool = False
+    retry_at: float | None = None
+
+
+Item = AmiEvent | ResyncBegin | ResyncEnd | Disconnected | AttemptFailed
 FrameFilter = Callable[[bytes], bool]
 
 
@@ -145,7 +175,7 @@ class Backoff:
         return delay
 
     def reset(self) -> None:
-        """Start again from ``initial`` (after a successful login)."""
+        """Start again from ``initial`` (after a link that stayed up long enough)."""
         self._attempt = 0
 
 
@@ -459,7 +489,7 @@ class AmiClientProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is unt
             )
             if problem.kind == "bad-banner" and self.fatal is None:
                 self.fatal = AmiProtocolError(
-                    f"PBX {s.name!r}: {s.host}:{s.port} is not an Asterisk manager "
+                    f"{s.host}:{s.port} is not an Asterisk manager "
                     f"(it sent {problem.excerpt!r} instead of 'Asterisk Call Manager/…')"
                 )
                 self.drop("not an Asterisk manager", abort=True)
@@ -471,7 +501,8 @@ class AmiClient:
     ``frame_filter`` (raw frame bytes → keep?) drops frames before they are decoded, e.g.
     VarSet; it must keep ``Response`` frames and the snapshot items. ``ping_interval <= 0``
     turns the keepalive off. ``reconnects`` counts retries (each backoff pause),
-    ``last_error`` keeps the reason of the last failed attempt or ended session.
+    ``last_error`` keeps the reason of the last failed attempt or ended session, ``status``
+    the link's state for pages.
     ``manager`` is the panoramisk Manager: ``client.manager.register_event(pattern, cb)``
     still works (callbacks run in the reader, so keep them short; failures are contained).
     """
@@ -482,6 +513,7 @@ class AmiClient:
         queue: asyncio.Queue[Item],
         *,
         frame_filter: FrameFilter | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.queue = queue
@@ -490,7 +522,8 @@ class AmiClient:
         self.logins = 0
         self.reconnects = 0
         self.last_error: str | None = None
-        self._backoff = Backoff(settings.backoff_initial, settings.backoff_max)
+        self.status = LinkStatus(up=False, since=time.time())
+        self._backoff = Backoff(settings.backoff_initial, settings.backoff_max, rng)
         self._protocol: AmiClientProtocol | None = None
         self._closing = False
         self._running = False
@@ -507,9 +540,9 @@ class AmiClient:
     async def run(self) -> None:
         """Connect, log in, resync, keep alive and reconnect with backoff until :meth:`close`.
 
-        Raises AmiAuthError (credentials refused) and AmiProtocolError (the peer is not an
-        Asterisk manager): both stop the client, since retrying cannot help. Every other
-        failure is recorded in ``last_error`` and retried.
+        Never raises for the PBX's sake: every failure (refused credentials, a foreign peer, a
+        lost link, even a bug in a session, logged with its traceback) is recorded in
+        ``last_error`` and ``status`` and retried, so one PBX's trouble stops nothing else.
         """
         if self._running:
             raise RuntimeError("AmiClient.run() is already running")
@@ -531,29 +564,53 @@ class AmiClient:
                 if session.cancelled():  # by close()
                     break
                 exc = session.exception()
-                if isinstance(exc, AmiAuthError | AmiProtocolError):
-                    self.last_error = str(exc)
-                    raise exc
-                if exc is not None and not isinstance(exc, OSError | AmiError):
-                    raise exc  # a bug: do not hide it behind a retry loop
                 self.last_error = str(exc) if exc is not None else session.result()
                 if self._closing:
                     break
                 delay = self._backoff.next_delay()
+                refused = isinstance(exc, AmiAuthError)
+                if refused:
+                    delay = max(delay, s.refused_backoff)
                 self.reconnects += 1
-                log.warning(
-                    "PBX %s (%s:%s): %s; reconnecting in %.2f s",
-                    s.name,
-                    s.host,
-                    s.port,
-                    self.last_error,
-                    delay,
-                )
+                self._went_down(self.last_error, refused, delay)
+                if exc is not None and not isinstance(exc, OSError | AmiError):
+                    log.error(
+                        "PBX %s (%s:%s): session failed on a bug; reconnecting in %.2f s",
+                        s.name,
+                        s.host,
+                        s.port,
+                        delay,
+                        exc_info=exc,
+                    )
+                else:
+                    misconfigured = isinstance(exc, AmiAuthError | AmiProtocolError)
+                    log.log(
+                        logging.ERROR if misconfigured else logging.WARNING,
+                        "PBX %s (%s:%s): %s; reconnecting in %.2f s",
+                        s.name,
+                        s.host,
+                        s.port,
+                        self.last_error,
+                        delay,
+                    )
                 await self._pause(delay)
         finally:
+            if self.status.up:
+                self.status = LinkStatus(False, time.time(), "closed by client")
             self._session_task = None
             self._running = False
             self._stopped.set()
+
+    def _went_down(self, reason: str, refused: bool, delay: float) -> None:
+        """Record why the link is down and when it is tried again; tell the queue if no
+        Disconnected did (an attempt that never logged in)."""
+        now = time.time()
+        was_up = self.status.up
+        self.status = LinkStatus(
+            False, now if was_up else self.status.since, reason, refused, now + delay
+        )
+        if not was_up:
+            self.queue.put_nowait(AttemptFailed(self.settings.name, now, reason, delay))
 
     async def send_action(
         self,
@@ -633,6 +690,7 @@ class AmiClient:
             await self._login(protocol)
             self.logins += 1
             self._backoff.reset()
+            self.status = LinkStatus(up=True, since=time.time())
             self.manager.authenticated = True
             self._protocol = protocol
             protocol.go_live(ResyncBegin(s.name, time.time()))
@@ -673,8 +731,8 @@ class AmiClient:
         if "shutting down" in text.lower():
             raise AmiError(f"login refused: {text}")
         raise AmiAuthError(
-            f"PBX {s.name!r} at {s.host}:{s.port} refused the AMI login of user {s.username!r} "
-            f"({text}); check the username and secret configured for this PBX"
+            f"login refused for user {s.username!r} at {s.host}:{s.port} ({text}); "
+            "check the username and secret configured for this PBX"
         )
 
     async def _resync(self, protocol: AmiClientProtocol) -> None:

@@ -18,7 +18,15 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from cti.agents import AgentDirectory
-from cti.ami import AmiClient, AmiEvent, Disconnected, Item, ResyncBegin, ResyncEnd
+from cti.ami import (
+    AmiClient,
+    AmiEvent,
+    AttemptFailed,
+    Disconnected,
+    Item,
+    ResyncBegin,
+    ResyncEnd,
+)
 from cti.calls import CallTracker, frame_filter
 from cti.events import DomainEvent, FeedStatus, StateEvent
 from cti.members import MemberTracker
@@ -127,6 +135,9 @@ class PbxFollower:
         if isinstance(item, Disconnected) and not self.closing:
             log.warning("PBX %s: disconnected (%s); resync follows", item.pbx, item.reason)
             self._observe([FeedStatus(item.pbx, self.clock.now() or item.at, False)])
+        if isinstance(item, AttemptFailed) and not self.closing:
+            # the client logged why; a PBX down since start-up is shown down all the same
+            self._observe([FeedStatus(item.pbx, self.clock.now() or item.at, False)])
         return []
 
     def _observe(self, events: list[StateEvent]) -> None:
@@ -160,7 +171,8 @@ def _describe(item: Item) -> str:
 
 
 class CtiService:
-    """Follows every configured PBX until cancelled or a PBX refuses us for good."""
+    """Follows every configured PBX until cancelled; a PBX that fails (refused login, foreign
+    peer, outage) is retried by its own client and stops no other."""
 
     def __init__(
         self,
@@ -172,7 +184,7 @@ class CtiService:
         self.followers = [PbxFollower(pbx, agents, sinks, state_sinks) for pbx in settings.pbxs]
 
     async def run(self) -> None:
-        """Run until cancelled. Raises AmiAuthError / AmiProtocolError from any PBX."""
+        """Run until cancelled; the clients never raise for a PBX's failure."""
         async with asyncio.TaskGroup() as group:
             for follower in self.followers:
                 group.create_task(follower.client.run())

@@ -43,6 +43,9 @@ class PbxSettings:
     action_timeout: float = 10.0
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
+    # seconds at least between two attempts after Asterisk refused the login: a wrong secret
+    # is not fixed by hammering, and each refusal costs Asterisk a second of sleep
+    refused_backoff: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -22,12 +23,12 @@ from panoramisk.manager import Manager
 
 from cti.ami import (
     AmiActionTimeout,
-    AmiAuthError,
     AmiClient,
     AmiClientProtocol,
     AmiError,
     AmiEvent,
     AmiProtocolError,
+    AttemptFailed,
     Backoff,
     Disconnected,
     Item,
@@ -626,19 +627,27 @@ async def wait_for_item(
                 return item
 
 
-async def test_foreign_peer_stops_with_protocol_error() -> None:
-    async def http_like(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n")
-        await reader.read(100)
+async def test_foreign_peer_gets_no_credentials_and_is_retried_with_backoff() -> None:
+    received = bytearray()
 
-    async with ScriptedPeer(http_like) as peer:
+    async def ssh(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n")
+        received.extend(await reader.read(100))
+
+    async with ScriptedPeer(ssh) as peer:
         client = AmiClient(ami_settings(peer.port), asyncio.Queue())
-        with pytest.raises(AmiProtocolError, match=rf"127\.0\.0\.1:{peer.port} is not an Asterisk"):
-            await asyncio.wait_for(client.run(), 5)
-        assert peer.connections == 1
-        assert client.logins == 0
-        assert client.last_error is not None and "SSH-2.0" in client.last_error
-        await client.close()
+        async with running(client) as task:
+            await eventually(lambda: peer.connections >= 3)
+            assert not task.done()  # a foreign peer is this PBX's failure, retried, never raised
+            status = client.status
+    assert b"Login" not in received and SECRET.encode() not in received
+    assert client.logins == 0
+    assert client.last_error is not None
+    assert re.search(rf"127\.0\.0\.1:{peer.port} is not an Asterisk .*SSH-2\.0", client.last_error)
+    assert not status.up and status.reason is not None and "SSH-2.0" in status.reason
+    assert status.retry_at is not None and not status.refused
+    failed = drain(client.queue)
+    assert len(failed) >= 2 and all(isinstance(i, AttemptFailed) for i in failed)
 
 
 async def test_events_before_login_response_come_after_resync_begin() -> None:
@@ -690,7 +699,10 @@ async def test_reconnect_backs_off_instead_of_spinning() -> None:
     assert client.reconnects >= peer.connections - 1
     assert client.last_error is not None
     assert client.logins == 0
-    assert client.queue.empty()  # no Disconnected for sessions that never logged in
+    # no Disconnected for sessions that never logged in: each failed attempt says so instead
+    items = drain(client.queue)
+    assert len(items) == client.reconnects and all(isinstance(i, AttemptFailed) for i in items)
+    assert {i.reason for i in items if isinstance(i, AttemptFailed)} == {client.last_error}
 
 
 async def test_unanswered_ping_closes_and_reconnects() -> None:
@@ -913,21 +925,57 @@ async def test_sim_f7_shutdown_then_fresh_state(ami_sim: AmiServer) -> None:
     assert client.logins == 2
 
 
-async def test_sim_wrong_credentials_stop_with_one_clear_error(
+async def test_sim_wrong_credentials_retried_no_sooner_than_refused_backoff(
     ami_sim: AmiServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     wrong = "not-the-secret-42"
-    client = AmiClient(ami_settings(ami_sim.port, secret=wrong), asyncio.Queue())
-    with caplog.at_level(logging.DEBUG), pytest.raises(AmiAuthError) as info:
-        await asyncio.wait_for(client.run(), 5)
-    await asyncio.sleep(0.3)  # nothing retries behind our back
-    message = str(info.value)
-    assert "'pbx1'" in message and f"127.0.0.1:{ami_sim.port}" in message and "'cti'" in message
-    assert wrong not in message and wrong not in caplog.text
-    assert ami_sim.failed_logins == 1 and ami_sim.logins == 0
-    assert client.logins == 0 and client.reconnects == 0 and client.queue.empty()
-    assert client.last_error == message
-    await client.close()
+    settings = ami_settings(ami_sim.port, secret=wrong, backoff_max=0.05, refused_backoff=0.5)
+    client = AmiClient(settings, asyncio.Queue())
+    loop = asyncio.get_running_loop()
+    with caplog.at_level(logging.DEBUG):
+        async with running(client) as task:
+            await eventually(lambda: ami_sim.failed_logins == 1)
+            first = loop.time()  # the simulator counts a refusal before it answers
+            await eventually(lambda: client.status.refused)
+            status = client.status
+            await eventually(lambda: ami_sim.failed_logins == 2)
+            between = loop.time() - first
+            assert not task.done()
+    assert 0.5 <= between < 1.5, between  # the plain backoff alone would retry within 0.05 s
+    assert ami_sim.logins == 0 and client.logins == 0
+    message = client.last_error
+    assert message is not None and message.startswith("login refused for user 'cti'")
+    assert f"127.0.0.1:{ami_sim.port}" in message
+    assert status.refused and not status.up and status.reason == message
+    assert status.retry_at is not None and status.retry_at - status.since >= 0.5
+    refusals = [r.getMessage() for r in caplog.records if "login refused" in r.getMessage()]
+    assert refusals and all(line.startswith("PBX pbx1 (") for line in refusals)
+    assert all(r.levelno == logging.ERROR for r in caplog.records if "login refused" in r.message)
+    assert wrong not in caplog.text
+    items = drain(client.queue)
+    assert items and all(isinstance(i, AttemptFailed) and i.reason == message for i in items)
+
+
+async def test_a_bug_in_a_session_is_logged_and_retried(
+    ami_sim: AmiServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = AmiClient(ami_settings(ami_sim.port), asyncio.Queue())
+    login = client._login
+    calls = 0
+
+    async def buggy_once(protocol: AmiClientProtocol) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug")
+        await login(protocol)
+
+    client._login = buggy_once  # type: ignore[method-assign]
+    async with running(client):
+        await logged_in(client)
+    assert calls == 2 and client.logins == 1
+    (bug,) = [r for r in caplog.records if r.exc_info is not None]
+    assert "session failed on a bug" in bug.getMessage() and bug.levelno == logging.ERROR
 
 
 async def test_sim_utf8_split_across_two_raw_writes(ami_sim: AmiServer) -> None:

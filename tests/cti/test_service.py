@@ -2,13 +2,15 @@
 
 Covers: calls flow and end with the right story; several PBXs each stamped with their name;
 a reconnect rebuilds state (calls in progress appear, calls that ended while we were away are
-closed and flagged, nothing invented); wrong credentials stop `cti serve` with one message.
+closed and flagged, nothing invented); wrong credentials are that PBX's failure: `cti serve`
+says why and keeps running.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -169,34 +171,50 @@ def free_port() -> int:
         return port
 
 
-def test_serve_with_wrong_credentials_stops_with_one_clear_error(tmp_path: Path) -> None:
+async def test_serve_with_wrong_credentials_keeps_running_and_says_why(tmp_path: Path) -> None:
+    """A refused login is that PBX's failure: `cti serve` logs it (PBX, user, never the
+    secret), keeps running and retries; Ctrl-C still stops it cleanly."""
     port = free_port()
-    command = [sys.executable, "-m", "cti", "simulate", "--port", str(port), "--rate", "1"]
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, text=True, preexec_fn=preexec()
-    ) as simulator:
-        try:
-            assert simulator.stdout is not None
-            assert "PBX simulator: AMI on 127.0.0.1" in simulator.stdout.readline()
-            config = tmp_path / "cti.toml"
-            config.write_text(
-                f'[pbx.paris]\nport = {port}\nusername = "cti"\nsecret = "wrong-pw"\n'
-            )
-            serve = subprocess.run(
-                [sys.executable, "-m", "cti", "serve", "--config", str(config)],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                cwd=tmp_path,  # the default customer store lives in ./data
-                preexec_fn=preexec(),
-            )
-        finally:
-            simulator.terminate()
-    assert serve.returncode == 1
-    errors = [line for line in serve.stderr.splitlines() if line.startswith("cti:")]
-    assert len(errors) == 1
-    assert "paris" in errors[0] and "cti" in errors[0]
-    assert "wrong-pw" not in serve.stderr + serve.stdout
+    simulator = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "cti", "simulate", "--port", str(port), "--rate", "1"),
+        stdout=subprocess.PIPE,
+        preexec_fn=preexec(),
+    )
+    serve: asyncio.subprocess.Process | None = None
+    try:
+        assert simulator.stdout is not None
+        async with asyncio.timeout(20):
+            assert b"PBX simulator: AMI on 127.0.0.1" in await simulator.stdout.readline()
+        config = tmp_path / "cti.toml"
+        config.write_text(f'[pbx.paris]\nport = {port}\nusername = "cti"\nsecret = "wrong-pw"\n')
+        serve = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "cti", "serve", "--config", str(config)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=tmp_path,  # the default customer store lives in ./data
+            preexec_fn=preexec(),
+        )
+        assert serve.stderr is not None
+        seen: list[str] = []
+        async with asyncio.timeout(30):
+            while not any("login refused" in line for line in seen):
+                line = (await serve.stderr.readline()).decode()
+                assert line, f"cti serve ended: {seen}"
+                seen.append(line)
+        await asyncio.sleep(0.5)
+        assert serve.returncode is None  # still serving
+        serve.send_signal(signal.SIGINT)
+        async with asyncio.timeout(20):
+            out, err = await serve.communicate()
+    finally:
+        for process in (serve, simulator):
+            if process is not None and process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert serve.returncode == 0
+    (refused,) = [line for line in seen if "login refused" in line]
+    assert "ERROR" in refused and "PBX paris" in refused and "user 'cti'" in refused
+    assert "wrong-pw" not in "".join(seen) + err.decode() + out.decode()
 
 
 async def test_consumer_survives_a_bad_message(caplog: pytest.LogCaptureFixture) -> None:
