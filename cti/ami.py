@@ -30,7 +30,10 @@ What we replaced, and why:
   timeout (a half-open connection is closed and replaced), exponential backoff with full jitter
   between attempts. A PBX's failure is that PBX's alone: refused credentials and a foreign
   peer are logged with the reason and retried (refused logins no sooner than
-  ``refused_backoff``), never raised to the service.
+  ``refused_backoff``), never raised to the service. The backoff starts again from
+  ``backoff_initial`` only after a link stayed up ``stable_after`` seconds: a peer that accepts
+  the login and drops at once is retried with growing delays, not resynced several times a
+  second.
 * **Small fixes.** ``Action.multi`` read ``self['async']`` (KeyError inside ``data_received``
   for an Originate without ``Async``) and took the one-line QueueAdd answer for the start of a
   list; :class:`_Action` fixes both. ``save_stream`` and ``asyncio.get_event_loop()`` are not
@@ -524,6 +527,7 @@ class AmiClient:
         self.last_error: str | None = None
         self.status = LinkStatus(up=False, since=time.time())
         self._backoff = Backoff(settings.backoff_initial, settings.backoff_max, rng)
+        self._up_at: float | None = None  # loop time of the current session's login
         self._protocol: AmiClientProtocol | None = None
         self._closing = False
         self._running = False
@@ -550,8 +554,10 @@ class AmiClient:
         self._running = True
         self._stopped.clear()
         s = self.settings
+        loop = asyncio.get_running_loop()
         try:
             while not self._closing:
+                self._up_at = None
                 session = asyncio.create_task(self._session())
                 self._session_task = session
                 try:
@@ -567,6 +573,8 @@ class AmiClient:
                 self.last_error = str(exc) if exc is not None else session.result()
                 if self._closing:
                     break
+                if self._up_at is not None and loop.time() - self._up_at >= s.stable_after:
+                    self._backoff.reset()  # that link was sound: this is a new outage
                 delay = self._backoff.next_delay()
                 refused = isinstance(exc, AmiAuthError)
                 if refused:
@@ -689,7 +697,7 @@ class AmiClient:
             log.info("PBX %s: %s:%s says %s", s.name, s.host, s.port, protocol.banner.result())
             await self._login(protocol)
             self.logins += 1
-            self._backoff.reset()
+            self._up_at = loop.time()
             self.status = LinkStatus(up=True, since=time.time())
             self.manager.authenticated = True
             self._protocol = protocol

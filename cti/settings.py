@@ -37,6 +37,9 @@ class PbxSettings:
     username: str = "cti"
     secret: str = field(default="", repr=False)
     events: str = "on"
+    # seconds without an event after which a call is ended as expired: its hang-ups never
+    # came (a call silent this long is over or forgotten); bounds the calls kept in memory
+    max_call_age: float = 4 * 3600.0
     ping_interval: float = 10.0
     pong_timeout: float = 5.0
     connect_timeout: float = 5.0
@@ -46,6 +49,9 @@ class PbxSettings:
     # seconds at least between two attempts after Asterisk refused the login: a wrong secret
     # is not fixed by hammering, and each refusal costs Asterisk a second of sleep
     refused_backoff: float = 30.0
+    # seconds a link must stay up before the backoff starts again from backoff_initial: a peer
+    # that accepts the login and drops at once is retried with growing delays, not in a storm
+    stable_after: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -336,9 +342,17 @@ def _pbx(name: str, body: Mapping[str, Any], env: Mapping[str, str]) -> PbxSetti
             port=int(pbx.port),
             ping_interval=float(pbx.ping_interval),
             pong_timeout=float(pbx.pong_timeout),
+            max_call_age=_positive(pbx.max_call_age, "max_call_age"),
         )
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"[pbx.{name}]: {exc}") from exc
+
+
+def _positive(value: Any, key: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError(f"{key} must be positive, not {value}")
+    return number
 
 
 def _agent(body: Mapping[str, Any]) -> AgentSettings:

@@ -705,6 +705,54 @@ async def test_reconnect_backs_off_instead_of_spinning() -> None:
     assert {i.reason for i in items if isinstance(i, AttemptFailed)} == {client.last_error}
 
 
+class Ceiling(random.Random):
+    """Full jitter without the jitter: every delay is the backoff's ceiling."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+def accept_then_drop(hold: float) -> Handler:
+    """An Asterisk that accepts the login, answers the snapshot, and closes ``hold`` s later."""
+    inner = asterisk_like()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(hold):
+                await inner(reader, writer)
+
+    return handler
+
+
+def delays(caplog: pytest.LogCaptureFixture) -> list[float]:
+    """The reconnect delays the client announced, in order."""
+    found = (re.search(r"reconnecting in ([0-9.]+) s", r.getMessage()) for r in caplog.records)
+    return [float(m.group(1)) for m in found if m]
+
+
+@pytest.mark.parametrize(
+    ("stable_after", "expected"),
+    [(30.0, [0.05, 0.1, 0.2, 0.4]), (0.2, [0.05, 0.05, 0.05, 0.05])],
+    ids=["drops-before-stable", "stayed-up"],
+)
+async def test_backoff_resets_only_after_the_link_stayed_up(
+    caplog: pytest.LogCaptureFixture, stable_after: float, expected: list[float]
+) -> None:
+    """F21: a peer that accepts the login and drops 0.3 s later is retried with growing delays
+    (the default stable_after); once links stay up longer than stable_after, each drop is a new
+    outage and starts again from backoff_initial."""
+    async with ScriptedPeer(accept_then_drop(0.3)) as peer:
+        settings = ami_settings(peer.port, backoff_max=0.4, stable_after=stable_after)
+        client = AmiClient(settings, asyncio.Queue(), rng=Ceiling())
+        with caplog.at_level(logging.INFO, logger="cti.ami"):
+            async with running(client):
+                await eventually(lambda: len(delays(caplog)) >= 4)
+    assert delays(caplog)[:4] == expected
+    items = drain(client.queue)
+    begins = sum(isinstance(i, ResyncBegin) for i in items)
+    assert begins == client.logins >= 4  # one resync per link, each link logged in once
+
+
 async def test_unanswered_ping_closes_and_reconnects() -> None:
     def no_pong(action: dict[str, str]) -> bytes | None:
         return b"" if action["Action"] == "Ping" else None
@@ -870,7 +918,7 @@ async def test_sim_f4_drop_reconnects_and_resyncs(ami_sim: AmiServer, abort: boo
     assert gone.reason.startswith("connection")
     assert end.complete and again.at <= end.at
     assert client.logins == 2 and ami_sim.logins == 2 and client.reconnects == 1
-    assert back_after < client.settings.backoff_initial + 0.5  # backoff was reset by the login
+    assert back_after < client.settings.backoff_initial + 0.5  # the first retry: initial delay
 
 
 async def test_sim_f4_outage_retries_with_backoff_then_recovers(ami_sim: AmiServer) -> None:
@@ -883,7 +931,8 @@ async def test_sim_f4_outage_retries_with_backoff_then_recovers(ami_sim: AmiServ
         attempts = client.reconnects
         await ami_sim.start()
         await wait_for_item(client.queue, ResyncEnd)
-        assert client._backoff.ceiling() == client.settings.backoff_initial  # reset by the login
+        # a login alone does not reset the backoff (the link must stay up stable_after first)
+        assert client._backoff.ceiling() > client.settings.backoff_initial
     # ceilings 0.05, 0.1, 0.2, 0.4, 0.4…: a handful of attempts per second, not a spin
     assert 3 <= attempts <= 25, attempts
     assert client.last_error is not None and "cannot connect" in client.last_error
