@@ -45,6 +45,8 @@ from screenpop.cards import PopBook
 from screenpop.dispositions import Dispositions
 from screenpop.followups_api import FollowupDesk
 from screenpop.hub import Hub
+from screenpop.metrics import Metrics, TimedStore
+from screenpop.metrics import add_routes as add_metrics
 from screenpop.pipeline import PopService
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,8 @@ async def run_stack(
     await asyncio.to_thread(upgrade, settings.store.database_url)
     engine = create_engine(settings.store.database_url)
     phones = PhoneNormalizer(settings.store.default_region)
-    store = CustomerStore(engine, phones)
+    metrics = Metrics()
+    store = TimedStore(engine, phones, metrics)
     followups = Followups(store.sessions, settings.followups)
     pop = PopService(
         PopBook(),
@@ -101,7 +104,8 @@ async def run_stack(
     )
     board = Board(settings.wallboard, settings.agents)
     pop.callers = board  # the wallboard shows each caller's tier
-    service = CtiService(settings, [*sinks, pop, board], [board])
+    service = CtiService(settings, [*sinks, pop, metrics, board], [board])
+    metrics.followers = service.followers
     work_changed = asyncio.Event()
     refresher = asyncio.create_task(refresh_work(board, WorkFigures(engine), work_changed, utc_now))
     segmenter = asyncio.create_task(keep_segments(store.sessions, rules, clock=utc_now))
@@ -119,7 +123,8 @@ async def run_stack(
         if accounts is not None:
             dispositions = Dispositions.load(settings.web.dispositions_file)
             if dispositions.require_outcome:
-                pop.wrapup = wrapup  # agents owing an outcome are paused in their queues
+                # agents owing an outcome are paused in their queues
+                pop.wrapup = metrics.holding(wrapup)
             app = create_app(
                 pop=pop,
                 accounts=accounts,
@@ -138,6 +143,7 @@ async def run_stack(
                 ),
             )
             health.add_routes(app, health.Readiness(health.store_answers(engine), clients))
+            add_metrics(app, metrics, Outbox(store.sessions))
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, settings.web.host, settings.web.port)

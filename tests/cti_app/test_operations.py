@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from cti.settings import PbxSettings, Settings, StoreSettings, WebSettings
 from cti_app.stack import Ready, run_stack
@@ -63,3 +64,20 @@ async def test_probes_answer_without_a_login(stack: tuple[str, AmiServer]) -> No
         assert body["ready"] is False
         assert body["store"] == {"ready": True}
         assert body["pbx"]["sim"]["ready"] is False
+
+
+async def test_metrics_are_scraped_without_a_login(stack: tuple[str, AmiServer]) -> None:
+    base, _ = stack
+    async with aiohttp.ClientSession() as http:
+        await eventually_status(http, f"{base}/readyz", 200)
+        async with http.get(f"{base}/metrics", allow_redirects=False) as response:
+            assert response.status == 200
+            text = await response.text()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("cti_ami_link_up", (("pbx", "sim"),))] == 1
+    assert samples[("cti_outbox_pending", ())] == 0  # read from the stack's own store
+    assert samples[("cti_pops_total", ())] == 0
