@@ -26,6 +26,13 @@ A call whose channels are all gone but whose queue agent has no ``AgentComplete`
 *closing*: Asterisk sends that event after the hang-ups. It ends when the event comes, or when
 :meth:`CallTracker.expire` (fed the time by the caller) finds it older than ``close_grace``.
 
+Calls whose hang-ups never come (a lost ``Hangup``, a PBX that stopped talking about a call)
+would be kept forever: a call with no event for ``max_call_age`` is ended as ``expired``,
+with no end time and no invented outcome, and its channels and aliases are let go. Calls are
+kept oldest activity first, so finding them costs nothing per event; the check runs at most
+once every ``_IDLE_CHECK_EVERY`` seconds of stream time, so they end in batches (one summary
+line each, not a line per call).
+
 Resync after a (re)connect: :meth:`begin_resync` marks every channel unconfirmed; any event or
 ``CoreShowChannel`` confirms one; :meth:`end_resync` closes what is left as ended while
 disconnected, with what is known and nothing invented.
@@ -34,7 +41,7 @@ disconnected, with what is known and nothing invented.
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -62,6 +69,8 @@ from cti.events import (
 log = logging.getLogger(__name__)
 
 _GONE_MAX = 50_000
+DEFAULT_MAX_CALL_AGE = 4 * 3600.0  # seconds without an event before a call is expired
+_IDLE_CHECK_EVERY = 60.0  # seconds of stream time between two looks for expired calls
 _UNKNOWN = frozenset({"", "<unknown>", "unknown"})
 _QUEUESTATUS: dict[str, QueueExit] = {
     "TIMEOUT": "timeout",
@@ -195,6 +204,7 @@ class _Call:
     withdraw_info: bool = False
     dial_results: list[str] = field(default_factory=list)
     closing_at: float | None = None
+    last_at: float | None = None  # the time of its latest event (None: none had a time)
 
     def flag(self, name: str) -> None:
         if name not in self.flags:
@@ -227,16 +237,22 @@ class CallTracker:
         agents: AgentDirectory | None = None,
         *,
         close_grace: float = 2.0,
+        max_call_age: float = DEFAULT_MAX_CALL_AGE,
     ) -> None:
+        if max_call_age <= 0:
+            raise ValueError(f"max_call_age must be positive, not {max_call_age}")
         self.pbx = pbx
         self.agents = agents or AgentDirectory()
         self.close_grace = close_grace
+        self.max_call_age = max_call_age
         self.anomalies: Counter[str] = Counter()
         self._channels: dict[str, _Channel] = {}
         self._calls: dict[str, _Call] = {}
         self._by_linkedid: dict[str, _Call] = {}
         self._connected: dict[tuple[str, str], _Call] = {}
         self._closing: dict[str, _Call] = {}
+        self._idle: OrderedDict[str, _Call] = OrderedDict()  # by latest activity, oldest first
+        self._idle_check_at = float("-inf")
         # Uniqueids of hung-up channels and Linkedids of ended calls, oldest first
         self._gone: dict[str, None] = {}
         self._handlers: dict[str, Handler] = {
@@ -283,12 +299,18 @@ class CallTracker:
         if handler is not None:
             handler(msg, at, out)
         self._resolve_exit_on_activity(msg, at, out)
+        if at is not None and at >= self._idle_check_at:
+            self._expire_idle(at, out)  # after the message: it may be the call's sign of life
         return out
 
     def expire(self, now: float) -> list[DomainEvent]:
-        """End closing calls older than ``close_grace`` (the service calls this once a second)."""
+        """End closing calls older than ``close_grace``, and calls with no event for
+        ``max_call_age`` (the service calls this when the PBX has been quiet for a second;
+        :meth:`on_event` does the same with each event's time)."""
         out: list[DomainEvent] = []
         self._expire_closing(now, out)
+        if now >= self._idle_check_at:
+            self._expire_idle(now, out)
         return out
 
     def flush(self) -> list[DomainEvent]:
@@ -348,9 +370,16 @@ class CallTracker:
                 channel.name = name
             if linked and linked != channel.linkedid:
                 self._rekey(channel, linked, at, out)
+        self._stamp(channel.call, at)
         if channel.agent is None:
             self._update_caller(channel, msg, prefix, at, out)
         return channel
+
+    def _stamp(self, call: _Call, at: float | None) -> None:
+        """The call did something at ``at``: it is the youngest in ``_idle`` now."""
+        if at is not None:
+            call.last_at = at
+            self._idle.move_to_end(call.call_id)
 
     def _new_channel(
         self,
@@ -369,6 +398,7 @@ class CallTracker:
                 call.flag("joined_mid_call")
                 self.anomalies["joined_mid_call"] += 1
             self._calls[call.call_id] = call
+            self._idle[call.call_id] = call
             self._by_linkedid[linked] = call
             out.append(CallStarted(self.pbx, call.call_id, at, "", "", call.dialed))
         channel = _Channel(uid, name, linked, call)
@@ -455,6 +485,8 @@ class CallTracker:
                 del self._connected[key]
         self._calls.pop(absorbed.call_id, None)
         self._closing.pop(absorbed.call_id, None)
+        self._idle.pop(absorbed.call_id, None)
+        self._stamp(into, at)
         into.flag("merged")
         out.append(CallMerged(self.pbx, into.call_id, at, absorbed.call_id))
 
@@ -475,6 +507,7 @@ class CallTracker:
         if channel is None:
             self.anomalies["hangup_unknown_channel"] += 1
             return
+        self._stamp(channel.call, at)
         self._drop_channel(channel, at, out)
 
     def _drop_channel(
@@ -517,6 +550,25 @@ class CallTracker:
             if call.closing_at is None or now - call.closing_at >= self.close_grace:
                 call.flag("agent_complete_missing")
                 self._finish(call, call.closing_at, out)
+
+    def _expire_idle(self, now: float, out: list[DomainEvent]) -> None:
+        """End the calls with no event for ``max_call_age``: their hang-ups never came."""
+        self._idle_check_at = now + _IDLE_CHECK_EVERY
+        horizon = now - self.max_call_age
+        idle = self._idle
+        while idle:
+            call = next(iter(idle.values()))
+            if call.last_at is None:  # never seen with a time: its age counts from now
+                self._stamp(call, now)
+                continue
+            if call.last_at > horizon:
+                return
+            call.flag("expired")
+            self.anomalies["call_expired"] += 1
+            if not call.channels:  # closing, with a close_grace longer than max_call_age
+                self._finish(call, None, out)
+            for uid in list(call.channels):
+                self._drop_channel(self._channels[uid], None, out, ended_unseen=True)
 
     # ---------------------------------------------------------------- dialling and ringing
 
@@ -947,6 +999,7 @@ class CallTracker:
                 del self._connected[key]
         self._calls.pop(call.call_id, None)
         self._closing.pop(call.call_id, None)
+        self._idle.pop(call.call_id, None)
         for uid in list(call.channels):
             self._channels.pop(uid, None)
             self._bury(uid)
@@ -986,7 +1039,7 @@ def _outcome(call: _Call) -> Outcome | None:
         return "answered"
     if call.exits:
         return call.exits[-1]
-    if "ended_while_disconnected" in call.flags:
+    if "ended_while_disconnected" in call.flags or "expired" in call.flags:
         return None
     if "BUSY" in call.dial_results:
         return "busy"

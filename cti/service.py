@@ -79,7 +79,7 @@ class PbxFollower:
         self.settings = settings
         self.queue: asyncio.Queue[Item] = asyncio.Queue()
         self.client = AmiClient(settings, self.queue, frame_filter=frame_filter)
-        self.tracker = CallTracker(settings.name, agents)
+        self.tracker = CallTracker(settings.name, agents, max_call_age=settings.max_call_age)
         self.members = MemberTracker(settings.name, agents)
         self.sinks = sinks
         self.state_sinks = state_sinks
