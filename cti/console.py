@@ -4,13 +4,17 @@ Lines are stamped with the time they are printed, so they read in order: some ev
 published after the fact (a redirected caller's "left without an agent" once the redirect is
 told apart from a hang-up, CallEnded after its grace), and stamped with their own time they
 would land between later lines. Such a line says when it happened instead.
+
+Calls closed unseen (gone at a resync, or expired after ``max_call_age`` without an event)
+come thousands at a time after an outage: they get no line each, but one summary line per
+batch (:func:`closed_summaries`, logged by the service). Their events still reach every sink.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TextIO
 
 from cti.events import (
@@ -29,6 +33,12 @@ from cti.events import (
 from cti.replay import summary_line
 
 LATE = 1.0  # seconds after the event from which a line says when it happened
+SAMPLE = 5  # call ids named in a summary line
+# record flags of calls closed unseen, and what their summary line says of them
+_CLOSED_UNSEEN = {
+    "ended_while_disconnected": "resync: closed {n} ended while disconnected",
+    "expired": "expiry: closed {n} with no event for {age}",
+}
 
 
 def describe(event: DomainEvent, happened: str | None = None) -> str | None:
@@ -41,6 +51,8 @@ def describe(event: DomainEvent, happened: str | None = None) -> str | None:
             where = f" from {event.queue}" if event.queue else ""
             line = f"ringing {event.agent}{where}: {_who(event)}"
         case AgentRingStopped():
+            if event.at is None:  # its call was closed unseen: told by the summary line
+                return None
             line = f"{event.agent} stopped ringing ({event.reason})"
         case CallAnswered():
             hold = f" after {event.hold_seconds:g}s" if event.hold_seconds is not None else ""
@@ -54,6 +66,8 @@ def describe(event: DomainEvent, happened: str | None = None) -> str | None:
         case CallMerged():
             line = f"merged with call {event.absorbed_call_id}"
         case CallEnded():
+            if any(flag in _CLOSED_UNSEEN for flag in event.record.flags):
+                return None
             at = f" at {happened}" if happened else ""
             return f"ended{at}: " + summary_line(event.record, with_id=False)
         case CallStarted() | CallerIdentified():
@@ -61,6 +75,32 @@ def describe(event: DomainEvent, happened: str | None = None) -> str | None:
         case _:
             return None
     return f"{line} (at {happened})" if happened else line
+
+
+def closed_summaries(events: Iterable[DomainEvent], max_call_age: float) -> list[str]:
+    """One line per kind of unseen closing in ``events`` (a resync's or an expiry's batch):
+    how many calls, and a few of their ids to look up."""
+    closed: dict[str, list[str]] = {}
+    for event in events:
+        if isinstance(event, CallEnded):
+            for flag in event.record.flags:
+                if flag in _CLOSED_UNSEEN:
+                    closed.setdefault(flag, []).append(event.call_id)
+    lines = []
+    for flag, ids in closed.items():
+        n = f"{len(ids):,} call{'s' if len(ids) > 1 else ''}"
+        more = f" and {len(ids) - SAMPLE:,} more" if len(ids) > SAMPLE else ""
+        what = _CLOSED_UNSEEN[flag].format(n=n, age=_duration(max_call_age))
+        lines.append(f"{what}: {', '.join(ids[:SAMPLE])}{more}")
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g}s"
 
 
 def _who(event: AgentRinging | CallQueued) -> str:

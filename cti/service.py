@@ -28,6 +28,7 @@ from cti.ami import (
     ResyncEnd,
 )
 from cti.calls import CallTracker, frame_filter
+from cti.console import closed_summaries
 from cti.events import DomainEvent, FeedStatus, StateEvent
 from cti.members import MemberTracker
 from cti.settings import PbxSettings, Settings
@@ -155,6 +156,9 @@ class PbxFollower:
                     sink.publish(event)
                 except Exception:
                     log.exception("sink %r failed on %s", sink, type(event).__name__)
+        if events:  # calls closed unseen (resync, expiry): one line for the batch, not each
+            for line in closed_summaries(events, self.tracker.max_call_age):
+                log.info("PBX %s: %s", self.settings.name, line)
 
 
 def _stamp(value: str | None) -> float | None:
