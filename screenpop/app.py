@@ -8,14 +8,15 @@ audit log, ratings of agents: screenpop/controls_api.py); the external CRM's inb
 work list, one-click callback, close: screenpop/followups_api.py); static files ``/static/``.
 Middlewares, outermost first: errors (one place turns failures into responses), then
 sessions (every route but the login page and static files needs a session; every unsafe
-method needs the session's CSRF token). Security headers are added to every response,
-errors and WebSockets included.
+method needs the session's CSRF token; with a store, sessions are kept in it and survive a
+restart). Security headers are added to every response, errors and WebSockets included.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -25,7 +26,8 @@ import jinja2
 from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Handler
 
-from crm_sync.store import CustomerStore
+from crm_sync.sessions import SessionTable
+from crm_sync.store import CustomerStore, StoreUnavailable
 from cti.controls import MemberControls
 from screenpop import (
     api,
@@ -41,7 +43,7 @@ from screenpop import (
 )
 from screenpop.auth import Accounts, LoginLimiter, SessionStore
 from screenpop.dispositions import Dispositions
-from screenpop.errors import ApiError, error_middleware, wants_json
+from screenpop.errors import ApiError, error_middleware, store_unavailable, wants_json
 from screenpop.keys import (
     ACCOUNTS,
     CLOCK,
@@ -103,7 +105,8 @@ def create_app(
     app[DISPOSITIONS] = dispositions
     app[STORE] = store
     app[CLOCK] = now
-    app[SESSIONS] = SessionStore()
+    # with a store, sessions are kept in it too and survive a restart (screenpop.auth)
+    app[SESSIONS] = SessionStore(accounts, SessionTable(store.sessions) if store else None)
     app[LOGIN_LIMITER] = LoginLimiter()
     app[SECURE_COOKIES] = secure_cookies
     app[PING_INTERVAL] = ping_interval
@@ -123,6 +126,8 @@ def create_app(
     )
     app.on_response_prepare.append(_security_headers)
     app.on_shutdown.append(_close_sockets)
+    if store is not None:
+        app.cleanup_ctx.append(_sessions_kept)
     views.add_routes(app)
     api.add_routes(app)
     wallboard.add_routes(app)
@@ -139,11 +144,17 @@ def create_app(
 
 @web.middleware
 async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """No session: 401 JSON for the API and WebSocket, a redirect to the login page otherwise.
-    An unsafe method also needs the session's CSRF token (header or form field)."""
+    """No session: 401 JSON for the API and WebSocket, a redirect to the login page otherwise;
+    a session the store cannot confirm (it is down): 503. An unsafe method also needs the
+    session's CSRF token (header or form field)."""
     if request.match_info.route.name in PUBLIC_ROUTES:
         return await handler(request)
-    session = request.app[SESSIONS].get(request.cookies.get(views.session_cookie(request.app)))
+    try:
+        session = await request.app[SESSIONS].load(
+            request.cookies.get(views.session_cookie(request.app))
+        )
+    except StoreUnavailable:
+        raise store_unavailable() from None  # cannot tell: never a silent logout
     if session is None:
         if wants_json(request):
             raise ApiError(401, "unauthenticated", "Log in first.")
@@ -164,6 +175,14 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
         response.headers.setdefault(name, value)
     if request.path.startswith("/static/"):
         del response.headers["Cache-Control"]  # scripts and styles may be cached
+
+
+async def _sessions_kept(app: web.Application) -> AsyncIterator[None]:
+    """Re-confirms cached sessions with the store while the app runs (SessionStore.run)."""
+    task = asyncio.create_task(app[SESSIONS].run())
+    yield
+    task.cancel()
+    await asyncio.wait([task])
 
 
 async def _close_sockets(app: web.Application) -> None:

@@ -2,18 +2,23 @@
 
 Passwords are kept only as scrypt hashes (:mod:`cti.hashing`), checked in constant time; an
 unknown login costs the same scrypt run as a known one, so timing does not tell which logins
-exist. Sessions live in memory on the server: the browser holds only a
-random token (in an HttpOnly cookie), each session has its own CSRF token, and a session
-unused for ``idle`` seconds is gone. The WebSockets a session opened are attached to it, so
-logging out (or expiry) also ends the live push.
+exist. The browser holds only a random token (in an HttpOnly cookie); the server keeps each
+session in memory and, given the store, in its ``web_sessions`` table under the token's
+sha256, so a restart logs nobody out (:class:`SessionStore`). Each session has its own CSRF
+token, and a session unused for ``idle`` seconds is gone. The WebSockets a session opened
+are attached to it, so logging out (or expiry) also ends the live push.
 
 Run ``python -m screenpop.auth`` to hash a password for an accounts file.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import getpass
+import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
@@ -21,11 +26,14 @@ import tomllib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, cast
 
 from aiohttp import web
 
+from crm_sync.sessions import SessionRow, SessionTable
+from crm_sync.store import StoreUnavailable
 from cti.hashing import (
     SCRYPT_N,
     SCRYPT_P,
@@ -36,6 +44,8 @@ from cti.hashing import (
     verify_password,
 )
 from cti.settings import AgentSettings
+
+log = logging.getLogger(__name__)
 
 Role = Literal["agent", "supervisor"]
 ROLES: tuple[Role, ...] = ("agent", "supervisor")
@@ -121,38 +131,89 @@ class Accounts:
 
 @dataclass(eq=False)
 class Session:
-    """A logged-in browser. ``sockets`` are its open WebSockets (closed with the session)."""
+    """A logged-in browser. ``sockets`` are its open WebSockets (closed with the session);
+    ``checked`` is when the store's table last confirmed it, ``stored_seen`` the last use the
+    table holds (both by the store's clock; unused without a table)."""
 
     token: str
     account: Account
     csrf: str
     last_seen: float
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
+    checked: float = 0.0
+    stored_seen: float = 0.0
+
+    @property
+    def token_hash(self) -> str:
+        return token_hash(self.token)
 
     def csrf_ok(self, presented: str | None) -> bool:
         return presented is not None and hmac.compare_digest(presented.encode(), self.csrf.encode())
 
 
+def token_hash(token: str) -> str:
+    """What the table keeps of a token. A plain sha256 is enough: the token is 256 random
+    bits, so there is nothing to guess that salt or a slow hash would protect."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 class SessionStore:
-    """Sessions by token, in memory; idle ones expire (restarting the service logs all out)."""
+    """Sessions by token. Without a ``table`` they live in memory only (a restart logs all
+    out); with one, each is also a row of the store (the token's hash, never the token), so
+    they survive a restart, and memory is a cache in front of the table.
+
+    The cache trusts a session for ``cache_age`` seconds after the table last confirmed it;
+    :meth:`run` re-confirms all cached sessions in one query every ``cache_age / 2`` s and
+    writes when they were last used (at most every ``touch_every`` s each), so the hot path
+    (API calls, WebSocket pings) does not touch the database. A logout on another instance
+    deletes the row: this instance refuses the session within ``cache_age`` s, and its
+    sockets close at their next ping. While the store is down, cached sessions go on (their
+    revocation elsewhere waits for its return); a token not in the cache cannot be checked,
+    and :meth:`load` raises StoreUnavailable rather than pretend it is unknown. An account
+    gone from the configuration, or whose role or agent id changed, ends its sessions.
+    """
 
     def __init__(
-        self, *, idle: float = 8 * 3600, clock: Callable[[], float] = time.monotonic
+        self,
+        accounts: Accounts,
+        table: SessionTable | None = None,
+        *,
+        idle: float = 8 * 3600,
+        cache_age: float = 30.0,
+        touch_every: float = 60.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self.accounts = accounts
+        self.table = table
         self.idle = idle
-        self._clock = clock
+        self.cache_age = cache_age
+        self.touch_every = touch_every
+        self._clock = clock  # wall clock: the table's times outlive the process
         self._sessions: dict[str, Session] = {}
 
-    def create(self, account: Account) -> Session:
-        self._sweep()
-        session = Session(
-            secrets.token_urlsafe(32), account, secrets.token_urlsafe(32), self._clock()
-        )
-        self._sessions[session.token] = session
+    async def create(self, account: Account) -> Session:
+        """A new session (and its row). Raises StoreUnavailable, and then there is none."""
+        now = self._clock()
+        self._sweep(now)
+        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        session = Session(token, account, csrf, now, checked=now, stored_seen=now)
+        if self.table is not None:
+            row = SessionRow(
+                session.token_hash,
+                account.login,
+                account.role,
+                account.agent_id,
+                csrf,
+                _utc(now),
+                _utc(now),
+            )
+            await self.table.add(row, expired_before=_utc(now - self.idle))
+        self._sessions[token] = session
         return session
 
     def get(self, token: str | None) -> Session | None:
-        """The live session for ``token`` (and mark it used), or None."""
+        """The live session for ``token`` in memory (and mark it used), or None. Never asks
+        the table: the open sockets check their session with this."""
         session = self._sessions.get(token) if token else None
         if session is None:
             return None
@@ -163,8 +224,75 @@ class SessionStore:
         session.last_seen = now
         return session
 
+    async def load(self, token: str | None) -> Session | None:
+        """The live session for ``token`` (marked used), or None: from memory while the
+        table's word on it is fresh, else from the table. Raises StoreUnavailable when only
+        the table could tell."""
+        session = self.get(token)
+        if not token or self.table is None:
+            return session
+        if session is not None and self._clock() - session.checked <= self.cache_age:
+            return session
+        try:
+            rows = await self.table.find([token_hash(token)])
+        except StoreUnavailable:
+            if session is None:
+                raise
+            return session  # known here; only a logout elsewhere could have ended it
+        return await self._confirmed(self.table, token, session, rows.get(token_hash(token)))
+
+    async def end(self, token: str | None) -> Session | None:
+        """End a session everywhere: its row first (StoreUnavailable: nothing has ended),
+        then here. The session it was, if this instance had it."""
+        if not token:
+            return None
+        if self.table is not None:
+            await self.table.remove(token_hash(token))
+        return self.drop(token)
+
     def drop(self, token: str | None) -> Session | None:
+        """Forget a session here only (its row, if any, stays)."""
         return self._sessions.pop(token, None) if token else None
+
+    async def run(self) -> None:
+        """Keep the cache honest while the service runs (see the class)."""
+        while True:
+            await asyncio.sleep(self.cache_age / 2)
+            await self.refresh()
+
+    async def refresh(self) -> None:
+        """One pass: drop the cached sessions whose rows are gone (ended elsewhere, or swept),
+        mark the rest confirmed, and write the last use of those used since it was written."""
+        if self.table is None:
+            return
+        now = self._clock()
+        self._sweep(now)
+        cached = list(self._sessions.values())
+        try:
+            rows = await self.table.find([s.token_hash for s in cached])
+        except StoreUnavailable as exc:
+            log.warning("sessions not re-checked: the store is unavailable (%s)", exc)
+            return
+        due: dict[str, datetime] = {}
+        for session in cached:
+            row = rows.get(session.token_hash)
+            if row is None:
+                if self._sessions.get(session.token) is session:
+                    del self._sessions[session.token]
+                continue
+            session.checked = now
+            session.stored_seen = max(session.stored_seen, row.last_seen.timestamp())
+            session.last_seen = max(session.last_seen, session.stored_seen)
+            if session.last_seen - session.stored_seen >= self.touch_every:
+                due[session.token_hash] = _utc(session.last_seen)
+        try:
+            await self.table.touch(due)
+        except StoreUnavailable as exc:
+            log.warning("last use of sessions not written: the store is unavailable (%s)", exc)
+            return
+        for session in cached:
+            if session.token_hash in due:
+                session.stored_seen = due[session.token_hash].timestamp()
 
     def sockets(self) -> list[web.WebSocketResponse]:
         return [ws for s in self._sessions.values() for ws in s.sockets]
@@ -172,8 +300,35 @@ class SessionStore:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def _sweep(self) -> None:
-        cutoff = self._clock() - self.idle
+    async def _confirmed(
+        self, table: SessionTable, token: str, cached: Session | None, row: SessionRow | None
+    ) -> Session | None:
+        """``row`` is the table's word on ``token``: the session it describes, if still live
+        and still its account's, else None (and the stale row is removed)."""
+        now = self._clock()
+        if row is None:
+            self.drop(token)  # ended elsewhere
+            return None
+        seen = max(row.last_seen.timestamp(), cached.last_seen if cached else 0.0)
+        account = self.accounts.get(row.login)
+        if (
+            now - seen > self.idle
+            or account is None
+            or (account.role, account.agent_id) != (row.role, row.agent_id)
+        ):
+            self.drop(token)
+            with contextlib.suppress(StoreUnavailable):  # refused anyway; the sweep retries
+                await table.remove(row.token_hash)
+            return None
+        session = cached or Session(token, account, row.csrf, now)
+        session.last_seen = now
+        session.checked = now
+        session.stored_seen = max(session.stored_seen, row.last_seen.timestamp())
+        self._sessions[token] = session
+        return session
+
+    def _sweep(self, now: float) -> None:
+        cutoff = now - self.idle
         for token in [t for t, s in self._sessions.items() if s.last_seen < cutoff]:
             del self._sessions[token]
 
@@ -226,6 +381,10 @@ class LoginLimiter:
         while times and times[0] <= cutoff:
             times.popleft()
         return times
+
+
+def _utc(at: float) -> datetime:
+    return datetime.fromtimestamp(at, UTC)
 
 
 def _check(account: Account) -> None:

@@ -2,7 +2,9 @@
 
 The login form is protected against CSRF before any session exists by a double-submit token
 (a cookie scoped to ``/login`` plus the same value in the form). A successful login always
-starts a new session (no fixation) and sets only an opaque token cookie.
+starts a new session (no fixation) and sets only an opaque token cookie. Sessions are kept
+in the store when there is one (screenpop.auth): a login or logout the store cannot record
+is refused with 503, never half done.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from markupsafe import Markup
 from sqlalchemy.exc import SQLAlchemyError
 
 from crm_sync.corrections import ContactIn, CorrectionError, contact_of, correct_contact
-from crm_sync.store import CustomerStore
+from crm_sync.store import CustomerStore, StoreUnavailable
 from crm_sync.timeline import OutcomeError
 from crm_sync.timeline import add_note as add_note_to
 from screenpop.api import MAX_NOTES as MAX_NOTE
@@ -68,7 +70,11 @@ def session_cookie(app: web.Application) -> str:
 
 async def login_page(request: web.Request) -> web.StreamResponse:
     target = _local_target(request.query.get("next"))
-    if request.app[SESSIONS].get(request.cookies.get(session_cookie(request.app))):
+    try:
+        session = await request.app[SESSIONS].load(request.cookies.get(session_cookie(request.app)))
+    except StoreUnavailable:
+        raise store_unavailable() from None
+    if session is not None:
         raise web.HTTPSeeOther(target)
     return _login_form(request, target)
 
@@ -106,10 +112,16 @@ async def login(request: web.Request) -> web.StreamResponse:
         return _login_form(request, target, name, status=401, error="Wrong login or password.")
     limiter.succeeded(name)
     sessions = app[SESSIONS]
-    old = sessions.drop(request.cookies.get(session_cookie(app)))
-    if old is not None:
-        await _close(old.sockets)
-    session = sessions.create(account)
+    try:
+        old = await sessions.end(request.cookies.get(session_cookie(app)))  # no fixation
+        if old is not None:
+            await _close(old.sockets)
+        session = await sessions.create(account)
+    except StoreUnavailable as exc:
+        log.warning("login of %s refused: the store is unavailable (%s)", account.login, exc)
+        return _login_form(
+            request, target, name, status=503, error="The store is unavailable; try again."
+        )
     log.info("%s logged in", account.login)
     if target == "/" and account.role == "supervisor" and not account.agent_id:
         target = "/wallboard"  # no calls pop for them: they land where their work is
@@ -127,7 +139,12 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    session = request.app[SESSIONS].drop(request[SESSION].token)
+    """Ends the session everywhere (its row in the store too); when the store cannot delete
+    it, 503 and nothing ended: a logout that the next restart would undo is no logout."""
+    try:
+        session = await request.app[SESSIONS].end(request[SESSION].token)
+    except StoreUnavailable:
+        raise store_unavailable() from None
     if session is not None:
         await _close(session.sockets)
         log.info("%s logged out", session.account.login)

@@ -106,21 +106,21 @@ def test_demo_accounts_for_configured_agents() -> None:
     assert accounts.verify("bob", "demo") is accounts.get("bob")
 
 
-def test_sessions_have_their_own_tokens_and_expire_when_idle() -> None:
+async def test_sessions_have_their_own_tokens_and_expire_when_idle() -> None:
     clock = FakeClock()
-    store = SessionStore(idle=60, clock=clock)
     account = Account("a", "A", "A", "agent", hash_password("pw", n=CHEAP))
-    one, two = store.create(account), store.create(account)
+    store = SessionStore(Accounts([account]), idle=60, clock=clock)  # memory only
+    one, two = await store.create(account), await store.create(account)
     assert len({one.token, two.token, one.csrf, two.csrf}) == 4
     assert len(one.token) >= 43  # 32 random bytes
     assert one.csrf_ok(one.csrf) and not one.csrf_ok(two.csrf) and not one.csrf_ok(None)
     clock.t += 50
-    assert store.get(one.token) is one  # used: its idle time starts again
+    assert await store.load(one.token) is one  # used: its idle time starts again
     clock.t += 50
     assert store.get(one.token) is one
-    assert store.get(two.token) is None  # idle for 100 s
-    assert store.drop(one.token) is one and store.get(one.token) is None
-    assert store.get(None) is None and store.get("forged") is None
+    assert await store.load(two.token) is None  # idle for 100 s
+    assert await store.end(one.token) is one and await store.load(one.token) is None
+    assert await store.load(None) is None and await store.load("forged") is None
 
 
 def test_login_limiter_allows_five_failures_a_minute_per_login() -> None:
