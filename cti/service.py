@@ -155,7 +155,12 @@ class PbxFollower:
                 try:
                     sink.publish(event)
                 except Exception:
-                    log.exception("sink %r failed on %s", sink, type(event).__name__)
+                    log.exception(
+                        "sink %r failed on %s",
+                        sink,
+                        type(event).__name__,
+                        extra={"call_id": event.call_id, "pbx": event.pbx},
+                    )
         if events:  # calls closed unseen (resync, expiry): one line for the batch, not each
             for line in closed_summaries(events, self.tracker.max_call_age):
                 log.info("PBX %s: %s", self.settings.name, line)

@@ -1,9 +1,9 @@
 """Typed settings, loaded once: defaults → TOML file → environment, then passed down.
 
 Secrets (AMI passwords, the database URL) are kept out of ``repr`` so they never reach a
-log line. Environment overrides: ``CTI_CONFIG`` (file path), ``CTI_LOG_LEVEL``, per PBX
-``CTI_PBX_<NAME>_HOST``/``_PORT``/``_USERNAME``/``_SECRET``, and for the customer store
-``DATABASE_URL`` and ``CTI_DEFAULT_REGION``.
+log line. Environment overrides: ``CTI_CONFIG`` (file path), ``CTI_LOG_LEVEL``,
+``CTI_LOG_FORMAT``, per PBX ``CTI_PBX_<NAME>_HOST``/``_PORT``/``_USERNAME``/``_SECRET``, and
+for the customer store ``DATABASE_URL`` and ``CTI_DEFAULT_REGION``.
 """
 
 from __future__ import annotations
@@ -187,6 +187,7 @@ class Settings:
     pbxs: tuple[PbxSettings, ...] = (PbxSettings(),)
     agents: tuple[AgentSettings, ...] = ()
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json": one JSON object per line (cti.logs)
     store: StoreSettings = field(default_factory=StoreSettings)
     web: WebSettings = field(default_factory=WebSettings)
     ivr: IvrSettings = field(default_factory=IvrSettings)
@@ -214,6 +215,7 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
         pbxs=pbxs,
         agents=agents,
         log_level=env.get("CTI_LOG_LEVEL", raw.get("log_level", "INFO")),
+        log_format=_log_format(env.get("CTI_LOG_FORMAT", raw.get("log_format", "text"))),
         store=_store(raw.get("store", {}), env),
         web=_web(raw.get("web", {})),
         ivr=_ivr(raw.get("ivr", {})),
@@ -222,6 +224,12 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
         segments=_plain("segments", SegmentSettings(), raw.get("segments", {})),
         followups=_plain("followups", FollowupSettings(), raw.get("followups", {})),
     )
+
+
+def _log_format(value: Any) -> str:
+    if value not in ("text", "json"):
+        raise SettingsError(f'log_format {value!r} is not "text" or "json"')
+    return str(value)
 
 
 _T = TypeVar("_T")

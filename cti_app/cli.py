@@ -136,7 +136,7 @@ def _serve(args: argparse.Namespace) -> int:
     except (settings_mod.SettingsError, AccountsError, MenuError, SegmentRulesError) as exc:
         print(f"cti serve: {exc}", file=sys.stderr)
         return 2
-    _logging(settings.log_level)
+    _logging(settings.log_level, settings.log_format)
 
     def ready(at: Ready) -> None:
         page = at.agent_page
@@ -495,10 +495,13 @@ class _ProgressBar:
             self.stream.flush()
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def _logging(level: str, form: str = "text") -> None:
+    """Log to stderr, one record per line whatever a caller's name holds (cti.logs)."""
+    from cti.logs import formatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter(form))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -220,7 +220,13 @@ class PopService:
         try:
             await record_call(store.sessions, customer_id, event.record, now=self.clock())
         except (SQLAlchemyError, OSError) as exc:
-            log.warning("call %s not added to customer %s: %s", event.call_id, customer_id, exc)
+            log.warning(
+                "call %s not added to customer %s: %s",
+                event.call_id,
+                customer_id,
+                exc,
+                extra={"call_id": event.call_id, "pbx": event.pbx},
+            )
         if self.followups is None:
             return
         try:
@@ -228,4 +234,9 @@ class PopService:
                 customer_id, event.record, number=number, now=self.clock()
             )
         except (SQLAlchemyError, OSError) as exc:
-            log.warning("no callback filed for missed call %s: %s", event.call_id, exc)
+            log.warning(
+                "no callback filed for missed call %s: %s",
+                event.call_id,
+                exc,
+                extra={"call_id": event.call_id, "pbx": event.pbx},
+            )
