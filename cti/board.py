@@ -281,7 +281,7 @@ class Board:
         elif isinstance(event, CallTransferred):
             self._on_transferred(key, event, at)
         elif isinstance(event, CallMerged):
-            self._calls.pop((event.pbx, event.absorbed_call_id), None)
+            self._on_merged(key, event, at)
         elif isinstance(event, CallEnded):
             self._on_ended(key, event, at)
 
@@ -454,6 +454,21 @@ class Board:
         if agent is not None and agent.call is not None and agent.call[0] == event.call_id:
             self._finish_call(agent, at)
 
+    def _on_merged(self, key: tuple[str, str], event: CallMerged, at: float) -> None:
+        """The absorbed id is gone for good: its agents are followed under the call's id."""
+        absorbed = (event.pbx, event.absorbed_call_id)
+        call = self._calls.pop(absorbed, None)
+        if call is not None and call.queue is not None:
+            self._queue(event.pbx, call.queue).waiting.pop(event.absorbed_call_id, None)
+        for agent in self._engaged.pop(absorbed, ()):
+            self._engaged.setdefault(key, set()).add(agent)
+            since = agent.ringing.pop(event.absorbed_call_id, None)
+            if since is not None:
+                agent.ringing.setdefault(event.call_id, since)
+            if agent.call is not None and agent.call[0] == event.absorbed_call_id:
+                agent.call = (event.call_id, *agent.call[1:])
+            self._dirty.add(agent)
+
     def _on_ended(self, key: tuple[str, str], event: CallEnded, at: float) -> None:
         call = self._calls.pop(key, None)
         if call is not None and call.queue is not None:  # ended unseen while it waited
@@ -463,6 +478,11 @@ class Board:
                 self._restate(agent, at)
             if agent.call is not None and agent.call[0] == event.call_id:
                 record = event.record
+                if "expired" in record.flags:
+                    # nobody saw it end, maybe hours ago: no talk or wrap-up time is made up
+                    agent.call = None
+                    self._restate(agent, at)
+                    continue
                 alone = record.handled_by == (agent.id,) and record.talk_seconds is not None
                 self._finish_call(agent, at, record.talk_seconds if alone else None)
 
