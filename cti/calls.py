@@ -28,10 +28,10 @@ A call whose channels are all gone but whose queue agent has no ``AgentComplete`
 
 Calls whose hang-ups never come (a lost ``Hangup``, a PBX that stopped talking about a call)
 would be kept forever: a call with no event for ``max_call_age`` is ended as ``expired``,
-with no end time and no invented outcome, and its channels and aliases are let go. Calls are
-kept oldest activity first, so finding them costs nothing per event; the check runs at most
-once every ``_IDLE_CHECK_EVERY`` seconds of stream time, so they end in batches (one summary
-line each, not a line per call).
+with no end time and no invented outcome, and its channels and aliases are let go. Each event
+only stamps its call; the calls are looked over at most once every ``_IDLE_CHECK_EVERY``
+seconds of stream time (a few milliseconds for 20,000 calls), so they end in batches (one
+summary line each, not a line per call).
 
 Resync after a (re)connect: :meth:`begin_resync` marks every channel unconfirmed; any event or
 ``CoreShowChannel`` confirms one; :meth:`end_resync` closes what is left as ended while
@@ -41,7 +41,7 @@ disconnected, with what is known and nothing invented.
 from __future__ import annotations
 
 import logging
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -251,8 +251,7 @@ class CallTracker:
         self._by_linkedid: dict[str, _Call] = {}
         self._connected: dict[tuple[str, str], _Call] = {}
         self._closing: dict[str, _Call] = {}
-        self._idle: OrderedDict[str, _Call] = OrderedDict()  # by latest activity, oldest first
-        self._idle_check_at = float("-inf")
+        self._idle_check_at = float("-inf")  # stream time of the next look for expired calls
         # Uniqueids of hung-up channels and Linkedids of ended calls, oldest first
         self._gone: dict[str, None] = {}
         self._handlers: dict[str, Handler] = {
@@ -370,16 +369,11 @@ class CallTracker:
                 channel.name = name
             if linked and linked != channel.linkedid:
                 self._rekey(channel, linked, at, out)
-        self._stamp(channel.call, at)
+        if at is not None:
+            channel.call.last_at = at
         if channel.agent is None:
             self._update_caller(channel, msg, prefix, at, out)
         return channel
-
-    def _stamp(self, call: _Call, at: float | None) -> None:
-        """The call did something at ``at``: it is the youngest in ``_idle`` now."""
-        if at is not None:
-            call.last_at = at
-            self._idle.move_to_end(call.call_id)
 
     def _new_channel(
         self,
@@ -398,7 +392,6 @@ class CallTracker:
                 call.flag("joined_mid_call")
                 self.anomalies["joined_mid_call"] += 1
             self._calls[call.call_id] = call
-            self._idle[call.call_id] = call
             self._by_linkedid[linked] = call
             out.append(CallStarted(self.pbx, call.call_id, at, "", "", call.dialed))
         channel = _Channel(uid, name, linked, call)
@@ -485,8 +478,8 @@ class CallTracker:
                 del self._connected[key]
         self._calls.pop(absorbed.call_id, None)
         self._closing.pop(absorbed.call_id, None)
-        self._idle.pop(absorbed.call_id, None)
-        self._stamp(into, at)
+        if at is not None:
+            into.last_at = at
         into.flag("merged")
         out.append(CallMerged(self.pbx, into.call_id, at, absorbed.call_id))
 
@@ -507,7 +500,8 @@ class CallTracker:
         if channel is None:
             self.anomalies["hangup_unknown_channel"] += 1
             return
-        self._stamp(channel.call, at)
+        if at is not None:
+            channel.call.last_at = at
         self._drop_channel(channel, at, out)
 
     def _drop_channel(
@@ -555,14 +549,13 @@ class CallTracker:
         """End the calls with no event for ``max_call_age``: their hang-ups never came."""
         self._idle_check_at = now + _IDLE_CHECK_EVERY
         horizon = now - self.max_call_age
-        idle = self._idle
-        while idle:
-            call = next(iter(idle.values()))
+        stale = []
+        for call in self._calls.values():
             if call.last_at is None:  # never seen with a time: its age counts from now
-                self._stamp(call, now)
-                continue
-            if call.last_at > horizon:
-                return
+                call.last_at = now
+            elif call.last_at <= horizon:
+                stale.append(call)
+        for call in stale:
             call.flag("expired")
             self.anomalies["call_expired"] += 1
             if not call.channels:  # closing, with a close_grace longer than max_call_age
@@ -999,7 +992,6 @@ class CallTracker:
                 del self._connected[key]
         self._calls.pop(call.call_id, None)
         self._closing.pop(call.call_id, None)
-        self._idle.pop(call.call_id, None)
         for uid in list(call.channels):
             self._channels.pop(uid, None)
             self._bury(uid)

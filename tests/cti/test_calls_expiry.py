@@ -52,7 +52,6 @@ def sizes(tracker: CallTracker) -> dict[str, int]:
         "aliases": len(tracker._by_linkedid),
         "connected": len(tracker._connected),
         "closing": len(tracker._closing),
-        "idle": len(tracker._idle),
     }
 
 
