@@ -195,7 +195,8 @@ NOTES = (
     "Asked not to be called on weekends",
     "希望用微信联系",
 )
-DISPOSITIONS = ("resolved", "order-status", "callback", "complaint", "sales-lead")
+# codes of config/dispositions.toml: the page shows their labels
+DISPOSITIONS = ("resolved", "info_given", "callback", "complaint", "order_placed")
 FOLLOWUPS = ("Call back about the refund", "Send the quote", "Check the delivery", "回访客户")
 
 
@@ -603,8 +604,9 @@ def _timeline(
         out.append(
             entry("call", ago, f"Call answered ({queue}; {agent})", call_id=call_id, agent=agent)
         )
-        if rng.random() < 0.6:
-            disposition = rng.choice(DISPOSITIONS)
+        drawn = rng.random() < 0.6
+        if drawn or ago < 1:  # a call of the last day has its outcome: the demo requires them
+            disposition = rng.choice(DISPOSITIONS) if drawn else "resolved"
             out.append(
                 entry(
                     "outcome",

@@ -19,6 +19,7 @@ from crm_sync.phones import PhoneNormalizer
 from crm_sync.store import CustomerStore
 from cti.settings import DEFAULT_URL, SettingsError, load
 from cti_app.seed import seed_demo, simulated_callers
+from screenpop.dispositions import Dispositions
 from tests.support.commands import cti
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -153,6 +154,22 @@ async def test_full_demo_seed_is_realistic(engine: AsyncEngine) -> None:
         )
         assert len(shared.all()) > 10  # households: the pop offers a choice
     assert recent_calls and open_items["ticket"] and open_items["followup"] and amounts
+    # outcomes use the shipped codes (the page shows their labels), and the calls of the last
+    # day all have theirs (My day of a fresh demo is not a list of missing outcomes)
+    shipped = {d.code for d in Dispositions.load(ROOT / "config" / "dispositions.toml").items}
+    async with AsyncSession(engine) as session:
+        codes = set(
+            await session.scalars(select(Interaction.title).where(Interaction.kind == "outcome"))
+        )
+        recent = select(Interaction.call_id).where(
+            Interaction.kind == "call", Interaction.occurred_at >= day_ago
+        )
+        told = select(Interaction.call_id).where(Interaction.kind == "outcome")
+        without = await session.scalar(
+            select(func.count()).select_from(recent.except_(told).subquery())
+        )
+    assert codes and codes <= shipped, codes - shipped
+    assert without == 0
     store = CustomerStore(engine, PHONES)
     callers = [n for n in await simulated_callers(1, 30) if n is not None]
     cards = [c for n in callers for c in (await store.lookup(n, now=NOW, budget=5)).cards]
