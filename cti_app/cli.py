@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from cti import replay as replay_mod
 from cti import settings as settings_mod
-from cti.ami import AmiAuthError, AmiProtocolError
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -152,15 +151,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> int:
-    """Run until Ctrl-C; a PBX that refuses us for good, or a port we cannot listen on, ends
-    the process with its reason."""
+    """Run until Ctrl-C; a port we cannot listen on ends the process with its reason (a PBX
+    that refuses us is its client's to retry: cti.ami)."""
     refused: list[BaseException] = []
     try:
         asyncio.run(main())
     except* KeyboardInterrupt:
         pass
-    except* (AmiAuthError, AmiProtocolError) as group:
-        refused.extend(group.exceptions)
     except* OSError as group:  # a port to listen on is taken
         refused.extend(group.exceptions)
     for exc in refused:

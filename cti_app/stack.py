@@ -84,8 +84,8 @@ async def run_stack(
     """Run until cancelled; ``on_ready`` is told where to reach it once it listens.
 
     Raises SettingsError-like errors from the dispositions file, MenuError from the IVR
-    menus, SegmentRulesError from the segment rules, and AmiAuthError / AmiProtocolError from
-    a PBX that refuses us for good.
+    menus and SegmentRulesError from the segment rules. A PBX that fails (refused login, a
+    peer that is not Asterisk, an outage) is that PBX's client's to retry: it ends nothing.
     """
     rules = rules_from(settings.segments.rules_file)
     await asyncio.to_thread(upgrade, settings.store.database_url)

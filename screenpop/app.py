@@ -64,7 +64,9 @@ from screenpop.keys import (
 from screenpop.pipeline import PopService
 
 STATIC = Path(__file__).parent / "static"
-PUBLIC_ROUTES = frozenset({"login", "static", *crm_api.ROUTES})  # the CRM's: own token
+# the CRM's have their own token; probes and scrapers have no login, and none of theirs
+# carries customer data (screenpop.health, screenpop.metrics)
+PUBLIC_ROUTES = frozenset({"login", "static", "healthz", "readyz", "metrics", *crm_api.ROUTES})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"

@@ -4,22 +4,20 @@
 only when the customer store answers a trivial query within :data:`PROBE_TIMEOUT` and every
 configured PBX's AMI link is logged in; otherwise 503, with each part's state and the reason
 of the ones not ready. Neither needs a session: a probe cannot log in, and neither answer
-carries customer data (:func:`open_routes`).
+carries customer data (screenpop.app.PUBLIC_ROUTES lists them).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 PROBE_TIMEOUT = 1.0  # seconds: a store slower than this to say "1" is not ready for pops
-ROUTES = frozenset({"healthz", "readyz"})
 T = TypeVar("T")
 _abandoned: set[asyncio.Future[Any]] = set()  # probes given up on, kept until they end
 
@@ -115,7 +113,6 @@ def add_routes(app: web.Application, readiness: Readiness) -> None:
     app[READINESS] = readiness
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")
-    open_routes(app, ROUTES)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -125,18 +122,3 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     state = await request.app[READINESS].check()
     return web.json_response(state, status=200 if state["ready"] else 503)
-
-
-def open_routes(app: web.Application, names: Collection[str]) -> None:
-    """Serve the routes ``names`` without the agent page's session check, which guards every
-    route it does not list as public (screenpop.app.PUBLIC_ROUTES): probes and scrapers have
-    no login. Must run before the app starts (its middlewares freeze then)."""
-
-    @web.middleware
-    async def unguarded(request: web.Request, handler: Handler) -> web.StreamResponse:
-        match = request.match_info
-        if match.route.name in names:
-            return await match.handler(request)
-        return await handler(request)
-
-    app.middlewares.insert(0, unguarded)

@@ -29,7 +29,7 @@ from crm_sync.phones import PhoneNormalizer
 from crm_sync.store import CustomerStore, Lookup
 from cti.events import AgentRinging, DomainEvent
 from cti.service import PbxFollower
-from screenpop.health import PROBE_TIMEOUT, open_routes, within
+from screenpop.health import PROBE_TIMEOUT, within
 from screenpop.keys import SESSIONS
 from screenpop.pipeline import WrapupControl
 
@@ -178,7 +178,6 @@ def add_routes(app: web.Application, metrics: Metrics, outbox: Outbox | None) ->
     metrics.sockets = lambda: len(app[SESSIONS].sockets())
     app[METRICS] = metrics
     app.router.add_get("/metrics", scrape, name="metrics")
-    open_routes(app, {"metrics"})
 
 
 async def scrape(request: web.Request) -> web.Response:
