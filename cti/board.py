@@ -248,7 +248,7 @@ class Board:
         # logged-in agents by state for all queues' total: each agent once (its ``counted``)
         self._tally: dict[str, int] = dict.fromkeys(_PLACES, 0)
         self._reasons: dict[str, int] = {}  # paused agents by reason, for the total
-        self._feeds: dict[str, tuple[bool, float]] = {}
+        self._feeds: dict[str, tuple[bool, float, str]] = {}  # pbx: up, since, why down
         self._gaps: dict[str, list[Gap]] = {}
         self._now = 0.0
         self._minute = -1
@@ -383,8 +383,8 @@ class Board:
             "agents": self._agent_rows(now),
             "alerts": alerts,
             "feed": [
-                {"pbx": pbx, "connected": up, "since": since}
-                for pbx, (up, since) in sorted(self._feeds.items())
+                {"pbx": pbx, "connected": up, "since": since, "reason": why}
+                for pbx, (up, since, why) in sorted(self._feeds.items())
             ],
             "settings": {
                 "short_abandon": self.rules.short_abandon,
@@ -524,8 +524,10 @@ class Board:
     def _on_feed(self, event: FeedStatus, at: float) -> None:
         was = self._feeds.get(event.pbx)
         if was is not None and was[0] == event.connected:
+            if not event.connected and event.reason:  # still down: the latest try's reason
+                self._feeds[event.pbx] = (False, was[1], event.reason)
             return
-        self._feeds[event.pbx] = (event.connected, at)
+        self._feeds[event.pbx] = (event.connected, at, event.reason)
         for queue in self._queues.values():
             if queue.pbx == event.pbx:
                 queue.view = None

@@ -204,11 +204,13 @@ class QueueDefined:
 
 @dataclass(frozen=True, slots=True)
 class FeedStatus:
-    """Our AMI link to a PBX went down, or is up again with state rebuilt."""
+    """Our AMI link to a PBX went down (``reason``: why, in words), or is up again with state
+    rebuilt."""
 
     pbx: str
     at: float | None
     connected: bool
+    reason: str = ""
 
 
 StateEvent = MemberUpdated | MemberRemoved | QueueDefined | FeedStatus

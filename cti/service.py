@@ -135,10 +135,12 @@ class PbxFollower:
             return events
         if isinstance(item, Disconnected) and not self.closing:
             log.warning("PBX %s: disconnected (%s); resync follows", item.pbx, item.reason)
-            self._observe([FeedStatus(item.pbx, self.clock.now() or item.at, False)])
+            at = self.clock.now() or item.at
+            self._observe([FeedStatus(item.pbx, at, False, item.reason)])
         if isinstance(item, AttemptFailed) and not self.closing:
             # the client logged why; a PBX down since start-up is shown down all the same
-            self._observe([FeedStatus(item.pbx, self.clock.now() or item.at, False)])
+            at = self.clock.now() or item.at
+            self._observe([FeedStatus(item.pbx, at, False, item.reason)])
         return []
 
     def _observe(self, events: list[StateEvent]) -> None:

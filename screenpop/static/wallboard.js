@@ -180,6 +180,7 @@
           item.append(document.createTextNode(`connected since ${clock(f.since)}`));
         } else {
           item.append(document.createTextNode(`disconnected since ${clock(f.since)} (`), since(f.since), document.createTextNode(")"));
+          if (f.reason) item.append(el("span", "pbx-reason", `: ${f.reason}`));
         }
         return item;
       }),

@@ -329,7 +329,21 @@ def test_a_feed_gap_is_shown_not_zeroed() -> None:
     points = {p["at"]: p for p in queue["trend"]}
     assert points[T0]["waiting"] == 1
     assert points[T0 + 60]["waiting"] is None and points[T0 + 120]["waiting"] is None
-    assert snap["feed"] == [{"pbx": "p", "connected": True, "since": T0 + 170}]
+    assert snap["feed"] == [{"pbx": "p", "connected": True, "since": T0 + 170, "reason": ""}]
+
+
+def test_a_pbx_down_says_why_and_since_when_it_first_went() -> None:
+    board = Board(BoardRules())
+    board.observe(FeedStatus("p", T0, False, "cannot connect: connection refused"))
+    board.observe(FeedStatus("p", T0 + 30, False, "login refused (Authentication failed)"))
+    assert board.snapshot(T0 + 40)["feed"] == [
+        {"pbx": "p", "connected": False, "since": T0,
+         "reason": "login refused (Authentication failed)"},
+    ]  # fmt: skip
+    board.observe(FeedStatus("p", T0 + 60, True))
+    assert board.snapshot(T0 + 70)["feed"] == [
+        {"pbx": "p", "connected": True, "since": T0 + 60, "reason": ""}
+    ]
 
 
 def test_score_weighs_the_known_parts() -> None:

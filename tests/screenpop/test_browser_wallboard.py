@@ -344,10 +344,11 @@ async def test_the_wallboard_follows_the_board(browser: Browser, site: Site) -> 
     await expect(frank.get_by_role("button", name="Pause")).to_be_visible()
 
     # the PBX link drops: the feed line says since when
-    board.change(feed=[{"pbx": PBX, "connected": False, "since": at - 30}])
-    await expect(page.locator("#feed .pbx-link.down")).to_contain_text(
-        f"AMI lab disconnected since {hhmm(at - 30)}"
-    )
+    refused = "login refused for user 'cti' <b>(Authentication failed)</b>"
+    board.change(feed=[{"pbx": PBX, "connected": False, "since": at - 30, "reason": refused}])
+    down = page.locator("#feed .pbx-link.down")
+    await expect(down).to_contain_text(f"AMI lab disconnected since {hhmm(at - 30)}")
+    await expect(down.locator(".pbx-reason")).to_have_text(f": {refused}")  # why, as text
 
     # the browser's link drops: "reconnecting", then a full snapshot again
     for socket in site.app[SESSIONS].sockets():
