@@ -94,6 +94,20 @@ async def record_call(
     return True
 
 
+async def handled_by(
+    sessions: async_sessionmaker[AsyncSession], pbx: str, call_id: str
+) -> tuple[str, ...]:
+    """Who the store says took this call (its call row, written when it ended): what a
+    restarted service, whose pop has forgotten the call, knows of it."""
+    async with sessions() as session:
+        agent = await session.scalar(
+            select(Interaction.agent).where(
+                Interaction.external_id == f"call:{pbx}:{call_id}", Interaction.kind == "call"
+            )
+        )
+    return (str(agent),) if agent else ()
+
+
 async def save_outcome(
     sessions: async_sessionmaker[AsyncSession], outcome: OutcomeIn, *, now: datetime
 ) -> OutcomeSaved:

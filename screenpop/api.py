@@ -19,8 +19,8 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
-from crm_sync.store import CustomerCard, Lookup, StoreUnavailable
-from crm_sync.timeline import OutcomeError, OutcomeIn
+from crm_sync.store import CustomerCard, CustomerStore, Lookup, StoreUnavailable
+from crm_sync.timeline import OutcomeError, OutcomeIn, handled_by
 from screenpop.auth import Account
 from screenpop.cards import Card, card_view
 from screenpop.errors import ApiError, store_unavailable
@@ -135,10 +135,11 @@ async def outcome(request: web.Request) -> web.StreamResponse:
     account = request[SESSION].account
     pop = request.app[POP]
     body = await _body(request)
-    agent = _agent_for(account, body, pop.book.handled_by(pbx, call_id))
     store = request.app[STORE]
     if store is None:
         raise store_unavailable()
+    handled = pop.book.handled_by(pbx, call_id) or await _stored_handler(store, pbx, call_id)
+    agent = _agent_for(account, body, handled)
     lookup = _lookup(pop, pbx, call_id, agent)
     customer_id = _optional_int(body, "customer_id")
     if (
@@ -207,6 +208,16 @@ def _lookup(pop: PopService, pbx: str, call_id: str, agent: str) -> Lookup | Non
         (c for c in pop.book.cards_for(agent) if (c.pbx, c.call_id) == (pbx, call_id)), None
     )
     return card.lookup if card is not None and card.lookup else pop.lookup_for(pbx, call_id)
+
+
+async def _stored_handler(store: CustomerStore, pbx: str, call_id: str) -> tuple[str, ...]:
+    """A call the pop no longer knows (the service restarted since it ended): the store's
+    call row says who took it, so its outcome can still be recorded."""
+    try:
+        return await handled_by(store.sessions, pbx, call_id)
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("call %s/%s not read: %s", pbx, call_id, exc)
+        raise store_unavailable() from exc
 
 
 def _agent_for(account: Account, body: Mapping[str, Any], handled_by: tuple[str, ...]) -> str:

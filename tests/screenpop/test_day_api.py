@@ -202,3 +202,43 @@ async def test_a_supervisor_without_an_agent_line_has_no_day(world: World) -> No
 async def test_without_a_session_401(world: World) -> None:
     response = await world.client.get("/api/agents/me/day", params=bounds())
     assert response.status == 401
+
+
+async def test_after_a_restart_the_agents_stored_calls_still_take_their_outcome(
+    engine: AsyncEngine,
+) -> None:
+    """Issue 21: a call answered and not yet given its outcome when the service restarts is
+    in the store (its call row, with who took it); the new process's pop knows nothing of it,
+    yet My day offers it and the outcome is taken from the agent who took it, nobody else."""
+    store = new_store(engine)
+    seeded = await seed(store)
+    before = new_pop(store)
+    try:
+        async with client_for(build_app(before, store)) as client:
+            await login(client, "alice")
+            world = World(client, before, Calls(before), seeded)
+            await take(world, "c1", WEI)
+            await stored(client, "c1")
+    finally:
+        await before.close()
+    after = new_pop(store)  # the restarted service: an empty pop
+    try:
+        async with client_for(build_app(after, store)) as client:
+            bob = await login(client, "bob")
+            response = await client.post(
+                f"/api/calls/{PBX}/c1/outcome",
+                json={"key": "key-c1-bob", "disposition": "resolved", "customer_id": seeded.wei},
+                headers={"X-CSRF-Token": bob},
+            )
+            assert response.status == 403  # Bob did not take it
+            client.session.cookie_jar.clear()
+            alice = await login(client, "alice")
+            (row,) = [c for c in (await day(client))["calls"] if c["call_id"] == "c1"]
+            assert (row["outcome_missing"], row["finishable"], row["card_id"]) == (
+                True, True, None,
+            )  # fmt: skip
+            await save(client, alice, "c1", disposition="resolved", customer_id=seeded.wei)
+            (row,) = [c for c in (await day(client))["calls"] if c["call_id"] == "c1"]
+            assert row["outcome"]["label"] == "Resolved on the call"
+    finally:
+        await after.close()
