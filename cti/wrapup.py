@@ -6,16 +6,26 @@ saved outcome closes it. Asterisk does the holding (``QueuePause`` with reason `
 every queue of the member's interface), so no call is offered meanwhile and supervisors see
 the reason. The pause is the supervisors' own control (:class:`cti.controls.MemberControls`),
 sent in the background: the pipeline never waits for Asterisk.
+
+The pauses with that reason are the service's own, and Asterisk keeps them when the service
+stops (``kill -9``, SIGTERM, a crash). So the holder is also a state sink of the service: each
+time a PBX's state is rebuilt (the first login, every reconnect), it reads ``QueueStatus`` and
+unpauses the members paused ``wrap-up`` whose agent it does not hold now
+(:meth:`QueuePauseWrapup.reconcile`); a pause with any other reason is the agent's or a
+supervisor's and is never touched. And no hold outlasts ``max_seconds``: then the agent is
+released though the outcome is still owed (``expired`` is told, so the pop forgets the hold).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any
 
-from cti.ami import AmiClient
-from cti.controls import ControlError, MemberControls
+from cti.ami import AmiClient, AmiError
+from cti.controls import ACTION_TIMEOUT, ControlError, MemberControls
+from cti.events import FeedStatus, StateEvent
 from cti.settings import AgentSettings
 
 log = logging.getLogger(__name__)
@@ -26,19 +36,84 @@ class QueuePauseWrapup:
     def __init__(self, clients: Mapping[str, AmiClient], agents: Sequence[AgentSettings]) -> None:
         self._clients = clients
         self._controls = MemberControls(clients, agents)
+        self._agent_of = {i: a.id for a in agents for i in self._controls.interfaces(a.id)}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._held: set[tuple[str, str]] = set()  # (pbx, agent)
 
     def hold(self, pbx: str, agent: str) -> None:
-        self._pause(pbx, agent, True)
+        if self._pause(pbx, agent, True):
+            self._held.add((pbx, agent))
 
     def release(self, pbx: str, agent: str) -> None:
+        self._held.discard((pbx, agent))
         self._pause(pbx, agent, False)
 
-    def _pause(self, pbx: str, agent: str, paused: bool) -> None:
+    def holds(self, pbx: str, agent: str) -> bool:
+        """Whether this process holds the agent in wrap-up (an outcome is owed)."""
+        return (pbx, agent) in self._held
+
+    def observe(self, event: StateEvent) -> None:
+        """StateSink: once a PBX's state is rebuilt after a login, reconcile its pauses."""
+        if isinstance(event, FeedStatus) and event.connected and event.pbx in self._clients:
+            self._spawn(self._reconcile_logged(event.pbx))
+
+    async def reconcile(self, pbx: str) -> list[str]:
+        """Unpause the members Asterisk shows paused ``wrap-up`` whose agent this process does
+        not hold, in those queues only; the agents released, sorted. Raises ControlError."""
+        client = self._clients[pbx]
+        try:
+            reply = await client.send_action({"Action": "QueueStatus"}, timeout=ACTION_TIMEOUT)
+        except AmiError as exc:
+            raise ControlError(str(exc), "failed") from exc
+        stale: dict[str, list[tuple[str, str]]] = {}  # agent: (queue, interface) paused
+        for item in reply if isinstance(reply, list) else [reply]:
+            agent = self._agent_of.get(item.get("Location", ""))
+            if (
+                agent is not None
+                and item.get("Event") == "QueueMember"
+                and item.get("Paused") == "1"
+                and item.get("PausedReason") == REASON
+            ):
+                stale.setdefault(agent, []).append((item.get("Queue", ""), item["Location"]))
+        released = []
+        for agent, places in sorted(stale.items()):
+            for queue, interface in places:
+                if self.holds(pbx, agent):
+                    break  # held again meanwhile: a new wrap-up owns the pause
+                action = {"Action": "QueuePause", "Interface": interface, "Queue": queue}
+                action |= {"Paused": "false", "Reason": REASON}
+                try:
+                    await client.send_action(action, timeout=ACTION_TIMEOUT)
+                except AmiError as exc:
+                    raise ControlError(str(exc), "failed") from exc
+            else:
+                released.append(agent)
+        return released
+
+    async def _reconcile_logged(self, pbx: str) -> None:
+        try:
+            released = await self.reconcile(pbx)
+        except ControlError as exc:
+            log.warning("wrap-up pauses on PBX %s not reconciled: %s", pbx, exc)
+            return
+        if released:
+            log.info(
+                "wrap-up: released %d agents paused by an earlier run: %s",
+                len(released),
+                ", ".join(released),
+                extra={"pbx": pbx},
+            )
+
+    def _pause(self, pbx: str, agent: str, paused: bool) -> bool:
+        """Send the (un)pause in the background; False when it cannot be sent at all."""
         if pbx not in self._clients or not self._controls.interfaces(agent):
             log.info("wrap-up of %s on PBX %s not held: no interface configured", agent, pbx)
-            return
-        task = asyncio.create_task(self._send(pbx, agent, paused))
+            return False
+        self._spawn(self._send(pbx, agent, paused))
+        return True
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

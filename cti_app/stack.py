@@ -30,7 +30,7 @@ from crm_sync.work_figures import WorkFigures
 from cti.board import Board, Quality
 from cti.callbacks import CallbackDialer
 from cti.controls import MemberControls
-from cti.service import CtiService, EventSink
+from cti.service import CtiService, EventSink, StateSink
 from cti.settings import Settings
 from cti.waits import wait_set
 from cti.wrapup import QueuePauseWrapup
@@ -104,7 +104,8 @@ async def run_stack(
     )
     board = Board(settings.wallboard, settings.agents)
     pop.callers = board  # the wallboard shows each caller's tier
-    service = CtiService(settings, [*sinks, pop, metrics, board], [board])
+    state_sinks: list[StateSink] = [board]
+    service = CtiService(settings, [*sinks, pop, metrics, board], state_sinks)
     metrics.followers = service.followers
     work_changed = asyncio.Event()
     refresher = asyncio.create_task(refresh_work(board, WorkFigures(engine), work_changed, utc_now))
@@ -112,6 +113,7 @@ async def run_stack(
     relay = _relay(settings, store)
     clients = {f.settings.name: f.client for f in service.followers}
     wrapup = QueuePauseWrapup(clients, settings.agents)
+    state_sinks.append(wrapup)  # the followers share the list: each resync reconciles pauses
     runner: web.AppRunner | None = None
     agi: AgiServer | None = None
     try:
