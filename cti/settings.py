@@ -169,6 +169,14 @@ class Weights:
         }
 
 
+@dataclass(frozen=True)
+class WrapupSettings:
+    """The wrap-up hold (an outcome required): after ``max_seconds`` the agent is released
+    though the outcome is still owed, so the service never pauses anyone for good."""
+
+    max_seconds: float = 600.0
+
+
 @dataclass(frozen=True, slots=True)
 class BoardRules:
     short_abandon: float = 5.0  # seconds: a caller gone quicker is not a failure
@@ -195,6 +203,7 @@ class Settings:
     crm: CrmSettings = field(default_factory=CrmSettings)
     segments: SegmentSettings = field(default_factory=SegmentSettings)
     followups: FollowupSettings = field(default_factory=FollowupSettings)
+    wrapup: WrapupSettings = field(default_factory=WrapupSettings)
 
 
 def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -223,6 +232,7 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
         crm=_crm(raw.get("crm", {}), env),
         segments=_plain("segments", SegmentSettings(), raw.get("segments", {})),
         followups=_plain("followups", FollowupSettings(), raw.get("followups", {})),
+        wrapup=_wrapup(raw.get("wrapup", {})),
     )
 
 
@@ -253,6 +263,13 @@ def _plain(section: str, default: _T, body: Mapping[str, Any]) -> _T:
         if kind in (int, float) and values[key] < 0:
             raise SettingsError(f"[{section}]: {key} must not be negative")
     return replace(default, **values)  # type: ignore[type-var]
+
+
+def _wrapup(body: Mapping[str, Any]) -> WrapupSettings:
+    wrapup = _plain("wrapup", WrapupSettings(), body)
+    if wrapup.max_seconds <= 0:
+        raise SettingsError("[wrapup]: max_seconds must be more than 0")
+    return wrapup
 
 
 def _crm(body: Mapping[str, Any], env: Mapping[str, str]) -> CrmSettings:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from cti.ami import AmiClient, AmiError
@@ -30,22 +30,38 @@ from cti.settings import AgentSettings
 
 log = logging.getLogger(__name__)
 REASON = "wrap-up"
+MAX_SECONDS = 600.0  # the longest wrap-up the service holds an agent for, by default
 
 
 class QueuePauseWrapup:
-    def __init__(self, clients: Mapping[str, AmiClient], agents: Sequence[AgentSettings]) -> None:
+    def __init__(
+        self,
+        clients: Mapping[str, AmiClient],
+        agents: Sequence[AgentSettings],
+        *,
+        max_seconds: float = MAX_SECONDS,
+        expired: Callable[[str, str], None] | None = None,
+    ) -> None:
+        """``expired(pbx, agent)`` is called when a hold reaches ``max_seconds``; it must
+        release the agent (the default: :meth:`release`)."""
         self._clients = clients
         self._controls = MemberControls(clients, agents)
         self._agent_of = {i: a.id for a in agents for i in self._controls.interfaces(a.id)}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._held: set[tuple[str, str]] = set()  # (pbx, agent)
+        self._held: dict[tuple[str, str], asyncio.TimerHandle] = {}  # (pbx, agent): its limit
+        self.max_seconds = max_seconds
+        self.expired = expired or self.release
 
     def hold(self, pbx: str, agent: str) -> None:
         if self._pause(pbx, agent, True):
-            self._held.add((pbx, agent))
+            self._forget(pbx, agent)  # a new wrap-up: its own longest wrap-up
+            limit = asyncio.get_running_loop().call_later(
+                self.max_seconds, self._expire, pbx, agent
+            )
+            self._held[(pbx, agent)] = limit
 
     def release(self, pbx: str, agent: str) -> None:
-        self._held.discard((pbx, agent))
+        self._forget(pbx, agent)
         self._pause(pbx, agent, False)
 
     def holds(self, pbx: str, agent: str) -> bool:
@@ -104,6 +120,22 @@ class QueuePauseWrapup:
                 extra={"pbx": pbx},
             )
 
+    def _expire(self, pbx: str, agent: str) -> None:
+        self._held.pop((pbx, agent), None)
+        log.warning(
+            "wrap-up of %s on PBX %s released after %s: outcome still missing",
+            agent,
+            pbx,
+            span(self.max_seconds),
+            extra={"pbx": pbx},
+        )
+        self.expired(pbx, agent)
+
+    def _forget(self, pbx: str, agent: str) -> None:
+        limit = self._held.pop((pbx, agent), None)
+        if limit is not None:
+            limit.cancel()
+
     def _pause(self, pbx: str, agent: str, paused: bool) -> bool:
         """Send the (un)pause in the background; False when it cannot be sent at all."""
         if pbx not in self._clients or not self._controls.interfaces(agent):
@@ -124,4 +156,14 @@ class QueuePauseWrapup:
             log.warning("QueuePause of %s paused=%s failed: %s", agent, paused, exc)
 
     async def close(self) -> None:
+        """Let the pauses in flight be sent; the holds' limits end with the process."""
+        for limit in self._held.values():
+            limit.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def span(seconds: float) -> str:
+    """A wrap-up limit in words: ``10 min``, ``90 s``."""
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:g} s"

@@ -112,7 +112,12 @@ async def run_stack(
     segmenter = asyncio.create_task(keep_segments(store.sessions, rules, clock=utc_now))
     relay = _relay(settings, store)
     clients = {f.settings.name: f.client for f in service.followers}
-    wrapup = QueuePauseWrapup(clients, settings.agents)
+    wrapup = QueuePauseWrapup(
+        clients,
+        settings.agents,
+        max_seconds=settings.wrapup.max_seconds,
+        expired=pop.wrapup_expired,  # the pop forgets the hold, then releases it
+    )
     state_sinks.append(wrapup)  # the followers share the list: each resync reconciles pauses
     runner: web.AppRunner | None = None
     agi: AgiServer | None = None

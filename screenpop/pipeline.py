@@ -81,6 +81,7 @@ class PopService:
         self._writes: set[asyncio.Task[None]] = set()
         self.wrapup = wrapup
         self._owed: set[tuple[str, str, str]] = set()  # (pbx, agent, call) in wrap-up
+        self._released: set[tuple[str, str, str]] = set()  # owed, past the longest wrap-up
         self.followups = followups  # files callbacks for missed calls; None: none filed
         self.callers: CallerTiers | None = None  # the wallboard, told each caller's tier
 
@@ -144,6 +145,15 @@ class PopService:
         if lookup is None or [card.id for card in lookup.cards] != [customer]:
             self._spawn(self._lookups_running, self._identified(self.store, key, customer))
 
+    def wrapup_expired(self, pbx: str, agent: str) -> None:
+        """The agent's hold reached the longest wrap-up: they are released though outcomes
+        are still owed. Their cards keep the outcome form and do not hold them again."""
+        expired = {key for key in self._owed if key[:2] == (pbx, agent)}
+        self._owed -= expired
+        self._released |= expired
+        if self.wrapup is not None:
+            self.wrapup.release(pbx, agent)
+
     def _track_wrapup(self, update: CardUpdate) -> None:
         """An agent is held from a card entering wrap-up until the last one closes.
 
@@ -155,7 +165,10 @@ class PopService:
         """
         card = update.card
         key = (card.pbx, update.agent, card.call_id)
-        if card.state == "wrapup" and key not in self._owed and not card.away:
+        if card.state == "closed":
+            self._released.discard(key)
+        seen = key in self._owed or key in self._released
+        if card.state == "wrapup" and not seen and not card.away:
             if not self.hub.connected(update.agent):
                 self.send(self.book.mark_away(card.pbx, card.call_id, update.agent))
                 return
