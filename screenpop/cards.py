@@ -71,6 +71,8 @@ class Card:
     ivr: dict[str, Any] | None  # what the IVR learned, in words: ivr_view(Findings.to_json())
     outcome_saved: bool  # saved while the call went on: it closes when the call ends
     away: bool  # in wrap-up from a call that ended while the agent's page was closed
+    # the agent's wrap-up hold ended at [wrapup] max_seconds, the outcome still owed
+    hold_released: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready (datetimes as ISO 8601 strings)."""
@@ -246,6 +248,15 @@ class PopBook:
         if call is None or card is None or card.state != "wrapup" or card.away:
             return []
         return self._put(call, agent, "wrapup", away=True)
+
+    def release_hold(self, pbx: str, call_id: str, agent: str) -> list[CardUpdate]:
+        """The agent is no longer held for this wrap-up card (the longest wrap-up passed):
+        it keeps its outcome form and says so."""
+        call = self._calls.get((pbx, call_id))
+        card = call.cards.get(agent) if call is not None else None
+        if call is None or card is None or card.state != "wrapup" or card.hold_released:
+            return []
+        return self._put(call, agent, "wrapup", hold_released=True)
 
     def dismiss(self, pbx: str, call_id: str, agent: str) -> list[CardUpdate] | None:
         """Close a wrap-up card of a call that ended while the agent was away, without an

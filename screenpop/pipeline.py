@@ -153,6 +153,8 @@ class PopService:
         self._released |= expired
         if self.wrapup is not None:
             self.wrapup.release(pbx, agent)
+        for _, _, call_id in sorted(expired):
+            self.send(self.book.release_hold(pbx, call_id, agent))
 
     def _track_wrapup(self, update: CardUpdate) -> None:
         """An agent is held from a card entering wrap-up until the last one closes.

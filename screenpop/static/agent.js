@@ -279,7 +279,7 @@
     const open = [...entries.values()].filter((e) => e.card.state !== "closed");
     emptyEl.hidden = open.length > 0;
     // held in wrap-up only for calls that ended with the page open (away: nobody held them)
-    bannerEl.hidden = !(config.require_outcome && open.some((e) => e.card.state === "wrapup" && !e.card.away));
+    bannerEl.hidden = !(config.require_outcome && open.some((e) => holding(e.card)));
     ringBarUpdate(open);
   }
 
@@ -500,6 +500,12 @@
     return form;
   }
 
+  // A wrap-up card the agent is held for: not one that ended while their page was closed,
+  // nor one whose hold the longest wrap-up released
+  function holding(card) {
+    return card.state === "wrapup" && !card.away && !card.hold_released;
+  }
+
   // A disposition that needs no customer (config: customer = false, e.g. a wrong number)
   function nobodyNeeded(code) {
     return (config.nobody_needed || []).includes(code);
@@ -510,7 +516,8 @@
     if (card.outcome_saved && !entry.saved) showSaved(entry); // saved in another tab, or before a reload
     const lookup = card.lookup;
     const status = lookup ? lookup.status : null;
-    form.querySelector(".wrapup-hint").hidden = !(config.require_outcome && card.state === "wrapup" && !card.away);
+    form.querySelector(".wrapup-hint").hidden = !(config.require_outcome && holding(card));
+    form.querySelector(".released-hint").hidden = !(card.state === "wrapup" && card.hold_released);
     const pick = form.querySelector(".pick");
     pick.hidden = status !== "several";
     const choices = pick.querySelector(".choices");

@@ -419,6 +419,31 @@ async def test_the_caller_id_name_is_offered_for_a_new_customer(
     await expect(other.locator(".caller-id-name")).to_be_hidden()
 
 
+async def test_the_longest_wrap_up_releases_the_hold_and_says_so(
+    browser: Browser, site: Site
+) -> None:
+    """Issue 21: an agent is never paused forever by the service. When the hold reaches
+    [wrapup] max_seconds the agent is released in Asterisk; the card keeps its outcome form
+    and says the outcome is still missing, and the banner no longer says "in wrap-up"."""
+    page = await browser.new_page(viewport={"width": 1200, "height": 900})
+    await log_in(page, site)
+    card = await take_call(page, site, "c1")
+    await expect(page.locator("#wrapup-banner")).to_be_visible()
+    await expect(card.locator(".wrapup-hint")).to_be_visible()
+    await until_paused(site.ami, ("1", "wrap-up"))
+    site.pop.wrapup_expired(PBX, "Alice")  # what the holder does at the limit
+    await expect(card.locator(".released-hint")).to_have_text(
+        "Wrap-up released after the longest wrap-up: this outcome is still missing."
+    )
+    await expect(card.locator(".wrapup-hint")).to_be_hidden()
+    await expect(page.locator("#wrapup-banner")).to_be_hidden()
+    await until_paused(site.ami, ("0", ""))
+    await card.get_by_label("Disposition").select_option("resolved")
+    await card.get_by_role("button", name=re.compile("^Save outcome")).click()
+    await expect(card).to_have_count(0)  # a late outcome is taken as any
+    await until_paused(site.ami, ("0", ""))
+
+
 async def test_a_wrong_number_needs_no_customer(browser: Browser, site: Site) -> None:
     """Defect 7: "Wrong number" from an unknown caller demanded a new customer's name, so
     agents made junk customers up. A disposition that needs nobody (config: customer =
