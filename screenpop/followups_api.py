@@ -229,8 +229,6 @@ async def close(request: web.Request) -> web.StreamResponse:
             item.id, result=result, note=note, by=agent, now=request.app[CLOCK]()
         )
     except FollowupError as exc:
-        if exc.field is not None:
-            raise ApiError(422, "invalid_field", exc.message, field=exc.field) from exc
         raise _refusal(exc) from exc
     detail = f"follow-up {item.id}: {result}"
     await _audit(request, "followup_close", agent, queue, None, detail, "ok")
@@ -261,8 +259,6 @@ async def reschedule(request: web.Request) -> web.StreamResponse:
             item.id, due_at=due_at, by=agent, now=request.app[CLOCK]()
         )
     except FollowupError as exc:
-        if exc.field is not None:
-            raise ApiError(422, "invalid_field", exc.message, field=exc.field) from exc
         raise _refusal(exc) from exc
     detail = f"follow-up {item.id}: due {_iso(before)} -> {_iso(moved.due_at)}"
     await _audit(request, "followup_due", agent, queue, None, detail, "ok")
@@ -507,6 +503,9 @@ def _queue(item: FollowupItem) -> str | None:
 
 
 def _refusal(exc: FollowupError) -> ApiError:
+    """The answer to a refused follow-up action: 422 naming a bad field, else by its kind."""
+    if exc.field is not None:
+        return ApiError(422, "invalid_field", exc.message, field=exc.field)
     return ApiError(_STATUS.get(exc.kind, 409), _IDS.get(exc.kind, "followup_state"), exc.message)
 
 
