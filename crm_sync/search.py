@@ -158,14 +158,11 @@ async def _named(session: AsyncSession, words: list[str], room: int) -> list[int
     terms index of the rarest word, in index order, and stops at ``room``: a common word
     (22,000 "smith…" of a million) costs what a rare one does; the other words are checked
     per customer (index on customer_id)."""
-    counted = []
-    for word in words:
-        sample = select(CustomerTerm.customer_id).where(*_starts(CustomerTerm, word))
-        seen = await session.scalar(select(func.count()).select_from(sample.limit(RARE).subquery()))
-        if not seen:
-            return []  # one word matches nobody: neither does the query
-        counted.append((seen, -len(word), word))
-    first, *others = [word for *_, word in sorted(counted)]
+    if len(words) > 1:  # one word needs no count: its own scan says as much
+        words = await _rarest_first(session, words)
+        if not words:
+            return []
+    first, *others = words
     driver = aliased(CustomerTerm)
     query = select(driver.customer_id).where(*_starts(driver, first))
     for word in others:
@@ -177,6 +174,19 @@ async def _named(session: AsyncSession, words: list[str], room: int) -> list[int
     query = query.order_by(driver.term, driver.customer_id).limit(room * 2)
     found = list(dict.fromkeys(await session.scalars(query)))
     return found[:room]
+
+
+async def _rarest_first(session: AsyncSession, words: list[str]) -> list[str]:
+    """The words by how many terms start with each (counted up to RARE), fewest first;
+    none if one of them matches nobody (then neither does the query)."""
+    counted = []
+    for word in words:
+        sample = select(CustomerTerm.customer_id).where(*_starts(CustomerTerm, word))
+        seen = await session.scalar(select(func.count()).select_from(sample.limit(RARE).subquery()))
+        if not seen:
+            return []
+        counted.append((seen, -len(word), word))
+    return [word for *_, word in sorted(counted)]
 
 
 def _starts(table: type[CustomerTerm], word: str) -> tuple[ColumnElement[bool], ...]:
