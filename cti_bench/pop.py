@@ -163,6 +163,15 @@ class _AgentClient:
 
     async def connect(self, run: _Run) -> None:
         """Log in through the form, open ``/ws``, read the snapshot, then listen."""
+        await self.log_in()
+        self.socket = await self.http.ws_connect("/ws")
+        first = await self.socket.receive_json(timeout=10.0)
+        if first.get("type") != "snapshot":
+            raise RuntimeError(f"{self.login}: first message was {first.get('type')!r}")
+        self.listener = asyncio.create_task(self._listen(self.socket, run))
+
+    async def log_in(self) -> None:
+        """Log in through the form (CSRF double-submit): the session cookie is in ``http``."""
         async with self.http.get("/login") as page:
             match = _CSRF.search(await page.text())
         if match is None:
@@ -171,11 +180,6 @@ class _AgentClient:
         async with self.http.post("/login", data=form, allow_redirects=False) as reply:
             if reply.status != 303:
                 raise RuntimeError(f"login {self.login}: HTTP {reply.status}")
-        self.socket = await self.http.ws_connect("/ws")
-        first = await self.socket.receive_json(timeout=10.0)
-        if first.get("type") != "snapshot":
-            raise RuntimeError(f"{self.login}: first message was {first.get('type')!r}")
-        self.listener = asyncio.create_task(self._listen(self.socket, run))
 
     @staticmethod
     async def _listen(socket: aiohttp.ClientWebSocketResponse, run: _Run) -> None:
