@@ -415,6 +415,13 @@ class AmiServer:
 
     ``agents``/``queues`` describe the PBX (the lab's by default); ``pbx`` is the
     :class:`~pbxsim.scenarios.Pbx` that scenarios played here should be built with.
+
+    Fault knobs (off by default): ``drop_after_login`` closes every session right after a
+    successful Login (its answer, ``FullyBooted`` and ``SuccessfulAuth`` are sent first), so
+    the peer accepts and drops forever (F21); ``banner`` replaces Asterisk's banner line
+    (``Asterisk Call Manager/<version>``) with another, e.g. ``"SSH-2.0-OpenSSH_9.6"``, so the
+    peer is not an Asterisk (F20). :meth:`drop_clients` cuts every connection mid-stream.
+    ``connections`` counts the connections accepted.
     """
 
     def __init__(
@@ -430,8 +437,13 @@ class AmiServer:
         agents: Sequence[Agent] = AGENTS,
         queues: Sequence[QueueSpec] = QUEUES,
         speed: float = 0.0,
+        drop_after_login: bool = False,
+        banner: str | None = None,
     ) -> None:
         self.username = username
+        self.drop_after_login = drop_after_login
+        self.banner = banner
+        self.connections = 0
         # divides the durations of the calls the server plays itself (callback Originates);
         # 0 plays them without waiting
         self.speed = speed
@@ -523,7 +535,9 @@ class AmiServer:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client.send(f"Asterisk Call Manager/{self.version}\r\n".encode())
+        self.connections += 1
+        banner = f"Asterisk Call Manager/{self.version}" if self.banner is None else self.banner
+        client.send(f"{banner}\r\n".encode())
         client.tasks = [
             asyncio.create_task(client.write_loop()),
             asyncio.create_task(client.read_loop()),
@@ -682,6 +696,8 @@ async def _login(client: _Client, action: Message) -> None:
         )
     server.emit(_successful_auth(client, action))
     server.logged_in.set()
+    if server.drop_after_login:
+        client.finish()  # accepted, then gone: what was queued goes out first
 
 
 def _successful_auth(client: _Client, action: Message) -> Message:

@@ -760,3 +760,30 @@ async def test_run_traffic_overlaps_calls(server: AmiServer, peer: Peer) -> None
     assert len(news) >= 5
     with pytest.raises(ValueError, match="mix"):
         await run_traffic(server, rate_per_minute=60, seed=1, mix={"nope": 1.0})
+
+
+async def test_drop_after_login_accepts_then_closes_every_time() -> None:
+    server = AmiServer(auth_delay=0.0, drop_after_login=True)
+    await server.start()
+    try:
+        for n in (1, 2):
+            p = await Peer.open(server.port)
+            assert (await p.login())["Message"] == "Authentication accepted"
+            booted = await p.read()
+            assert booted["Event"] == "FullyBooted"
+            assert await p.closed() and server.logins == n and server.clients == 0
+        assert server.connections == 2
+    finally:
+        await server.stop()
+
+
+async def test_foreign_banner_replaces_asterisks() -> None:
+    server = AmiServer(banner="SSH-2.0-OpenSSH_9.6")
+    await server.start()
+    try:
+        p = await Peer.open(server.port)
+        assert await p.reader.readuntil(b"\r\n") == b"SSH-2.0-OpenSSH_9.6\r\n"
+        assert server.connections == 1
+        p.close()
+    finally:
+        await server.stop()
