@@ -85,6 +85,10 @@ def _bench(args: argparse.Namespace) -> int:
         from cti_bench.imports import run_import
 
         run_import(args.import_customers, pg_url)
+    if args.soak:
+        from cti_bench.soak import run_soak
+
+        run_soak(args.soak_agents, args.soak_rate, args.soak_minutes)
     return 0
 
 
@@ -602,6 +606,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=1_000_000,
         help="customers of the bulk import figure, a CSV through `cti import` into "
         "PostgreSQL (default 1,000,000; 0: skip)",
+    )
+    bench.add_argument(
+        "--soak",
+        action="store_true",
+        help="also run the soak last: the pop set-up held for minutes, the product's memory "
+        "and open files sampled (not run by default)",
+    )
+    bench.add_argument(
+        "--soak-agents", type=int, default=1000, help="connected agents of the soak (1000)"
+    )
+    bench.add_argument(
+        "--soak-rate", type=float, default=50.0, help="calls per second of the soak (50)"
+    )
+    bench.add_argument(
+        "--soak-minutes", type=float, default=10.0, help="minutes of calls of the soak (10)"
     )
     bench.set_defaults(func=_bench)
 
