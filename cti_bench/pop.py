@@ -77,6 +77,7 @@ TIMINGS = Timings(ivr=0.5, wait=0.5, ring=1.0, talk=2.0)
 QUEUE = "support"
 DISPOSITIONS = Path(__file__).resolve().parent.parent / "config" / "dispositions.toml"
 CONNECT_CONCURRENCY = 32
+LOGIN_TRIES = 5
 GRACE = 8.0  # seconds to wait for the last cards after the last call started
 Key = tuple[str, str]  # (call id = the caller channel's Linkedid, agent id)
 Ring = tuple[Key, float]  # and the AgentCalled's offset from the call's start
@@ -158,6 +159,7 @@ class _AgentClient:
             connector=aiohttp.TCPConnector(force_close=True),
             cookie_jar=aiohttp.CookieJar(unsafe=True),  # cookies from 127.0.0.1
         )
+        self.refused = 0  # logins answered 503 and tried again
         self.socket: aiohttp.ClientWebSocketResponse | None = None
         self.listener: asyncio.Task[None] | None = None
 
@@ -171,15 +173,22 @@ class _AgentClient:
         self.listener = asyncio.create_task(self._listen(self.socket, run))
 
     async def log_in(self) -> None:
-        """Log in through the form (CSRF double-submit): the session cookie is in ``http``."""
-        async with self.http.get("/login") as page:
-            match = _CSRF.search(await page.text())
-        if match is None:
-            raise RuntimeError("no CSRF token on the login page")
-        form = {"login": self.login, "password": PASSWORD, "csrf_token": match[1], "next": "/"}
-        async with self.http.post("/login", data=form, allow_redirects=False) as reply:
-            if reply.status != 303:
-                raise RuntimeError(f"login {self.login}: HTTP {reply.status}")
+        """Log in through the form (CSRF double-submit): the session cookie is in ``http``.
+        A 503 (the store did not take the session in time, as under a storm of logins) is
+        tried again, as a person would, up to ``LOGIN_TRIES`` times; ``refused`` counts them."""
+        for attempt in range(1, LOGIN_TRIES + 1):
+            async with self.http.get("/login") as page:
+                match = _CSRF.search(await page.text())
+            if match is None:
+                raise RuntimeError("no CSRF token on the login page")
+            form = {"login": self.login, "password": PASSWORD, "csrf_token": match[1], "next": "/"}
+            async with self.http.post("/login", data=form, allow_redirects=False) as reply:
+                if reply.status == 303:
+                    return
+                if reply.status != 503 or attempt == LOGIN_TRIES:
+                    raise RuntimeError(f"login {self.login}: HTTP {reply.status}")
+            self.refused += 1
+            await asyncio.sleep(0.5 * attempt)
 
     @staticmethod
     async def _listen(socket: aiohttp.ClientWebSocketResponse, run: _Run) -> None:

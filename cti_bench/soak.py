@@ -129,6 +129,7 @@ class LoadRun:
     sim_logins: int
     metrics: dict[str, float]
     log_errors: list[str]
+    logins_refused: int = 0  # agents' logins answered 503 and tried again
 
     def latencies(self, start: float = 0.0, end: float = float("inf")) -> list[float]:
         """Seconds from emit to arrival of the measured cards of the calls started in
@@ -303,6 +304,7 @@ async def drive(
         for line in said.splitlines()
         if any(word in line for word in ("ERROR", "CRITICAL", "Traceback"))
     ]
+    refused = sum(c.refused for c in clients)
     return LoadRun(
         agents,
         rate,
@@ -316,6 +318,7 @@ async def drive(
         server.logins,
         metrics,
         errors,
+        refused,
     )
 
 
@@ -340,6 +343,7 @@ class SoakReport:
     ami_reconnects: int  # the simulator's logins after the first
     product_reconnects: float  # cti_ami_reconnects on /metrics
     log_errors: list[str]
+    logins_refused: int = 0
 
     @property
     def drift_pct(self) -> float:
@@ -366,7 +370,8 @@ class SoakReport:
             f"  open fds: start {self.fds_start}, max {self.fds_max}, end {self.fds_end}",
             f"  errors: cards lost {self.missing}, AMI reconnects {self.ami_reconnects} "
             f"(product's counter {self.product_reconnects:g}), "
-            f"logged errors {len(self.log_errors)}",
+            f"logged errors {len(self.log_errors)}; agents' logins refused (503) and "
+            f"tried again {self.logins_refused}",
         ]
         for start, cards, p50, p99, worst in self.minutes:
             out.append(
@@ -414,6 +419,7 @@ def report(load: LoadRun, window: float = WINDOW) -> SoakReport:
         ami_reconnects=load.sim_logins - 1,
         product_reconnects=load.metrics.get("cti_ami_reconnects_total", 0.0),
         log_errors=load.log_errors,
+        logins_refused=load.logins_refused,
     )
 
 
