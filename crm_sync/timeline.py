@@ -55,13 +55,18 @@ class OutcomeSaved:
 
 async def record_call(
     sessions: async_sessionmaker[AsyncSession],
-    customer_id: int,
+    customer_id: int | None,
     record: CallRecord,
     *,
     now: datetime,
 ) -> bool:
     """Add a finished call to the customer's timeline; False if it was already there. The
-    call's own times come from the record; ``now`` stamps the outbox row."""
+    call's own times come from the record; ``now`` stamps the outbox row.
+
+    ``customer_id`` None: a caller the store could not name (unknown, several matches, the
+    lookup failed). The row is kept all the same, so a restarted service still knows who
+    took the call and its outcome can be recorded; the CRM is told nothing (it has no
+    customer to attach it to: the outcome, which may create one, tells it)."""
     when = datetime.fromtimestamp(record.started_at or record.ended_at or 0, UTC)
     who = ", ".join(record.handled_by) or "nobody"
     queues = ", ".join(record.queues) or "no queue"
@@ -81,14 +86,15 @@ async def record_call(
             async with session.begin():
                 session.add(row)
                 await session.flush()
-                enqueue(
-                    session,
-                    topic="call.ended",
-                    key=row.external_id or f"call:{row.id}",
-                    customer_id=customer_id,
-                    data={"interaction_id": row.id, "call": record.to_json()},
-                    now=now,
-                )
+                if customer_id is not None:
+                    enqueue(
+                        session,
+                        topic="call.ended",
+                        key=row.external_id or f"call:{row.id}",
+                        customer_id=customer_id,
+                        data={"interaction_id": row.id, "call": record.to_json()},
+                        now=now,
+                    )
         except IntegrityError:
             return False  # this call's end was recorded before (a replay, a restart)
     return True

@@ -1,10 +1,10 @@
 """An agent's day as the store knows it: the calls they answered and the outcomes they saved.
 
-The store holds the calls of known customers (kind ``call``, ``agent`` the one who answered)
-and each outcome (kind ``outcome``, same ``call_id``, ``agent`` the one who saved it). An
-outcome saved for a call with no call row of this agent (an unknown caller made a new
-customer, a call transferred to them) is a call of their day too, at the outcome's time;
-an outcome saved after midnight for yesterday's call is not.
+The store holds the calls agents answered (kind ``call``, ``agent`` the one who answered;
+no customer when the caller was not known) and each outcome (kind ``outcome``, same
+``call_id``, ``agent`` the one who saved it). An outcome saved for a call with no call row
+of this agent (a call transferred to them) is a call of their day too, at the outcome's
+time; an outcome saved after midnight for yesterday's call is not.
 The day's bounds come from the agent's browser: only it knows its time zone and DST.
 Both reads go by ``ix_interactions_agent_time`` (agent, occurred_at).
 """
@@ -57,7 +57,7 @@ async def agent_day(
         calls = (
             await session.execute(
                 select(Interaction, Customer.name)
-                .join(Customer, Customer.id == Interaction.customer_id)
+                .outerjoin(Customer, Customer.id == Interaction.customer_id)  # unknown callers
                 .where(
                     Interaction.agent == agent,
                     Interaction.occurred_at >= start,
@@ -80,12 +80,15 @@ async def agent_day(
             continue  # one call on two pbxes' rows: the newest
         pbx = _pbx_of(row.external_id)
         found = outcomes.pop(call_id, None)
+        who: tuple[int | None, str | None] = (row.customer_id, name)
+        if row.customer_id is None and found is not None:
+            who = found[1:]  # an unknown caller the outcome named (or made)
         day[call_id] = DayCall(
             pbx=pbx,
             call_id=call_id,
             at=_utc(row.occurred_at),
-            customer_id=row.customer_id,
-            customer_name=name,
+            customer_id=who[0],
+            customer_name=who[1],
             # record_call writes the calls the pop saw (queue calls, inbound); callbacks are
             # written first by the follow-ups, outbound, and keep that row
             direction=row.direction or "inbound",

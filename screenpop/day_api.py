@@ -59,6 +59,8 @@ async def my_day(request: web.Request) -> web.StreamResponse:
         card = open_cards.pop(call.call_id, None)  # the store's row says more of the call
         card = card if call.outcome is None else None
         item = _stored(call, labels, card)
+        if call.customer_id is None and card is not None:  # the store keeps no caller number
+            item["number"] = card_view(card, phones)["display_number"] or None
         if call.outcome is None:
             pbx = call.pbx or (card.pbx if card else None)
             # the agent's own call row: its outcome is taken even after a restart (api.outcome)

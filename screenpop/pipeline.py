@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -24,11 +24,14 @@ from crm_sync.followups import Followups
 from crm_sync.store import CustomerStore, Lookup, StoreUnavailable
 from crm_sync.timeline import record_call
 from cti.events import AgentRinging, CallEnded, CallerIdentified, CallQueued, DomainEvent
+from cti.waits import wait_set
 from screenpop.cards import CardUpdate, PopBook, card_view
 from screenpop.hub import Hub
 
 log = logging.getLogger(__name__)
 REMEMBERED_CALLS = 20_000
+WRITE_RETRY_FIRST, WRITE_RETRY_MAX = 1.0, 30.0  # seconds between attempts at a call's write
+MAX_PENDING_WRITES = 10_000  # calls whose write waits for the store (an hour at 3 calls/s)
 T = TypeVar("T")
 
 
@@ -79,6 +82,7 @@ class PopService:
         self._by_ivr: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._lookups_running: set[asyncio.Task[None]] = set()
         self._writes: set[asyncio.Task[None]] = set()
+        self._closing = asyncio.Event()  # close(): writes waiting to retry give up
         self.wrapup = wrapup
         self._owed: set[tuple[str, str, str]] = set()  # (pbx, agent, call) in wrap-up
         self._released: set[tuple[str, str, str]] = set()  # owed, past the longest wrap-up
@@ -96,9 +100,21 @@ class PopService:
                 self._spawn(self._lookups_running, self._lookup(self.store, key, number))
         elif isinstance(event, CallEnded):
             lookup = self._lookups.get(key)
-            if self.store is not None and lookup is not None and len(lookup.cards) == 1:
-                work = self._record(self.store, lookup.cards[0].id, event, lookup.e164)
-                self._spawn(self._writes, work)
+            known = lookup is not None and len(lookup.cards) == 1
+            # a call an agent took is kept even when nobody knows the caller: its row is
+            # what lets a restarted service take the outcome the agent still owes
+            if self.store is not None and (known or event.record.answered_by):
+                customer_id = lookup.cards[0].id if lookup is not None and known else None
+                e164 = lookup.e164 if lookup is not None else None
+                if len(self._writes) < MAX_PENDING_WRITES:
+                    self._spawn(self._writes, self._record(self.store, customer_id, event, e164))
+                else:  # the store has been away for hours of calls: memory comes first
+                    log.error(
+                        "call %s not written: %d writes already wait for the store",
+                        event.call_id,
+                        len(self._writes),
+                        extra={"call_id": event.call_id, "pbx": event.pbx},
+                    )
             self._forget_if_settled(key)
 
     def dismiss(self, pbx: str, call_id: str, agent: str) -> bool:
@@ -192,7 +208,9 @@ class PopService:
         return self._lookups.get((pbx, call_id))
 
     async def close(self) -> None:
-        """Drop lookups in flight (nobody waits for them); let timeline writes finish."""
+        """Drop lookups in flight (nobody waits for them); let timeline writes finish (a write
+        waiting for the store to come back tries once more, then is given up, logged)."""
+        self._closing.set()
         for task in list(self._lookups_running):
             task.cancel()
         await asyncio.gather(*self._lookups_running, *self._writes, return_exceptions=True)
@@ -230,28 +248,44 @@ class PopService:
         self.send(self.book.enrich(key[0], key[1], lookup))
 
     async def _record(
-        self, store: CustomerStore, customer_id: int, event: CallEnded, number: str | None
+        self, store: CustomerStore, customer_id: int | None, event: CallEnded, number: str | None
     ) -> None:
-        try:
-            await record_call(store.sessions, customer_id, event.record, now=self.clock())
-        except (SQLAlchemyError, OSError) as exc:
-            log.warning(
-                "call %s not added to customer %s: %s",
-                event.call_id,
-                customer_id,
-                exc,
-                extra={"call_id": event.call_id, "pbx": event.pbx},
-            )
-        if self.followups is None:
+        """Write the finished call (and, for a known customer's missed queue call, its
+        callback), retrying while the store is unreachable: a call must not vanish from the
+        timeline, nor its outcome become impossible to record, because the database was
+        restarting when it ended."""
+        extra = {"call_id": event.call_id, "pbx": event.pbx}
+        if not await self._retrying(
+            f"call {event.call_id}",
+            lambda: record_call(store.sessions, customer_id, event.record, now=self.clock()),
+            extra,
+        ):
             return
-        try:
-            await self.followups.file_missed_call(
+        if self.followups is None or customer_id is None:
+            return
+        followups = self.followups
+        await self._retrying(
+            f"callback for missed call {event.call_id}",
+            lambda: followups.file_missed_call(
                 customer_id, event.record, number=number, now=self.clock()
-            )
-        except (SQLAlchemyError, OSError) as exc:
-            log.warning(
-                "no callback filed for missed call %s: %s",
-                event.call_id,
-                exc,
-                extra={"call_id": event.call_id, "pbx": event.pbx},
-            )
+            ),
+            extra,
+        )
+
+    async def _retrying(
+        self, what: str, write: Callable[[], Awaitable[object]], extra: dict[str, str]
+    ) -> bool:
+        """Run ``write`` until it succeeds, waiting longer between attempts (up to
+        WRITE_RETRY_MAX); True once it did. At close, one last attempt, then it is given up."""
+        delay = WRITE_RETRY_FIRST
+        while True:
+            try:
+                await write()
+                return True
+            except (SQLAlchemyError, OSError) as exc:
+                if self._closing.is_set():
+                    log.error("%s not written, the service is stopping: %s", what, exc, extra=extra)
+                    return False
+                log.warning("%s not written (retry in %.0f s): %s", what, delay, exc, extra=extra)
+            await wait_set(self._closing, delay)
+            delay = min(delay * 2, WRITE_RETRY_MAX)

@@ -242,3 +242,35 @@ async def test_after_a_restart_the_agents_stored_calls_still_take_their_outcome(
             assert row["outcome"]["label"] == "Resolved on the call"
     finally:
         await after.close()
+
+
+async def test_after_a_restart_an_unknown_callers_call_still_takes_its_outcome(
+    engine: AsyncEngine,
+) -> None:
+    """Issue 21: a caller nobody knows has no timeline, yet the call an agent took is kept
+    (a row without a customer), so after a restart My day still offers its outcome; the
+    outcome that names a new customer gives the call that customer."""
+    store = new_store(engine)
+    seeded = await seed(store)
+    before = new_pop(store)
+    try:
+        async with client_for(build_app(before, store)) as client:
+            await login(client, "alice")
+            await take(World(client, before, Calls(before), seeded), "c9", NOBODY)
+            await eventually(lambda: not before._writes)  # the call's row is written
+    finally:
+        await before.close()
+    after = new_pop(store)
+    try:
+        async with client_for(build_app(after, store)) as client:
+            alice = await login(client, "alice")
+            (row,) = (await day(client))["calls"]
+            assert (row["call_id"], row["customer"], row["number"]) == ("c9", None, None)
+            assert (row["outcome_missing"], row["finishable"], row["card_id"]) == (
+                True, True, None,
+            )  # fmt: skip
+            await save(client, alice, "c9", disposition="callback", new_customer_name="Neu Kunde")
+            (row,) = (await day(client))["calls"]
+            assert row["customer"]["name"] == "Neu Kunde" and row["outcome_missing"] is False
+    finally:
+        await after.close()
