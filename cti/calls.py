@@ -223,6 +223,7 @@ class _Channel:
     agent: str | None = None
     bridge: str = ""
     confirmed: bool = True
+    ringing: bool = False  # ChannelState 5 in the latest resync snapshot (CoreShowChannel)
 
 
 Handler = Callable[[Message, float | None, list[DomainEvent]], None]
@@ -338,6 +339,7 @@ class CallTracker:
             self._drop_channel(channel, None, out, ended_unseen=True)
         for call in list(self._calls.values()):
             self._infer_answer_from_bridges(call, at, out)
+            self._infer_ringing(call, at, out)
         return out
 
     def active_calls(self) -> list[CallRecord]:
@@ -920,6 +922,7 @@ class CallTracker:
         if channel is None:
             return
         channel.bridge = msg.get("BridgeId", "")
+        channel.ringing = msg.get("ChannelState") == "5"
         if channel.agent is None:
             agent = self.agents.agent_for_device(channel.name)
             if agent is not None:
@@ -971,6 +974,27 @@ class CallTracker:
                 ring = _Ring(channel.uniqueid, channel.agent, channel.agent, "", None, True)
                 self._answer(call, ring, at, None, None, out)
                 return
+
+    def _infer_ringing(self, call: _Call, at: float | None, out: list[DomainEvent]) -> None:
+        """An agent's device ringing (state 5) for a call nobody answered, a ring we did not
+        see begin (a start or reconnect while it rang): that agent is rung, once."""
+        if call.open_segments() or call.answering_leg is not None:
+            return
+        ringing = {r.agent for r in call.rings.values() if not r.done and not r.answered}
+        for uid in list(call.channels):
+            channel = self._channels.get(uid)
+            if (
+                channel is None
+                or channel.agent is None
+                or not channel.ringing
+                or uid in call.rings
+                or channel.agent in ringing
+            ):
+                continue
+            call.flag("state_from_resync")
+            ring = _Ring(uid, channel.agent, channel.agent, "", call.queue or None)
+            self._start_ring(call, ring, at, out)
+            ringing.add(channel.agent)
 
     # ---------------------------------------------------------------- ending
 
