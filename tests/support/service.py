@@ -189,7 +189,8 @@ class AgentClient:
 
     :attr:`received` holds every card message received, in order, per card id (``pbx/
     call_id/agent``); :attr:`cards` the newest version of each (by ``version``, as the page
-    applies them, snapshots included). After the socket closes it is opened again at once
+    applies them, snapshots included; a snapshot of another server run starts them again).
+    After the socket closes it is opened again at once
     (then every 0.2 s) with ``?since=<last seq>&epoch=<epoch>``; :attr:`connects` counts the
     opened sockets and :attr:`snapshots` the snapshots received.
     """
@@ -273,6 +274,8 @@ class AgentClient:
         kind = data.get("type")
         if kind == "snapshot":
             self.snapshots += 1
+            if data.get("epoch") != self.epoch:
+                self.cards.clear()  # as the page: another server run, versions start again
             self.epoch = data.get("epoch")
             in_snapshot = {card["id"] for card in data.get("cards", [])}
             for card in data.get("cards", []):
