@@ -11,12 +11,12 @@ does. At the fault:
 * Eve's phone rings (a call in ``sales``, still ringing after the restart);
 * Alice talks (the call goes on after the restart, then ends: she owes its outcome then);
 * Carol and Dave are in wrap-up, paused ``wrap-up``, owing the outcome of a known
-  customer's call;
+  customer's call, and Frank the outcome of an unknown caller's call;
 * Bob gave the outcome of his call (acknowledged with ``200``) just before the fault.
 
 After the restart, what the users see: their sessions still work (no login page, the socket
-reconnects), the ringing and talking calls are back with exactly one card each, Carol and Dave
-can still record their outcomes (owed in My day, then exactly one outcome row each), Bob's
+reconnects), the ringing and talking calls are back with exactly one card each, Carol, Dave
+and Frank can still record their outcomes (owed in My day, then exactly one outcome row each), Bob's
 outcome is there exactly once, nobody stays paused ``wrap-up`` without an outcome owed, and
 everybody takes calls again once their outcomes are saved.
 """
@@ -30,6 +30,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -55,10 +56,15 @@ SHORT = Timings(ivr=0.2, wait=0.0, ring=0.3, talk=0.5)  # calls over before the 
 OPEN = Timings(ivr=0.2, wait=0.0, ring=0.3, talk=1000.0, ring_timeout=3000.0)
 RINGING = Timings(ivr=0.2, wait=0.0, ring=1000.0, talk=5.0, ring_timeout=3000.0)
 CUT = 500.0  # offset (s) in an open call's plan: the events before it are played first
-SIM = {a.name: a for a in AGENTS}  # Alice, Bob, Carol, Dave (support/sales), Eve (sales)
-LOGINS = ("alice", "bob", "carol", "dave", "eve")
+FRANK = Agent("1006", "Frank", ("support",))  # takes an unknown caller's call
+SIM = {a.name: a for a in (*AGENTS, FRANK)}  # Alice … Dave (support/sales), Eve (sales)
+LOGINS = ("alice", "bob", "carol", "dave", "eve", "frank")
+KNOWN = LOGINS[:5]
 CUSTOMERS = {login: (f"+86138000000{n:02d}", f"Customer of {login}") for n, login in
-             enumerate(LOGINS, 1)}  # fmt: skip
+             enumerate(KNOWN, 1)}  # fmt: skip
+UNKNOWN = "+8613899999999"  # in no customer's record
+ENDED = ("bob", "carol", "dave", "frank")  # their calls end before the fault
+OWING = ("carol", "dave", "frank")  # and these owe the outcome at the fault
 
 
 def settings() -> list[AgentSettings]:
@@ -117,7 +123,9 @@ def call_id_of(events: Sequence[TimedEvent]) -> str:
 
 def call(server: AmiServer, login: str, timings: Timings, seed: int) -> list[TimedEvent]:
     agent: Agent = SIM[login.title()]
-    number = CUSTOMERS[login][0][3:]  # the national spelling, as Asterisk often shows it
+    number = CUSTOMERS.get(login, (UNKNOWN, ""))[0][
+        3:
+    ]  # the national spelling, as Asterisk often shows it
     queue = agent.queues[0]
     return answered(
         server.pbx,
@@ -142,7 +150,7 @@ def split(events: Sequence[TimedEvent]) -> tuple[list[TimedEvent], list[TimedEve
 
 @pytest.fixture
 async def pbx() -> AsyncIterator[AmiServer]:
-    server = AmiServer(auth_delay=0.05)
+    server = AmiServer(auth_delay=0.05, agents=(*AGENTS, FRANK))
     await server.start()
     try:
         yield server
@@ -176,9 +184,7 @@ async def test_restart_during_ringing_talk_and_wrapup(
         await until(lambda: pbx.clients >= 1, "the product logged in to the PBX")
 
         # -- before the fault: three short calls end, two stay open ---------------------
-        done = {
-            login: call(pbx, login, SHORT, n) for n, login in enumerate(("bob", "carol", "dave"))
-        }
+        done = {login: call(pbx, login, SHORT, n) for n, login in enumerate(ENDED)}
         done_ids = {login: call_id_of(events) for login, events in done.items()}
         plays += [asyncio.create_task(pbx.play(events)) for events in done.values()]
         talk_before, talk_after = split(call(pbx, "alice", OPEN, 10))
@@ -193,11 +199,11 @@ async def test_restart_during_ringing_talk_and_wrapup(
             entry = await owed(clients[login], done_ids[login])
             return entry is not None and entry.get("outcome_missing") is True
 
-        for login in ("bob", "carol", "dave"):  # each call ended, its outcome owed, held
+        for login in ENDED:  # each call ended, its outcome owed, held
             await until(lambda login=login: in_wrapup(login), f"{login}'s call owed in My day")  # type: ignore[misc]
         await until(
-            lambda: wrapup_paused(pbx) == {"Bob", "Carol", "Dave"},
-            "Bob, Carol and Dave paused wrap-up",
+            lambda: wrapup_paused(pbx) == {"Bob", "Carol", "Dave", "Frank"},
+            "Bob, Carol, Dave and Frank paused wrap-up",
         )
         await until(
             lambda: (
@@ -211,12 +217,16 @@ async def test_restart_during_ringing_talk_and_wrapup(
             PBX, done_ids["bob"], "bob-outcome-0001", customer_id=customer["bob"]
         )
         assert status == 200 and answer["saved"] is True, (status, answer)
-        await until(lambda: wrapup_paused(pbx) == {"Carol", "Dave"}, "Bob unpaused")
+        await until(lambda: wrapup_paused(pbx) == {"Carol", "Dave", "Frank"}, "Bob unpaused")
 
         # -- the fault, and a start with nobody at the keyboard ----------------------------
         code = await (product.kill() if fault == signal.SIGKILL else product.terminate())
         assert code != 0 or fault == signal.SIGTERM, code
-        assert wrapup_paused(pbx) == {"Carol", "Dave"}  # Asterisk kept the service's pauses
+        assert wrapup_paused(pbx) == {
+            "Carol",
+            "Dave",
+            "Frank",
+        }  # Asterisk kept the service's pauses
         connects = {login: c.connects for login, c in clients.items()}
         await product.start()
 
@@ -255,26 +265,28 @@ async def test_restart_during_ringing_talk_and_wrapup(
             lambda: "wrap-up: released" in product.output() or not wrapup_paused(pbx),
             "the wrap-up pauses reconciled",
         )
-        assert wrapup_paused(pbx) <= {"Carol", "Dave"}, wrapup_paused(pbx)
+        assert wrapup_paused(pbx) <= {"Carol", "Dave", "Frank"}, wrapup_paused(pbx)
 
         # Bob's acknowledged outcome is there exactly once, and not owed again
         assert await outcome_rows(url, done_ids["bob"]) == 1
         entry = await owed(clients["bob"], done_ids["bob"])
         assert entry is not None and entry["outcome_missing"] is False, entry
 
-        # Carol and Dave still owe theirs (My day), and can record them, exactly once each
-        for login in ("carol", "dave"):
+        # Carol, Dave and Frank still owe theirs (My day), and can record them, exactly once
+        # each; Frank's caller becomes a new customer
+        for login in OWING:
             entry = await owed(clients[login], done_ids[login])
             assert entry is not None, f"{login}'s call is gone from My day"
             assert entry["outcome_missing"] is True and entry["finishable"] is True, entry
             key = f"{login}-outcome-0001"
-            status, answer = await clients[login].post_outcome(
-                PBX, done_ids[login], key, customer_id=customer[login]
+            who: dict[str, Any] = (
+                {"customer_id": customer[login]}
+                if login in customer
+                else {"new_customer_name": "Frank's new customer"}
             )
+            status, answer = await clients[login].post_outcome(PBX, done_ids[login], key, **who)
             assert status == 200 and answer["saved"] is True, (login, status, answer)
-            status, again = await clients[login].post_outcome(
-                PBX, done_ids[login], key, customer_id=customer[login]
-            )
+            status, again = await clients[login].post_outcome(PBX, done_ids[login], key, **who)
             assert status == 200 and again["duplicate"] is True, (login, status, again)
             assert await outcome_rows(url, done_ids[login]) == 1
             entry = await owed(clients[login], done_ids[login])
