@@ -228,7 +228,9 @@ async def test_restart_during_ringing_talk_and_wrapup(
             "Frank",
         }  # Asterisk kept the service's pauses
         connects = {login: c.connects for login, c in clients.items()}
+        restarted = time.monotonic()
         await product.start()
+        listening = time.monotonic() - restarted
 
         # sessions survive: the sockets reconnect by themselves, the page is not the login
         await until(
@@ -237,6 +239,7 @@ async def test_restart_during_ringing_talk_and_wrapup(
             ),
             "every page's socket reconnected",
         )
+        reconnected = time.monotonic() - restarted
         for client in clients.values():
             await client.read_csrf()  # the agent page, not a redirect to /login
             assert 401 not in client.refused, (client.login, client.refused)
@@ -254,6 +257,11 @@ async def test_restart_during_ringing_talk_and_wrapup(
                 "Eve's ringing card back after the restart",
             )
             ringing_back = ""
+            print(
+                f"{fault.name}: listening after {listening:.2f} s, every page reconnected after "
+                f"{reconnected:.2f} s, the ringing card back after "
+                f"{time.monotonic() - restarted:.2f} s (from the start command)"
+            )
         except AssertionError as missing:
             ringing_back = f"{missing}; Eve's cards: {clients['eve'].open_cards()}"
         for login, client in clients.items():
