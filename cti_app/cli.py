@@ -9,6 +9,7 @@ import getpass
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -155,11 +156,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> int:
-    """Run until Ctrl-C; a port we cannot listen on ends the process with its reason (a PBX
-    that refuses us is its client's to retry: cti.ami)."""
+    """Run until Ctrl-C or SIGTERM; a port we cannot listen on ends the process with its
+    reason (a PBX that refuses us is its client's to retry: cti.ami)."""
     refused: list[BaseException] = []
     try:
-        asyncio.run(main())
+        asyncio.run(_until_stopped(main))
     except* KeyboardInterrupt:
         pass
     except* OSError as group:  # a port to listen on is taken
@@ -167,6 +168,32 @@ def _run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> int:
     for exc in refused:
         print(f"cti: {exc}", file=sys.stderr)
     return 1 if refused else 0
+
+
+async def _until_stopped(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """``main()`` until SIGTERM (systemd's stop, ``docker stop``, ``kill``) or Ctrl-C, which
+    cancel it the same way: pages are told 1001 "going away", calls being written get their
+    last attempt, pauses being sent reach Asterisk, and the process exits 0. Without this,
+    SIGTERM's default action would end the process on the spot, as a kill -9 does."""
+    task = asyncio.current_task()
+    assert task is not None
+    stopping = asyncio.Event()
+
+    def stop() -> None:
+        if not stopping.is_set():
+            logging.getLogger("cti").info("cti: SIGTERM received, stopping")
+        stopping.set()
+        task.cancel()
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop)
+    try:
+        await main()
+    except asyncio.CancelledError:
+        if not stopping.is_set():
+            raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def _store(args: argparse.Namespace) -> settings_mod.StoreSettings | None:

@@ -220,8 +220,18 @@ async def test_restart_during_ringing_talk_and_wrapup(
         await until(lambda: wrapup_paused(pbx) == {"Carol", "Dave", "Frank"}, "Bob unpaused")
 
         # -- the fault, and a start with nobody at the keyboard ----------------------------
+        closes = {login: len(c.close_codes) for login, c in clients.items()}
         code = await (product.kill() if fault == signal.SIGKILL else product.terminate())
-        assert code != 0 or fault == signal.SIGTERM, code
+        if fault == signal.SIGTERM:  # a clean stop: exit 0, every page told "going away"
+            assert code == 0, product.output()
+            assert "SIGTERM received, stopping" in product.output()
+            await until(
+                lambda: all(len(c.close_codes) > closes[k] for k, c in clients.items()),
+                "every page's socket closed",
+            )
+            assert {c.close_codes[closes[k]] for k, c in clients.items()} == {1001}
+        else:
+            assert code == -signal.SIGKILL, code
         assert wrapup_paused(pbx) == {
             "Carol",
             "Dave",

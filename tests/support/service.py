@@ -192,7 +192,8 @@ class AgentClient:
     applies them, snapshots included; a snapshot of another server run starts them again).
     After the socket closes it is opened again at once
     (then every 0.2 s) with ``?since=<last seq>&epoch=<epoch>``; :attr:`connects` counts the
-    opened sockets and :attr:`snapshots` the snapshots received.
+    opened sockets, :attr:`snapshots` the snapshots received and :attr:`close_codes` how
+    each socket ended (1001: the server said it was going away).
     """
 
     base_url: str
@@ -203,6 +204,7 @@ class AgentClient:
     connects: int = 0
     snapshots: int = 0
     refused: list[int] = field(default_factory=list)  # HTTP status of refused /ws handshakes
+    close_codes: list[int | None] = field(default_factory=list)  # of each socket that ended
     seq: int | None = None
     epoch: Any = None
     csrf: str = ""
@@ -268,6 +270,7 @@ class AgentClient:
                 async for message in self._socket:
                     if message.type == aiohttp.WSMsgType.TEXT:
                         self._take(json.loads(message.data))
+            self.close_codes.append(self._socket.close_code)
             await asyncio.sleep(0.05)
 
     def _take(self, data: dict[str, Any]) -> None:
