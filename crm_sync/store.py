@@ -28,7 +28,10 @@ from crm_sync.segments import reasons
 
 log = logging.getLogger(__name__)
 
-LookupStatus = Literal["found", "several", "none", "internal", "invalid", "timeout", "error"]
+# "skipped": not asked, the service was behind its PBX's events (screenpop.pipeline)
+LookupStatus = Literal[
+    "found", "several", "none", "internal", "invalid", "timeout", "error", "skipped"
+]
 MAX_MATCHES = 10
 REPEAT_WINDOW = timedelta(hours=24)
 

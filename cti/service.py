@@ -36,6 +36,8 @@ from cti.settings import PbxSettings, Settings
 log = logging.getLogger(__name__)
 
 EXPIRE_EVERY = 1.0
+SLICE = 0.005  # seconds of model work before the loop is given back
+BEHIND = 0.25  # seconds an event waited: the service sheds lookups until it catches up
 
 
 class EventSink(Protocol):
@@ -87,9 +89,19 @@ class PbxFollower:
         self.clock = StreamClock()
         self.events_in = 0
         self.closing = False
+        self.lag = 0.0  # seconds the latest event taken had waited in the queue
+        self.behind = False  # lag >= BEHIND: work that can wait (lookups) is shed
 
     async def consume(self) -> None:
-        """Drain the queue into the model forever (cancel to stop)."""
+        """Drain the queue into the model forever (cancel to stop).
+
+        Items are applied in slices of at most SLICE seconds, then the loop is given back:
+        ``Queue.get`` does not yield while items wait, so a backlog (a burst, a resync)
+        drained in one go would starve the socket readers, the browsers' writers and the
+        lookups for as long as it lasts, and a PBX whose writes we stop reading drops us.
+        """
+        loop = asyncio.get_running_loop()
+        expired_at = loop.time()
         while True:
             try:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
@@ -97,17 +109,49 @@ class PbxFollower:
                 async with asyncio.timeout(EXPIRE_EVERY):
                     item = await self.queue.get()
             except TimeoutError:
+                item = None
+            if item is not None:
+                self._note_lag(item)
+                until = loop.time() + SLICE
+                while True:
+                    self._apply_one(item)
+                    if self.queue.empty() or loop.time() >= until:
+                        break
+                    item = self.queue.get_nowait()
+            if loop.time() - expired_at >= EXPIRE_EVERY:  # also while events never stop
+                expired_at = loop.time()
                 now = self.clock.now()
                 if now is not None:
                     self._emit(self.tracker.expire(now))
-                continue
-            try:
-                events = self.apply(item)
-            except Exception:
-                # a model bug on one odd message must not stop following the PBX
-                log.exception("PBX %s: could not apply %s", self.settings.name, _describe(item))
-                continue
-            self._emit(events)
+            await asyncio.sleep(0)  # the readers and writers' turn
+
+    def _apply_one(self, item: Item) -> None:
+        try:
+            events = self.apply(item)
+        except Exception:
+            # a model bug on one odd message must not stop following the PBX
+            log.exception("PBX %s: could not apply %s", self.settings.name, _describe(item))
+            return
+        self._emit(events)
+
+    def _note_lag(self, item: Item) -> None:
+        """How long the item now taken waited (0 when the queue was empty): the service is
+        behind the PBX by that much. Crossing BEHIND is logged once each way."""
+        waited = max(0.0, time.time() - item.received_at) if isinstance(item, AmiEvent) else 0.0
+        self.lag = waited
+        behind = waited >= BEHIND or (self.behind and waited >= BEHIND / 5)  # no flapping
+        if behind != self.behind:
+            self.behind = behind
+            if behind:
+                log.warning(
+                    "PBX %s: %.1f s behind its events (%d waiting): customer lookups are "
+                    "skipped until it catches up; cards still go out",
+                    self.settings.name,
+                    self.lag,
+                    self.queue.qsize(),
+                )
+            else:
+                log.info("PBX %s: caught up with its events", self.settings.name)
 
     def apply(self, item: Item) -> list[DomainEvent]:
         if isinstance(item, AmiEvent):
@@ -193,6 +237,10 @@ class CtiService:
     ) -> None:
         agents = AgentDirectory(settings.agents)
         self.followers = [PbxFollower(pbx, agents, sinks, state_sinks) for pbx in settings.pbxs]
+
+    def behind(self, pbx: str) -> bool:
+        """Whether the service is behind this PBX's events (see PbxFollower.lag)."""
+        return any(f.behind for f in self.followers if f.settings.name == pbx)
 
     async def run(self) -> None:
         """Run until cancelled; the clients never raise for a PBX's failure."""

@@ -106,7 +106,9 @@ async def run_stack(
     pop.callers = board  # the wallboard shows each caller's tier
     state_sinks: list[StateSink] = [board]
     service = CtiService(settings, [*sinks, pop, metrics, board], state_sinks)
+    pop.behind = service.behind  # overload: lookups are skipped, cards still go out
     metrics.followers = service.followers
+    metrics.pop = pop
     work_changed = asyncio.Event()
     refresher = asyncio.create_task(refresh_work(board, WorkFigures(engine), work_changed, utc_now))
     segmenter = asyncio.create_task(keep_segments(store.sessions, rules, clock=utc_now))

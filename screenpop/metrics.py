@@ -31,7 +31,7 @@ from cti.events import AgentRinging, DomainEvent
 from cti.service import PbxFollower
 from screenpop.health import PROBE_TIMEOUT, within
 from screenpop.keys import SESSIONS
-from screenpop.pipeline import WrapupControl
+from screenpop.pipeline import PopService, WrapupControl
 
 log = logging.getLogger(__name__)
 # seconds; pops are milliseconds when all is well, the lookups' budget is 0.3 s by default
@@ -67,6 +67,7 @@ class Metrics:
             registry=self.registry,
         )
         self.followers: Sequence[PbxFollower] = ()
+        self.pop: PopService | None = None
         self.held: set[tuple[str, str]] = set()  # (pbx, agent) paused for an owed outcome
         self.sockets: Callable[[], int] = lambda: 0
         self.outbox: Outbox | None = None
@@ -128,12 +129,28 @@ class _Live(Collector):
             "Reconnect attempts to the PBX (each backoff pause)",
             labels=["pbx"],
         )
+        lag = GaugeMetricFamily(
+            "cti_ami_lag_seconds",
+            "How long the latest AMI event taken had waited behind the others",
+            labels=["pbx"],
+        )
+        waiting = GaugeMetricFamily(
+            "cti_ami_events_waiting", "AMI events read and not yet applied", labels=["pbx"]
+        )
         for follower in m.followers:
             name = [follower.settings.name]
             up.add_metric(name, 1.0 if follower.client.connected else 0.0)
             events.add_metric(name, follower.events_in)
             reconnects.add_metric(name, follower.client.reconnects)
-        yield from (up, events, reconnects)
+            lag.add_metric(name, follower.lag)
+            waiting.add_metric(name, follower.queue.qsize())
+        yield from (up, events, reconnects, lag, waiting)
+        if m.pop is not None:
+            yield CounterMetricFamily(
+                "cti_lookups_skipped",
+                "Customer lookups skipped because the service was behind its PBX",
+                m.pop.lookups_skipped,
+            )
         yield GaugeMetricFamily(
             "cti_websocket_clients", "Open WebSockets: agent pages and wallboards", m.sockets()
         )

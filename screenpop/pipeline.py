@@ -88,16 +88,29 @@ class PopService:
         self._released: set[tuple[str, str, str]] = set()  # owed, past the longest wrap-up
         self.followups = followups  # files callbacks for missed calls; None: none filed
         self.callers: CallerTiers | None = None  # the wallboard, told each caller's tier
+        # whether the service is behind a PBX's events (cti.service.CtiService.behind):
+        # then lookups are skipped, cards are not
+        self.behind: Callable[[str], bool] = lambda pbx: False
+        self.lookups_skipped = 0
+        self._skipped: OrderedDict[tuple[str, str], None] = OrderedDict()  # looked up later
 
     def publish(self, event: DomainEvent) -> None:
         """EventSink: update cards now; start a lookup or a timeline write in the background."""
         self.send(self.book.apply(event))
         key = (event.pbx, event.call_id)
+        if key in self._skipped and not self.behind(event.pbx):  # caught up: look now
+            del self._skipped[key]
+            number = self._numbers.get(key)
+            if self.store is not None and number and not isinstance(event, CallEnded):
+                self._spawn(self._lookups_running, self._lookup(self.store, key, number))
         if isinstance(event, CallerIdentified | CallQueued | AgentRinging):
             number = event.caller_number
             if self.store is not None and number and self._numbers.get(key) != number:
                 _remember(self._numbers, key, number)
-                self._spawn(self._lookups_running, self._lookup(self.store, key, number))
+                if self.behind(event.pbx):
+                    self._skip_lookup(key, number)
+                else:
+                    self._spawn(self._lookups_running, self._lookup(self.store, key, number))
         elif isinstance(event, CallEnded):
             lookup = self._lookups.get(key)
             known = lookup is not None and len(lookup.cards) == 1
@@ -135,7 +148,7 @@ class PopService:
     def _forget_if_settled(self, key: tuple[str, str]) -> None:
         """Once the book has let go of a call, so do we (what the collector need not walk)."""
         if not self.book.knows(*key):
-            for memory in (self._numbers, self._lookups, self._by_ivr):
+            for memory in (self._numbers, self._lookups, self._by_ivr, self._skipped):
                 memory.pop(key, None)
 
     def send(self, updates: list[CardUpdate]) -> None:
@@ -203,6 +216,17 @@ class PopService:
         if self.callers is not None:
             tier = lookup.cards[0].tier if len(lookup.cards) == 1 else None
             self.callers.set_caller(key[0], key[1], tier)
+
+    def _skip_lookup(self, key: tuple[str, str], number: str) -> None:
+        """Overload: the service is behind its PBX, and a lookup per call is the work that
+        can go (the card cannot). The card says the caller was not looked up; the lookup
+        runs at the call's next event (its answer) if the service has caught up by then."""
+        self.lookups_skipped += 1
+        _remember(self._skipped, key, None)
+        e164 = self.store.phones.to_e164(number) if self.store is not None else None
+        lookup = Lookup(number, e164, "skipped")
+        _remember(self._lookups, key, lookup)
+        self.send(self.book.enrich(key[0], key[1], lookup))
 
     def lookup_for(self, pbx: str, call_id: str) -> Lookup | None:
         return self._lookups.get((pbx, call_id))

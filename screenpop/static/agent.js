@@ -360,6 +360,7 @@
         invalid: "Number withheld or not a phone number: unknown caller.",
         timeout: "Store unavailable: unknown caller.",
         error: "Store unavailable: unknown caller.",
+        skipped: "Not looked up: the service is catching up with a burst of calls.",
       };
       const pending = card.state === "wrapup" ? "Caller not identified." : "Looking up the caller…";
       part.append(el("p", `lookup ${status || "pending"}`, status ? texts[status] : pending));

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from crm_sync.outbox import Outbox, enqueue
 from crm_sync.phones import PhoneNormalizer
 from cti.agents import AgentDirectory
+from cti.ami import AmiEvent
 from cti.events import AgentRinging, DomainEvent
 from cti.service import PbxFollower
 from cti.settings import PbxSettings
@@ -185,3 +186,23 @@ async def test_each_instance_has_its_own_registry_and_no_login_is_needed() -> No
         assert time.monotonic() - started < 1
         assert (await client.get("/api/me", headers={"Accept": "application/json"})).status == 401
     assert samples[("cti_pops_total", ())] == 0
+
+
+async def test_lag_waiting_events_and_skipped_lookups() -> None:
+    follower = PbxFollower(PbxSettings(name=PBX), AgentDirectory(()), [])
+    metrics = Metrics()
+    metrics.followers = [follower]
+    pop = new_pop(None)
+    metrics.pop = pop
+    app = build_app(pop, None)
+    add_routes(app, metrics, None)
+    labels = (("pbx", PBX),)
+    follower.lag = 1.5
+    for n in range(3):
+        follower.queue.put_nowait(AmiEvent(PBX, {"Event": "Newchannel", "Uniqueid": str(n)}, 0.0))
+    pop.lookups_skipped = 7
+    async with client_for(app) as client:
+        seen = await scraped(client)
+    assert seen[("cti_ami_lag_seconds", labels)] == 1.5
+    assert seen[("cti_ami_events_waiting", labels)] == 3
+    assert seen[("cti_lookups_skipped_total", ())] == 7

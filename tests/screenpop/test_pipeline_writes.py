@@ -108,3 +108,32 @@ def _abandoned(call_id: str) -> CallRecord:
         call_id, PBX, NOBODY, "", "800", ("support",), ("Alice",), None, (), (),
         "abandoned", 1.0, 2.0, None, 30.0, 28.0, None, (),
     )  # fmt: skip
+
+
+async def test_behind_its_pbx_the_pop_skips_lookups_not_cards(engine: AsyncEngine) -> None:
+    """Overload: the card goes out at once saying the caller was not looked up; once the
+    service has caught up, the call's next event (the answer) brings the customer."""
+    store = new_store(engine)
+    seeded = await seed(store)
+    pop = new_pop(store)
+    behind = {PBX: True}
+    pop.behind = lambda pbx: behind.get(pbx, False)
+    calls = Calls(pop)
+    try:
+        calls.ring("c1", "Alice", WEI)
+        lookup = pop.lookup_for(PBX, "c1")
+        assert lookup is not None and lookup.status == "skipped" and lookup.e164 == WEI
+        (card,) = pop.book.cards_for("Alice")
+        assert card.state == "ringing" and card.lookup == lookup
+        assert pop.lookups_skipped == 1
+        behind[PBX] = False
+        calls.answer("c1", "Alice")
+        await eventually(lambda: _status(pop) == "found")
+        assert [c.id for c in pop.book.cards_for("Alice")[0].lookup.cards] == [seeded.wei]
+    finally:
+        await pop.close()
+
+
+def _status(pop: pipeline.PopService) -> str | None:
+    lookup = pop.lookup_for(PBX, "c1")
+    return lookup.status if lookup is not None else None
