@@ -90,6 +90,21 @@ def _bench(args: argparse.Namespace) -> int:
         from cti_bench.soak import run_soak
 
         run_soak(args.soak_agents, args.soak_rate, args.soak_minutes)
+    if args.saturation:
+        from cti_bench.saturation import run_saturation
+
+        try:
+            rates = [float(part) for part in args.saturation_rates.split(",") if part.strip()]
+        except ValueError:
+            rates = []
+        if not rates or any(rate <= 0 for rate in rates):
+            print(
+                f"cti bench: --saturation-rates {args.saturation_rates!r}: not positive "
+                "numbers like 25,50,100",
+                file=sys.stderr,
+            )
+            return 2
+        run_saturation(args.saturation_agents, rates, args.saturation_step)
     return 0
 
 
@@ -648,6 +663,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--soak-minutes", type=float, default=10.0, help="minutes of calls of the soak (10)"
+    )
+    bench.add_argument(
+        "--saturation",
+        action="store_true",
+        help="also run the saturation search last: the call rate stepped up on one product "
+        "until pop p99 passes 100 ms, then twice that rate for 30 s and a normal rate for "
+        "60 s (about 4 minutes; not run by default)",
+    )
+    bench.add_argument(
+        "--saturation-agents",
+        type=int,
+        default=500,
+        help="connected agents of the saturation search (500)",
+    )
+    bench.add_argument(
+        "--saturation-rates",
+        default="25,50,100,150,200,300",
+        help="offered calls per second, one step each, comma-separated (25,50,100,150,200,300)",
+    )
+    bench.add_argument(
+        "--saturation-step",
+        type=float,
+        default=10.0,
+        help="seconds of calls per saturation step (10)",
     )
     bench.set_defaults(func=_bench)
 
