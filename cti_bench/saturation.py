@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import logging
 import os
 import random
 import time
@@ -69,6 +70,7 @@ from pbxsim.scenarios import QueueSpec, TimedEvent, answered
 SATURATION_AGENTS = 500
 SATURATION_RATES = (25.0, 50.0, 100.0, 150.0, 200.0, 300.0)
 STEP_SECONDS = 10.0
+WARMUP = 3.0  # seconds of calls at the first rate before the steps, not reported
 BURST_SECONDS = 30.0
 CALM_SECONDS = 60.0
 WINDOW = 5.0  # seconds of calls per p99 window of the overload run
@@ -77,6 +79,32 @@ CUSTOMERS = 10_000
 GRACE = 15.0  # seconds to wait for a step's last cards
 _NOTEWORTHY = ("WARNING", "ERROR", "CRITICAL", "Traceback", "behind", "caught up")
 POLL = 0.25  # seconds between scrapes of /metrics during a step
+
+
+class DropLog(logging.Handler):
+    """The simulator's reasons for dropping a client (``AMI sim: dropping client: ...``, a
+    debug line of :mod:`pbxsim.server`), kept while attached: whether a lost AMI link was the
+    simulator's write timeout (a reader that did not drain within 100 ms) or else."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.reasons: list[str] = []
+        self._logger = logging.getLogger("pbxsim.server")
+        self._level = self._logger.level
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "dropping client" in message:
+            self.reasons.append(message.split("dropping client: ", 1)[-1])
+
+    def __enter__(self) -> DropLog:
+        self._logger.addHandler(self)
+        self._logger.setLevel(logging.DEBUG)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self)
+        self._logger.setLevel(self._level)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -172,6 +200,7 @@ class Step:
     lag_max_s: float
     product_cpu_pct: float
     harness_cpu_pct: float
+    sim_drops: list[str] = field(default_factory=list)  # the simulator's reasons
 
     @property
     def missing(self) -> int:
@@ -193,6 +222,11 @@ class Step:
             f"skipped {self.lookups_skipped}  lag max {self.lag_max_s:.2f} s  "
             f"CPU product {self.product_cpu_pct:.0f} %  harness {self.harness_cpu_pct:.0f} % "
             f"(late p99 {self.late_p99_ms:.1f} ms)"
+            + (
+                f"\n         simulator dropped the product: {_counted(self.sim_drops)}"
+                if self.sim_drops
+                else ""
+            )
         )
 
 
@@ -212,6 +246,7 @@ class Overload:
     product_cpu_pct: float
     harness_cpu_pct: float
     windows: list[tuple[float, int, int, float]]  # (from s, cards, missing, p99 ms)
+    sim_drops: list[str] = field(default_factory=list)  # the simulator's reasons
     log_lines: list[str] = field(default_factory=list)  # the product's WARNING+ lines
 
     @property
@@ -236,6 +271,7 @@ class Overload:
             f"cards lost {self.missing}, AMI reconnects {self.ami_reconnects}, lookups "
             f"skipped {self.lookups_skipped}, lag max {self.lag_max_s:.2f} s; CPU product "
             f"{self.product_cpu_pct:.0f} %  harness {self.harness_cpu_pct:.0f} %",
+            f"  simulator dropped the product: {_counted(self.sim_drops) or 'never'}",
             "  p99 back under 100 ms "
             + (
                 f"for the calls from {back:g}s after the burst on"
@@ -289,6 +325,7 @@ class _Rig:
     log: Path
     rng: random.Random
     customers: int
+    drops: DropLog
     serial: int = 0
 
     async def scrape(self) -> dict[str, float]:
@@ -307,6 +344,7 @@ async def _rigged(agents: int, customers: int, seed: int) -> AsyncIterator[_Rig]
         run, ids, system_name="bench", agents=sim_agents, queues=(QueueSpec(QUEUE, "rrmemory"),)
     )
     clients: list[_AgentClient] = []
+    drops = DropLog()
     await server.start()
     try:
         async with _product(
@@ -326,7 +364,7 @@ async def _rigged(agents: int, customers: int, seed: int) -> AsyncIterator[_Rig]
                     for client in clients:
                         group.create_task(connect(client))
                 await until(lambda: server.clients >= 1, 10.0, "the product to log in to the PBX")
-                rig = _Rig(server, run, ids, pid, http, log, random.Random(seed), customers)
+                rig = _Rig(server, run, ids, pid, http, log, random.Random(seed), customers, drops)
                 due: dict[Key, float] = {}
                 probe = build_calls(
                     server, rig.rng, count=1, rate=1.0, begin=loop.time(), customers=customers,
@@ -335,7 +373,7 @@ async def _rigged(agents: int, customers: int, seed: int) -> AsyncIterator[_Rig]
                 player = asyncio.create_task(play_calls(server, probe))
                 await until(lambda: all(k in run.arrived for k in due), 10.0, "the first card")
                 await player
-                with harness_without_collections():
+                with harness_without_collections(), drops:
                     yield rig
             finally:
                 await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
@@ -418,7 +456,7 @@ async def _offer(
 
 
 async def _step(rig: _Rig, rate: float, seconds: float) -> Step:
-    logins = rig.server.logins
+    logins, drops = rig.server.logins, len(rig.drops.reasons)
     due, _, deltas, lag_max, cpu_product, cpu_harness = await _offer(rig, [(rate, seconds)])
     run = rig.run
     done = [k for k in due if k in run.arrived and k in run.sent]
@@ -442,7 +480,15 @@ async def _step(rig: _Rig, rate: float, seconds: float) -> Step:
         lag_max_s=lag_max,
         product_cpu_pct=cpu_product,
         harness_cpu_pct=cpu_harness,
+        sim_drops=rig.drops.reasons[drops:],
     )
+
+
+def _counted(reasons: Sequence[str]) -> str:
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        counts[reason] = counts.get(reason, 0) + 1
+    return ", ".join(f"{n}x {reason}" for reason, n in counts.items())
 
 
 def _range(start: float, end: float) -> list[float]:
@@ -454,7 +500,7 @@ def _range(start: float, end: float) -> list[float]:
 async def _overload(
     rig: _Rig, burst_rate: float, burst_seconds: float, calm_rate: float, calm_seconds: float
 ) -> Overload:
-    logins = rig.server.logins
+    logins, drops = rig.server.logins, len(rig.drops.reasons)
     said_before = len(rig.log.read_text(errors="replace").splitlines())
     due, planned, deltas, lag_max, cpu_product, cpu_harness = await _offer(
         rig, [(burst_rate, burst_seconds), (calm_rate, calm_seconds)]
@@ -482,6 +528,7 @@ async def _overload(
         product_cpu_pct=cpu_product,
         harness_cpu_pct=cpu_harness,
         windows=windows,
+        sim_drops=rig.drops.reasons[drops:],
         log_lines=[line for line in said if any(word in line for word in _NOTEWORTHY)],
     )
 
@@ -495,17 +542,21 @@ async def measure_saturation(
     calm_seconds: float = CALM_SECONDS,
     customers: int = CUSTOMERS,
     seed: int = 1,
+    warmup: float = WARMUP,
     overload: bool = True,
     printer: object = None,
 ) -> SaturationReport:
     """Step through ``rates`` (calls/s, ``step_seconds`` each) on one product; stop after
-    the first saturated step. Then, if ``overload``, twice the saturation rate (or the
-    highest rate's, if none saturated) for ``burst_seconds`` and the first rate for
-    ``calm_seconds``."""
+    the first saturated step (after ``warmup`` seconds at the first rate, not reported: the
+    product and the harness have just logged every agent in). Then, if ``overload``, twice
+    the saturation rate (or the highest rate's, if none saturated) for ``burst_seconds`` and
+    the first rate for ``calm_seconds``."""
     if agents < 1 or not rates or any(r <= 0 for r in rates) or step_seconds <= 0:
         raise ValueError("measure_saturation needs agents, positive rates and a step length")
     report = SaturationReport(agents, [])
     async with _rigged(agents, customers, seed) as rig:
+        if warmup > 0:
+            await _offer(rig, [(min(rates), warmup)])
         for rate in rates:
             step = await _step(rig, rate, step_seconds)
             report.steps.append(step)

@@ -15,7 +15,13 @@ pytestmark = pytest.mark.timeout(240)
 
 async def test_a_tiny_saturation_run_reports_real_consistent_figures() -> None:
     report = await measure_saturation(
-        4, [4.0, 8.0], step_seconds=1.5, burst_seconds=1.0, calm_seconds=5.0, customers=200
+        4,
+        [4.0, 8.0],
+        step_seconds=1.5,
+        burst_seconds=1.0,
+        calm_seconds=5.0,
+        customers=200,
+        warmup=0.5,
     )
     assert report.agents == 4
     assert [s.rate for s in report.steps] == [4.0, 8.0][: len(report.steps)]
