@@ -80,6 +80,9 @@ async def record_call(
         call_id=record.call_id,
         agent=record.answered_by,
         external_id=f"call:{record.pbx}:{record.call_id}",
+        # when the agent's wrap-up began: a restarted service gives back the wrap-ups of
+        # calls that ended within the longest wrap-up (crm_sync.workday.owed_calls)
+        closed_at=datetime.fromtimestamp(record.ended_at, UTC) if record.ended_at else None,
     )
     async with sessions() as session:
         try:

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from crm_sync.models import Customer, Interaction, OutboxRow
 
@@ -108,6 +109,60 @@ async def agent_day(
                 outcome,
             )
     return sorted(day.values(), key=lambda c: c.at, reverse=True)[:MAX_CALLS]
+
+
+@dataclass(frozen=True, slots=True)
+class OwedCall:
+    """A call an agent took that ended at ``ended_at`` and has no outcome yet."""
+
+    pbx: str
+    call_id: str
+    agent: str
+    customer_id: int | None
+    started_at: datetime
+    ended_at: datetime
+
+
+async def owed_calls(
+    sessions: async_sessionmaker[AsyncSession], *, since: datetime, limit: int = MAX_CALLS
+) -> list[OwedCall]:
+    """Calls that ended at ``since`` or later whose agent has saved no outcome: the wrap-ups
+    a restarted service gives back to the agents' pages (oldest first, at most ``limit``)."""
+    call = aliased(Interaction)
+    saved = (
+        select(Interaction.id)
+        .where(
+            Interaction.kind == "outcome",
+            Interaction.call_id == call.call_id,
+            Interaction.agent == call.agent,
+        )
+        .exists()
+    )
+    async with sessions() as session:
+        rows = await session.scalars(
+            select(call)
+            .where(
+                call.kind == "call",
+                call.closed_at >= _utc(since),
+                call.agent.is_not(None),
+                call.call_id.is_not(None),
+                ~saved,
+            )
+            .order_by(call.closed_at)
+            .limit(limit)
+        )
+        return [
+            OwedCall(
+                pbx,
+                row.call_id or "",
+                row.agent or "",
+                row.customer_id,
+                _utc(row.occurred_at),
+                _utc(row.closed_at or row.occurred_at),
+            )
+            for row in rows
+            if (pbx := _pbx_of(row.external_id)) is not None
+        ]
 
 
 async def _outcomes(

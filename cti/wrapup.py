@@ -11,7 +11,9 @@ The pauses with that reason are the service's own, and Asterisk keeps them when 
 stops (``kill -9``, SIGTERM, a crash). So the holder is also a state sink of the service: each
 time a PBX's state is rebuilt (the first login, every reconnect), it reads ``QueueStatus`` and
 unpauses the members paused ``wrap-up`` whose agent it does not hold now
-(:meth:`QueuePauseWrapup.reconcile`); a pause with any other reason is the agent's or a
+(:meth:`QueuePauseWrapup.reconcile`); an agent whose outcome is still owed after a restart is
+held again first (:meth:`adopt`, from the store's call rows), so only those who owe nothing
+are released. A pause with any other reason is the agent's or a
 supervisor's and is never touched. And no hold outlasts ``max_seconds``: then the agent is
 released though the outcome is still owed (``expired`` is told, so the pop forgets the hold).
 """
@@ -63,6 +65,14 @@ class QueuePauseWrapup:
     def release(self, pbx: str, agent: str) -> None:
         self._forget(pbx, agent)
         self._pause(pbx, agent, False)
+
+    def adopt(self, pbx: str, agent: str) -> None:
+        """Own the wrap-up pause an earlier run placed (its outcome is still owed) without
+        sending it again: reconcile then keeps it, and the longest wrap-up counts anew from
+        now. A pause the agent or a supervisor lifted meanwhile stays lifted."""
+        self._forget(pbx, agent)
+        limit = asyncio.get_running_loop().call_later(self.max_seconds, self._expire, pbx, agent)
+        self._held[(pbx, agent)] = limit
 
     def holds(self, pbx: str, agent: str) -> bool:
         """Whether this process holds the agent in wrap-up (an outcome is owed)."""

@@ -12,7 +12,7 @@ import gc
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
@@ -159,6 +159,8 @@ async def run_stack(
             await site.start()
             host, port = runner.addresses[0][:2]
             url = f"http://{host}:{port}/"
+        if accounts is not None:  # the agents' pages: their owed wrap-ups come back
+            await pop.restore_wrapups(utc_now() - timedelta(seconds=settings.wrapup.max_seconds))
         freeze_startup_heap()
         on_ready(Ready(url, address))
         await service.run()

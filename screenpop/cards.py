@@ -240,6 +240,22 @@ class PopBook:
         self._settle(call)
         return updates
 
+    def restore(
+        self, pbx: str, call_id: str, agent: str, *, ended_at: float, lookup: Lookup | None
+    ) -> list[CardUpdate]:
+        """The wrap-up card of a call that ended before this process started, its outcome
+        still owed (the store's call row says so): the agent finishes it as before."""
+        key = (pbx, call_id)
+        if key in self._calls or key in self._settled:
+            return []
+        call = self._call(key)
+        call.caller_number = lookup.raw if lookup is not None else ""
+        call.lookup = lookup
+        call.handled_by.append(agent)
+        call.history.append(_line(ended_at, f"ended; taken by {agent}, outcome still owed"))
+        call.ended = True
+        return self._put(call, agent, "wrapup", closed_reason="ended")
+
     def mark_away(self, pbx: str, call_id: str, agent: str) -> list[CardUpdate]:
         """The call ended while the agent's page was closed: nobody held them for it, so its
         wrap-up card is one they may finish or dismiss, not one that stops their work."""

@@ -109,6 +109,10 @@ class _CountedHolds:
         self._held.discard((pbx, agent))
         self._inner.release(pbx, agent)
 
+    def adopt(self, pbx: str, agent: str) -> None:
+        self._held.add((pbx, agent))
+        self._inner.adopt(pbx, agent)
+
 
 class _Live(Collector):
     """What the service's objects count already, read at each scrape."""

@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from crm_sync.followups import Followups
 from crm_sync.store import CustomerStore, Lookup, StoreUnavailable
 from crm_sync.timeline import record_call
+from crm_sync.workday import owed_calls
 from cti.events import AgentRinging, CallEnded, CallerIdentified, CallQueued, DomainEvent
 from cti.waits import wait_set
 from screenpop.cards import CardUpdate, PopBook, card_view
@@ -48,6 +49,9 @@ class WrapupControl(Protocol):
     def hold(self, pbx: str, agent: str) -> None: ...
 
     def release(self, pbx: str, agent: str) -> None: ...
+
+    def adopt(self, pbx: str, agent: str) -> None:
+        """Take over the hold an earlier run placed, without placing it again."""
 
 
 class CallerTiers(Protocol):
@@ -80,7 +84,8 @@ class PopService:
         self._lookups: OrderedDict[tuple[str, str], Lookup] = OrderedDict()
         # the customer the IVR identified (account number + PIN): wins over the number's
         self._by_ivr: OrderedDict[tuple[str, str], int] = OrderedDict()
-        self._lookups_running: set[asyncio.Task[None]] = set()
+        self._lookups_running: set[asyncio.Task[Any]] = set()
+        self._looking: dict[tuple[str, str], asyncio.Task[Lookup | None]] = {}  # in flight
         self._writes: set[asyncio.Task[None]] = set()
         self._closing = asyncio.Event()  # close(): writes waiting to retry give up
         self.wrapup = wrapup
@@ -102,7 +107,7 @@ class PopService:
             del self._skipped[key]
             number = self._numbers.get(key)
             if self.store is not None and number and not isinstance(event, CallEnded):
-                self._spawn(self._lookups_running, self._lookup(self.store, key, number))
+                self._start_lookup(self.store, key, number)
         if isinstance(event, CallerIdentified | CallQueued | AgentRinging):
             number = event.caller_number
             if self.store is not None and number and self._numbers.get(key) != number:
@@ -110,25 +115,43 @@ class PopService:
                 if self.behind(event.pbx):
                     self._skip_lookup(key, number)
                 else:
-                    self._spawn(self._lookups_running, self._lookup(self.store, key, number))
+                    self._start_lookup(self.store, key, number)
         elif isinstance(event, CallEnded):
-            lookup = self._lookups.get(key)
-            known = lookup is not None and len(lookup.cards) == 1
-            # a call an agent took is kept even when nobody knows the caller: its row is
-            # what lets a restarted service take the outcome the agent still owes
-            if self.store is not None and (known or event.record.answered_by):
-                customer_id = lookup.cards[0].id if lookup is not None and known else None
-                e164 = lookup.e164 if lookup is not None else None
-                if len(self._writes) < MAX_PENDING_WRITES:
-                    self._spawn(self._writes, self._record(self.store, customer_id, event, e164))
-                else:  # the store has been away for hours of calls: memory comes first
-                    log.error(
-                        "call %s not written: %d writes already wait for the store",
-                        event.call_id,
-                        len(self._writes),
-                        extra={"call_id": event.call_id, "pbx": event.pbx},
-                    )
+            if self.store is not None:
+                self._ended(self.store, key, event)
             self._forget_if_settled(key)
+
+    def _ended(self, store: CustomerStore, key: tuple[str, str], event: CallEnded) -> None:
+        """Write the ended call once its caller is known: a lookup still out (a short call)
+        is waited for, so a known caller's call is not written as an unknown one's."""
+        running = self._looking.get(key)
+        if running is None:
+            self._write_call(store, event, self._lookups.get(key))
+            return
+
+        def looked_up(task: asyncio.Task[Lookup | None]) -> None:
+            result = None if task.cancelled() or task.exception() else task.result()
+            self._write_call(store, event, self._lookups.get(key) or result)
+
+        running.add_done_callback(looked_up)
+
+    def _write_call(self, store: CustomerStore, event: CallEnded, lookup: Lookup | None) -> None:
+        known = lookup is not None and len(lookup.cards) == 1
+        # a call an agent took is kept even when nobody knows the caller: its row is what
+        # lets a restarted service take the outcome the agent still owes
+        if not (known or event.record.answered_by):
+            return
+        customer_id = lookup.cards[0].id if lookup is not None and known else None
+        e164 = lookup.e164 if lookup is not None else None
+        if len(self._writes) < MAX_PENDING_WRITES:
+            self._spawn(self._writes, self._record(store, customer_id, event, e164))
+        else:  # the store has been away for hours of calls: memory comes first
+            log.error(
+                "call %s not written: %d writes already wait for the store",
+                event.call_id,
+                len(self._writes),
+                extra={"call_id": event.call_id, "pbx": event.pbx},
+            )
 
     def dismiss(self, pbx: str, call_id: str, agent: str) -> bool:
         """Close a wrap-up card from a call that ended while the agent was away; False if
@@ -173,6 +196,45 @@ class PopService:
         lookup = self._lookups.get(key)
         if lookup is None or [card.id for card in lookup.cards] != [customer]:
             self._spawn(self._lookups_running, self._identified(self.store, key, customer))
+
+    async def restore_wrapups(self, since: datetime) -> int:
+        """After a restart: give back the wrap-up cards of calls that ended at ``since`` or
+        later and still owe their outcome (the store's call rows), and own the agents'
+        wrap-up pauses again, so a reconcile releases only agents who owe nothing. How many
+        cards came back; 0 when the store does not answer (My day still lists them)."""
+        if self.store is None:
+            return 0
+        try:
+            owed = await owed_calls(self.store.sessions, since=since)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("wrap-ups owed before the restart not read: %s", exc)
+            return 0
+        restored = 0
+        for call in owed:
+            lookup = await self._stored_lookup(self.store, call.customer_id)
+            updates = self.book.restore(
+                call.pbx, call.call_id, call.agent, ended_at=call.ended_at.timestamp(),
+                lookup=lookup,
+            )  # fmt: skip
+            if not updates:
+                continue
+            restored += 1
+            if self.wrapup is not None:
+                self._owed.add((call.pbx, call.agent, call.call_id))  # before send: held
+                self.wrapup.adopt(call.pbx, call.agent)
+            self.send(updates)
+        if restored:
+            log.info("%d wrap-ups owed before the restart are back on the agents' pages", restored)
+        return restored
+
+    async def _stored_lookup(self, store: CustomerStore, customer_id: int | None) -> Lookup | None:
+        if customer_id is None:
+            return None
+        try:
+            card = await store.card(customer_id, now=self.clock())
+        except StoreUnavailable:
+            return None
+        return Lookup("", None, "found", (card,)) if card is not None else None
 
     def wrapup_expired(self, pbx: str, agent: str) -> None:
         """The agent's hold reached the longest wrap-up: they are released though outcomes
@@ -238,6 +300,7 @@ class PopService:
         for task in list(self._lookups_running):
             task.cancel()
         await asyncio.gather(*self._lookups_running, *self._writes, return_exceptions=True)
+        await asyncio.gather(*self._writes, return_exceptions=True)  # of calls ended meanwhile
         if self.store is not None:
             await self.store.close()
 
@@ -247,15 +310,34 @@ class PopService:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    async def _lookup(self, store: CustomerStore, key: tuple[str, str], number: str) -> None:
+    def _start_lookup(self, store: CustomerStore, key: tuple[str, str], number: str) -> None:
+        task = asyncio.create_task(self._lookup(store, key, number))
+        self._lookups_running.add(task)
+        self._looking[key] = task
+
+        def done(task: asyncio.Task[Lookup | None]) -> None:
+            self._lookups_running.discard(task)
+            if self._looking.get(key) is task:
+                del self._looking[key]
+
+        task.add_done_callback(done)
+
+    async def _lookup(
+        self, store: CustomerStore, key: tuple[str, str], number: str
+    ) -> Lookup | None:
+        """Look the caller up and show it on the call's cards; the result (for the call's
+        write), or None when a newer lookup or the IVR's customer wins."""
         lookup = await store.lookup(number, now=self.clock(), budget=self.budget)
-        if self._numbers.get(key) != number:
-            return  # the caller's number changed meanwhile; a newer lookup is running
+        if key not in self._numbers:
+            return lookup  # the call is over and forgotten: only its write wants this
+        if self._numbers[key] != number:
+            return None  # the caller's number changed meanwhile; a newer lookup is running
         if key in self._by_ivr:
-            return  # the IVR identified the caller: that customer's card is (being) shown
+            return None  # the IVR identified the caller: that customer's card is (being) shown
         _remember(self._lookups, key, lookup)
         self._tell_tier(key, lookup)
         self.send(self.book.enrich(key[0], key[1], lookup))
+        return lookup
 
     async def _identified(self, store: CustomerStore, key: tuple[str, str], customer: int) -> None:
         try:

@@ -14,7 +14,7 @@ from crm_sync.models import Customer, Interaction
 from crm_sync.phones import PhoneNormalizer
 from crm_sync.store import CustomerStore
 from crm_sync.timeline import OutcomeIn, record_call, save_outcome
-from crm_sync.workday import agent_day
+from crm_sync.workday import agent_day, owed_calls
 from cti.events import CallRecord
 
 NOW = datetime(2026, 3, 29, 12, 0, tzinfo=UTC)
@@ -182,3 +182,34 @@ async def test_the_query_uses_the_agent_time_index(store: CustomerStore, db_url:
             await session.execute(text("SET enable_seqscan = off"))
         plan = " ".join(str(row) for row in await session.execute(text(sql)))
     assert "ix_interactions_agent_time" in plan
+
+
+async def test_owed_calls_are_those_ended_since_without_their_agents_outcome(
+    store: CustomerStore,
+) -> None:
+    """What a restarted service gives back as wrap-up cards (issue 21): the calls that ended
+    within the window whose agent saved no outcome, known caller or not, oldest first."""
+    s = store.sessions
+    since = NOW - timedelta(minutes=10)
+    # a call's end: its start + 1 + 4 (queue) + talk
+    await record_call(s, 1, record("long-ago", since - timedelta(minutes=5)), now=NOW)
+    await record_call(s, 1, record("owed", since + timedelta(minutes=1), talk=30), now=NOW)
+    await record_call(
+        s, None, record("unknown", since + timedelta(minutes=2), agent="bob"), now=NOW
+    )
+    await record_call(s, 2, record("saved", since + timedelta(minutes=3)), now=NOW)
+    await record_call(s, 2, record("bobs-note", since + timedelta(minutes=4)), now=NOW)
+    await save_outcome(s, outcome("k-saved", "saved", customer_id=2), now=NOW)
+    # another agent's outcome of Alice's call does not settle what Alice owes
+    await save_outcome(s, outcome("k-bob", "bobs-note", agent="bob", customer_id=2), now=NOW)
+
+    owed = await owed_calls(s, since=since)
+
+    assert [(o.call_id, o.agent, o.customer_id, o.pbx) for o in owed] == [
+        ("owed", "alice", 1, "lab"),
+        ("unknown", "bob", None, "lab"),
+        ("bobs-note", "alice", 2, "lab"),
+    ]
+    first = owed[0]
+    assert first.started_at == since + timedelta(minutes=1)
+    assert first.ended_at == first.started_at + timedelta(seconds=35)

@@ -14,6 +14,7 @@ from cti.agents import AgentDirectory
 from cti.ami import AmiEvent
 from cti.service import BEHIND, CtiService, PbxFollower
 from cti.settings import PbxSettings, Settings
+from tests.cti.test_service import wait_for
 
 EVENTS = 20_000
 
@@ -62,16 +63,12 @@ async def test_behind_its_pbx_the_service_says_so_once_each_way(
     try:
         for event in calls(200, waited=BEHIND * 4):  # read a second ago, taken only now
             follower.queue.put_nowait(event)
-        async with asyncio.timeout(10):
-            while follower.events_in < 200:
-                await asyncio.sleep(0.001)
+        await wait_for(lambda: follower.events_in == 200)
         assert service.behind("paris") and follower.lag >= BEHIND
         assert not service.behind("lyon")  # another PBX's lag is its own
         for event in calls(20):  # fresh events: caught up
             follower.queue.put_nowait(event)
-        async with asyncio.timeout(10):
-            while follower.events_in < 220:
-                await asyncio.sleep(0.001)
+        await wait_for(lambda: follower.events_in == 220)
         assert not service.behind("paris")
     finally:
         consumer.cancel()

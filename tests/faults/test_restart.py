@@ -278,12 +278,20 @@ async def test_restart_during_ringing_talk_and_wrapup(
             assert len(client.open_cards(alice_call)) == (login == "alice"), (login, client.cards)
             assert len(client.open_cards(eve_call)) <= (login == "eve"), (login, client.cards)
 
-        # nobody is paused wrap-up unless an outcome is owed; Bob owes nothing
-        await until(
-            lambda: "wrap-up: released" in product.output() or not wrapup_paused(pbx),
-            "the wrap-up pauses reconciled",
-        )
-        assert wrapup_paused(pbx) <= {"Carol", "Dave", "Frank"}, wrapup_paused(pbx)
+        # the owed wrap-ups are back as cards on the live page, with their outcome form,
+        # and those agents stay paused: the reconcile after the login releases nobody who
+        # owes an outcome (and Bob owes nothing)
+        for login in OWING:
+            await until(
+                lambda login=login: (
+                    [c["state"] for c in clients[login].open_cards(done_ids[login])] == ["wrapup"]
+                ),
+                f"{login}'s wrap-up card back on the page",
+            )
+        await until(lambda: "state rebuilt" in product.output()[-4000:], "the resync done")
+        await asyncio.sleep(2)  # the reconcile's QueueStatus and any QueuePause it sends
+        assert wrapup_paused(pbx) == {"Carol", "Dave", "Frank"}, wrapup_paused(pbx)
+        assert "wrap-ups owed before the restart are back" in product.output()
 
         # Bob's acknowledged outcome is there exactly once, and not owed again
         assert await outcome_rows(url, done_ids["bob"]) == 1
