@@ -107,6 +107,32 @@ class DropLog(logging.Handler):
         self._logger.setLevel(self._level)
 
 
+class LoopStalls:
+    """The longest this process's event loop was late waking a 10 ms timer, while entered
+    (``async with``): a harness stall longer than the simulator's 100 ms write timeout can
+    drop a reader that was keeping up."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + 0.01
+            await asyncio.sleep(0.01)
+            self.worst = max(self.worst, loop.time() - due)
+
+    async def __aenter__(self) -> LoopStalls:
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) process ``pid`` has used, in seconds (``/proc/<pid>/stat``)."""
     text = Path(f"/proc/{pid}/stat").read_text()
@@ -200,6 +226,7 @@ class Step:
     lag_max_s: float
     product_cpu_pct: float
     harness_cpu_pct: float
+    harness_stall_ms: float = 0.0  # the harness's loop late, at worst
     sim_drops: list[str] = field(default_factory=list)  # the simulator's reasons
 
     @property
@@ -221,7 +248,7 @@ class Step:
             f"missing {self.missing}  reconnects {self.ami_reconnects}  "
             f"skipped {self.lookups_skipped}  lag max {self.lag_max_s:.2f} s  "
             f"CPU product {self.product_cpu_pct:.0f} %  harness {self.harness_cpu_pct:.0f} % "
-            f"(late p99 {self.late_p99_ms:.1f} ms)"
+            f"(late p99 {self.late_p99_ms:.1f} ms, loop stall max {self.harness_stall_ms:.0f} ms)"
             + (
                 f"\n         simulator dropped the product: {_counted(self.sim_drops)}"
                 if self.sim_drops
@@ -246,6 +273,7 @@ class Overload:
     product_cpu_pct: float
     harness_cpu_pct: float
     windows: list[tuple[float, int, int, float]]  # (from s, cards, missing, p99 ms)
+    harness_stall_ms: float = 0.0  # the harness's loop late, at worst
     sim_drops: list[str] = field(default_factory=list)  # the simulator's reasons
     log_lines: list[str] = field(default_factory=list)  # the product's WARNING+ lines
 
@@ -270,7 +298,8 @@ class Overload:
             f"{self.calm_rate:g} calls/s for {self.calm_seconds:g}s: {self.calls:,} calls, "
             f"cards lost {self.missing}, AMI reconnects {self.ami_reconnects}, lookups "
             f"skipped {self.lookups_skipped}, lag max {self.lag_max_s:.2f} s; CPU product "
-            f"{self.product_cpu_pct:.0f} %  harness {self.harness_cpu_pct:.0f} %",
+            f"{self.product_cpu_pct:.0f} %  harness {self.harness_cpu_pct:.0f} % (its loop "
+            f"stalled up to {self.harness_stall_ms:.0f} ms)",
             f"  simulator dropped the product: {_counted(self.sim_drops) or 'never'}",
             "  p99 back under 100 ms "
             + (
@@ -284,7 +313,15 @@ class Overload:
                 f"  calls from {start:>4g}s: {cards:>5,} cards  missing {missing:>4}  "
                 f"p99 {p99:>9.2f} ms"
             )
-        out.extend(f"  product logged: {line[:200]}" for line in self.log_lines[:10])
+        routine = ("behind its events", "caught up", "outbox not read")
+        shed = sum(1 for line in self.log_lines if any(w in line for w in routine))
+        other = [line for line in self.log_lines if not any(w in line for w in routine)]
+        out.append(
+            f"  product logged {shed} lines of falling behind / catching up (or its outbox "
+            f"figure late), and {len(other)} other warnings or errors"
+            + (", the first ones:" if other else "")
+        )
+        out.extend(f"  product logged: {line[:240]}" for line in other[:12])
         return out
 
 
@@ -384,7 +421,7 @@ async def _rigged(agents: int, customers: int, seed: int) -> AsyncIterator[_Rig]
 
 async def _offer(
     rig: _Rig, phases: Sequence[tuple[float, float]]
-) -> tuple[dict[Key, float], dict[Key, float], dict[str, float], float, float, float]:
+) -> tuple[dict[Key, float], dict[Key, float], dict[str, float], float, float, float, float]:
     """Calls at each (rate, seconds) of ``phases`` one after the other; waits for their cards
     (up to GRACE after the last call's ring), then for the calls' ends. Returns each call's
     due AgentCalled (loop time) and planned start (s after the first call's), the /metrics
@@ -424,6 +461,8 @@ async def _offer(
 
     watcher = asyncio.create_task(watch())
     player = asyncio.create_task(play_calls(rig.server, calls()))
+    stalls = LoopStalls()
+    await stalls.__aenter__()
     try:
         arrived = rig.run.arrived
         while True:
@@ -439,6 +478,7 @@ async def _offer(
         wall = loop.time() - wall
         await player  # the calls' ends, before the next step
     finally:
+        await stalls.__aexit__()
         watcher.cancel()
         player.cancel()
         await asyncio.gather(watcher, player, return_exceptions=True)
@@ -452,12 +492,14 @@ async def _offer(
         lag_max,
         100.0 * cpu_product / wall,
         100.0 * cpu_harness / wall,
+        stalls.worst * 1000,
     )
 
 
 async def _step(rig: _Rig, rate: float, seconds: float) -> Step:
     logins, drops = rig.server.logins, len(rig.drops.reasons)
-    due, _, deltas, lag_max, cpu_product, cpu_harness = await _offer(rig, [(rate, seconds)])
+    offered = await _offer(rig, [(rate, seconds)])
+    due, _, deltas, lag_max, cpu_product, cpu_harness, stall_ms = offered
     run = rig.run
     done = [k for k in due if k in run.arrived and k in run.sent]
     latencies = [run.arrived[k] - run.sent[k] for k in done] or [0.0]
@@ -480,6 +522,7 @@ async def _step(rig: _Rig, rate: float, seconds: float) -> Step:
         lag_max_s=lag_max,
         product_cpu_pct=cpu_product,
         harness_cpu_pct=cpu_harness,
+        harness_stall_ms=stall_ms,
         sim_drops=rig.drops.reasons[drops:],
     )
 
@@ -502,7 +545,7 @@ async def _overload(
 ) -> Overload:
     logins, drops = rig.server.logins, len(rig.drops.reasons)
     said_before = len(rig.log.read_text(errors="replace").splitlines())
-    due, planned, deltas, lag_max, cpu_product, cpu_harness = await _offer(
+    due, planned, deltas, lag_max, cpu_product, cpu_harness, stall_ms = await _offer(
         rig, [(burst_rate, burst_seconds), (calm_rate, calm_seconds)]
     )
     run = rig.run
@@ -528,6 +571,7 @@ async def _overload(
         product_cpu_pct=cpu_product,
         harness_cpu_pct=cpu_harness,
         windows=windows,
+        harness_stall_ms=stall_ms,
         sim_drops=rig.drops.reasons[drops:],
         log_lines=[line for line in said if any(word in line for word in _NOTEWORTHY)],
     )

@@ -33,6 +33,7 @@ async def test_a_tiny_saturation_run_reports_real_consistent_figures() -> None:
         assert step.ami_reconnects >= 0 and step.lookups_skipped >= 0 and step.lag_max_s >= 0
         assert step.product_cpu_pct > 0 and step.harness_cpu_pct > 0
         assert "offered" in step.line() and "harness" in step.line()
+        assert step.harness_stall_ms >= 0
     point = report.saturation_rate
     assert point is None or point in (4.0, 8.0)
     if point is None:
