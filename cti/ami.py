@@ -20,9 +20,12 @@ What we replaced, and why:
 * **Dispatch.** An exception in an event callback escaped ``data_received``; asyncio then closed
   the connection and the rest of the read was lost. Every message and every callback is now
   guarded, and coroutine callbacks run as kept, watched tasks.
-* **The reader only enqueues.** Events go to an unbounded ``asyncio.Queue`` with
-  ``put_nowait``; the consumer drains it in its own task, so a slow consumer never stops the
-  socket being read (Asterisk drops a reader that does not accept a write within 100 ms).
+* **The reader only enqueues, and reads in a thread of its own.** Events go to an
+  ``asyncio.Queue`` with ``put_nowait``; the consumer drains it in its own task, so a slow
+  consumer never stops the socket being read (Asterisk drops a reader that does not accept a
+  write within 100 ms). The socket itself is read by a thread (:mod:`cti.wire`), so nothing
+  that holds the event loop holds the socket; the bytes are decoded in the loop, in order.
+  The queue's bound is ``MAX_WAITING`` events: past it the thread stops reading (logged).
 * **Connection life.** panoramisk reconnects forever at a fixed delay, retries wrong
   credentials every 2 s, never checks the Pong of its Ping and has no action timeout.
   :class:`AmiClient` owns the loop instead: connect (with a timeout), wait for the banner
@@ -67,10 +70,14 @@ from panoramisk.message import Message
 from cti.codec import AmiDecoder
 from cti.settings import PbxSettings
 from cti.waits import wait_set
+from cti.wire import open_threaded
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_ACTIONS = ("CoreShowChannels", "QueueStatus")
+# events read and not yet applied at which the reader stops reading (cti.wire): about a
+# minute of a very busy PBX, a few hundred MB; past it Asterisk may drop us, memory comes first
+MAX_WAITING = 200_000
 _TRUE = frozenset({"yes", "true", "y", "t", "1", "on"})  # Asterisk's ast_true()
 
 
@@ -680,9 +687,12 @@ class AmiClient:
         protocol: AmiClientProtocol
         try:
             async with asyncio.timeout(s.connect_timeout):
-                _, protocol = await loop.create_connection(
-                    lambda: AmiClientProtocol(self), s.host, s.port
-                )
+                _, opened = await open_threaded(
+                    s.host, s.port, lambda: AmiClientProtocol(self), name=s.name,
+                    paused=lambda: self.queue.qsize() >= MAX_WAITING,
+                )  # fmt: skip
+                assert isinstance(opened, AmiClientProtocol)
+                protocol = opened
         except TimeoutError:
             raise AmiError(
                 f"no connection to {s.host}:{s.port} within {s.connect_timeout:g} s"
