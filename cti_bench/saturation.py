@@ -89,12 +89,14 @@ class DropLog(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.reasons: list[str] = []
+        self.times: list[float] = []  # time.monotonic() of each drop
         self._logger = logging.getLogger("pbxsim.server")
         self._level = self._logger.level
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         if "dropping client" in message:
+            self.times.append(time.monotonic())
             self.reasons.append(message.split("dropping client: ", 1)[-1])
 
     def __enter__(self) -> DropLog:
@@ -108,20 +110,31 @@ class DropLog(logging.Handler):
 
 
 class LoopStalls:
-    """The longest this process's event loop was late waking a 10 ms timer, while entered
-    (``async with``): a harness stall longer than the simulator's 100 ms write timeout can
-    drop a reader that was keeping up."""
+    """How late this process's event loop woke a 10 ms timer, while entered (``async
+    with``): a harness stall longer than the simulator's 100 ms write timeout can drop a
+    reader that was keeping up. ``stalls`` holds (when it ended, how long) of each stall
+    over 20 ms, on the loop's clock (``time.monotonic()``)."""
 
     def __init__(self) -> None:
-        self.worst = 0.0
+        self.stalls: list[tuple[float, float]] = []
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def worst(self) -> float:
+        return max((length for _, length in self.stalls), default=0.0)
+
+    def worst_between(self, start: float, end: float) -> float:
+        """The longest stall that ended in [start, end], in seconds."""
+        return max((n for at, n in self.stalls if start <= at <= end), default=0.0)
 
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             due = loop.time() + 0.01
             await asyncio.sleep(0.01)
-            self.worst = max(self.worst, loop.time() - due)
+            now = loop.time()
+            if now - due > 0.02:
+                self.stalls.append((now, now - due))
 
     async def __aenter__(self) -> LoopStalls:
         self._task = asyncio.create_task(self._watch())
@@ -131,6 +144,15 @@ class LoopStalls:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+    def explain(self, drops: DropLog, first: int = 0) -> list[str]:
+        """The simulator's drops from ``first`` on, each with the harness's longest stall
+        that ended in the 0.3 s before it (or just after, the same loop turn)."""
+        return [
+            f"{reason} (harness loop stalled {self.worst_between(at - 0.3, at + 0.05) * 1000:.0f}"
+            " ms just before)"
+            for at, reason in list(zip(drops.times, drops.reasons, strict=True))[first:]
+        ]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -363,6 +385,7 @@ class _Rig:
     rng: random.Random
     customers: int
     drops: DropLog
+    stalls: LoopStalls
     serial: int = 0
 
     async def scrape(self) -> dict[str, float]:
@@ -401,7 +424,10 @@ async def _rigged(agents: int, customers: int, seed: int) -> AsyncIterator[_Rig]
                     for client in clients:
                         group.create_task(connect(client))
                 await until(lambda: server.clients >= 1, 10.0, "the product to log in to the PBX")
-                rig = _Rig(server, run, ids, pid, http, log, random.Random(seed), customers, drops)
+                stalls = LoopStalls()
+                rig = _Rig(
+                    server, run, ids, pid, http, log, random.Random(seed), customers, drops, stalls
+                )
                 due: dict[Key, float] = {}
                 probe = build_calls(
                     server, rig.rng, count=1, rate=1.0, begin=loop.time(), customers=customers,
@@ -411,7 +437,8 @@ async def _rigged(agents: int, customers: int, seed: int) -> AsyncIterator[_Rig]
                 await until(lambda: all(k in run.arrived for k in due), 10.0, "the first card")
                 await player
                 with harness_without_collections(), drops:
-                    yield rig
+                    async with stalls:
+                        yield rig
             finally:
                 await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
                 await http.close()
@@ -461,8 +488,7 @@ async def _offer(
 
     watcher = asyncio.create_task(watch())
     player = asyncio.create_task(play_calls(rig.server, calls()))
-    stalls = LoopStalls()
-    await stalls.__aenter__()
+    started = loop.time()
     try:
         arrived = rig.run.arrived
         while True:
@@ -478,7 +504,6 @@ async def _offer(
         wall = loop.time() - wall
         await player  # the calls' ends, before the next step
     finally:
-        await stalls.__aexit__()
         watcher.cancel()
         player.cancel()
         await asyncio.gather(watcher, player, return_exceptions=True)
@@ -492,7 +517,7 @@ async def _offer(
         lag_max,
         100.0 * cpu_product / wall,
         100.0 * cpu_harness / wall,
-        stalls.worst * 1000,
+        rig.stalls.worst_between(started, loop.time()) * 1000,
     )
 
 
@@ -523,7 +548,7 @@ async def _step(rig: _Rig, rate: float, seconds: float) -> Step:
         product_cpu_pct=cpu_product,
         harness_cpu_pct=cpu_harness,
         harness_stall_ms=stall_ms,
-        sim_drops=rig.drops.reasons[drops:],
+        sim_drops=rig.stalls.explain(rig.drops, drops),
     )
 
 
@@ -572,7 +597,7 @@ async def _overload(
         harness_cpu_pct=cpu_harness,
         windows=windows,
         harness_stall_ms=stall_ms,
-        sim_drops=rig.drops.reasons[drops:],
+        sim_drops=rig.stalls.explain(rig.drops, drops),
         log_lines=[line for line in said if any(word in line for word in _NOTEWORTHY)],
     )
 

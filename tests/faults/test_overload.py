@@ -230,7 +230,7 @@ async def test_a_burst_far_beyond_capacity_loses_no_card_keeps_the_link_and_reco
             f"{after.get('cti_lookups_skipped_total', 0.0):.0f}, AMI logins {server.logins}; "
             f"probe pop {took * 1000:.1f} ms (before the burst {warm * 1000:.1f} ms), lookup "
             f"{(probe.get('lookup') or {}).get('status')}; the simulator dropped the product: "
-            f"{drops.reasons or 'never'}; the test process's loop stalled up to "
+            f"{stalls.explain(drops) or 'never'}; the test process's loop stalled up to "
             f"{stalls.worst * 1000:.0f} ms"
         )
         for line in product.output().splitlines():
