@@ -1,12 +1,13 @@
-"""A PostgreSQL of the test's own: ``initdb`` and ``pg_ctl`` in a temporary folder, on a free
-loopback port, that the test may stop and start again (fault tests, issue 21).
+"""A PostgreSQL of the test's own: ``initdb`` and ``postgres`` in a temporary folder, on a
+free loopback port, that the test may stop and start again (fault tests, issue 21).
 
 The machine's shared server (127.0.0.1:5432, ``TEST_DATABASE_URL``) is never touched: other
 tests and CI use it, and stopping it would fail them. This server listens on 127.0.0.1 only, on
 a port of its own, with its Unix socket in its own folder, trust authentication for the
 superuser ``postgres``, and no fsync (the data is thrown away; speed matters on a loaded
 two-core machine). It is always stopped (immediate mode) and its folder removed at the end,
-also when the test fails.
+also when the test fails; the server is the test process's child with a parent-death signal,
+so a killed test run (even by SIGKILL) leaves no server behind.
 
 Binaries: ``initdb`` and ``pg_ctl`` on ``PATH``, else the newest Debian
 ``/usr/lib/postgresql/<version>/bin``. When none is found the test is skipped with the reason,
@@ -15,7 +16,7 @@ green CI run really ran the fault.
 
 Root: PostgreSQL refuses to run as root (``initdb`` and ``postgres`` exit with "cannot be run
 as root"). When this process is root, every server command runs as the unprivileged system
-user ``postgres`` (Debian's package creates it) through ``runuser -u postgres --``, and the
+user ``postgres`` (Debian's package creates it) through ``setpriv``, and the
 temporary folder is given to that user; the test still reaches the server over TCP, so only
 the server's own files belong to ``postgres``. Without such a user the test is skipped (failed
 under CI) with the reason.
@@ -29,13 +30,17 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import socket
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import asyncpg
 import pytest
+
+from cti.children import preexec
 
 SUPERUSER = "postgres"
 RUN_AS = "postgres"  # the unprivileged user that runs the server when we are root
@@ -67,7 +72,9 @@ def find_bindir() -> Path:
 
 
 def _run_prefix() -> tuple[list[str], pwd.struct_passwd | None]:
-    """What to put before a server command, and the user it runs as (None: ourselves)."""
+    """What to put before a server command, and the user it runs as (None: ourselves).
+    As root: ``setpriv`` to the unprivileged user, with the parent-death signal set again
+    after the change of user (the kernel clears it on a change of credentials)."""
     if os.geteuid() != 0:
         return [], None
     try:
@@ -77,10 +84,13 @@ def _run_prefix() -> tuple[list[str], pwd.struct_passwd | None]:
             f"running as root and there is no user {RUN_AS!r} to run PostgreSQL as "
             "(initdb refuses root)"
         ) from exc
-    runuser = shutil.which("runuser")
-    if runuser is None:
-        raise PostgresMissing("running as root and no runuser to run PostgreSQL unprivileged")
-    return [runuser, "-u", RUN_AS, "--"], user
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        raise PostgresMissing("running as root and no setpriv to run PostgreSQL unprivileged")
+    return [
+        setpriv, f"--reuid={RUN_AS}", f"--regid={user.pw_gid}", "--init-groups",
+        "--pdeathsig=KILL", "--",
+    ], user  # fmt: skip
 
 
 def free_port() -> int:
@@ -103,6 +113,7 @@ class OwnPostgres:
         self.log = folder / "server.log"
         self.port = free_port()
         self.prefix, self.user = _run_prefix()
+        self.server: asyncio.subprocess.Process | None = None
         self.running = False
 
     @property
@@ -121,6 +132,7 @@ class OwnPostgres:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            preexec_fn=preexec(),
         )
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT):
@@ -178,29 +190,53 @@ class OwnPostgres:
         )  # fmt: skip
 
     async def start(self) -> None:
-        """Start the server (again) on the same port; returns once it accepts connections."""
-        await self._run(
-            str(self.bindir / "pg_ctl"), "start", "-D", str(self.data), "-l", str(self.log),
-            "-w", "-t", str(int(COMMAND_TIMEOUT)),
-        )  # fmt: skip
+        """Start the server (again) on the same port; returns once it accepts connections.
+        It is this process's child (``postgres`` itself, not ``pg_ctl``'s daemon), killed by
+        the kernel if the test run dies, even by SIGKILL: no server outlives its test."""
+        with self.log.open("ab") as log:
+            self.server = await asyncio.create_subprocess_exec(
+                *self.prefix, str(self.bindir / "postgres"), "-D", str(self.data),
+                cwd=self.folder, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                preexec_fn=preexec(),
+            )  # fmt: skip
+        async with asyncio.timeout(COMMAND_TIMEOUT):
+            while not await self._accepts():
+                if self.server.returncode is not None:
+                    raise RuntimeError(f"postgres exited {self.server.returncode}{self._tail()}")
+                await asyncio.sleep(0.1)
         self.running = True
 
+    async def _accepts(self) -> bool:
+        """Whether it takes queries (a listening socket is not enough: "the database system
+        is starting up" comes first)."""
+        try:
+            conn = await asyncpg.connect(
+                host="127.0.0.1", port=self.port, user=SUPERUSER, database="postgres", timeout=2
+            )
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            return False
+        await conn.close()
+        return True
+
     async def stop(self, mode: str = "fast") -> None:
-        """Stop the server: ``fast`` (sessions are ended, a clean shut-down) or ``immediate``
-        (like a crash); returns once it is down."""
-        await self._run(
-            str(self.bindir / "pg_ctl"), "stop", "-D", str(self.data), "-m", mode, "-w",
-            "-t", str(int(COMMAND_TIMEOUT)),
-        )  # fmt: skip
+        """Stop the server: ``fast`` (sessions are ended, a clean shut-down: SIGINT) or
+        ``immediate`` (like a crash: SIGQUIT); returns once it is down."""
+        server = self.server
+        if server is not None and server.returncode is None:
+            server.send_signal(signal.SIGINT if mode == "fast" else signal.SIGQUIT)
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                await server.wait()
+        self.server = None
         self.running = False
 
     async def destroy(self) -> None:
-        """Stop it if it runs (immediate) and remove its folder."""
-        if self.data.exists():
-            await self._run(
-                str(self.bindir / "pg_ctl"), "stop", "-D", str(self.data), "-m", "immediate",
-                "-w", check=False,
-            )  # fmt: skip
+        """Stop it if it runs (immediate, then SIGKILL) and remove its folder."""
+        try:
+            await self.stop("immediate")
+        except TimeoutError:
+            if self.server is not None:
+                self.server.kill()
+                await self.server.wait()
         self.running = False
         await asyncio.to_thread(shutil.rmtree, self.folder, True)
 
