@@ -31,7 +31,11 @@ how long after the burst the calls' p99 is back under 100 ms for good.
 
 The simulator drops a reader whose socket does not drain within 100 ms (like Asterisk's
 ``writetimeout``); a CPU-starved harness can hit that itself (its loop wakes late), which is
-why the harness's CPU and lateness are shown apart.
+why the harness's CPU and lateness are shown apart: a step whose AgentCalled frames left
+the harness more than 50 ms late at p99 is marked ``HARNESS LATE`` (its figures are the
+machine's, not the product's alone), the harness's longest loop stall is given per step, and
+each time the simulator dropped the product the report gives its reason with the harness's
+longest stall just before it (a stall of 100 ms or more can cause the drop by itself).
 """
 
 from __future__ import annotations
@@ -260,6 +264,12 @@ class Step:
         return self.arrived / self.span
 
     @property
+    def harness_late(self) -> bool:
+        """Whether the harness emitted the AgentCalled frames too late for the step to be
+        the product's figure alone (p99 of the lateness over half the 100 ms limit)."""
+        return self.late_p99_ms > LIMIT_MS / 2
+
+    @property
     def saturated(self) -> bool:
         return self.p99_ms > LIMIT_MS or self.missing > 0 or self.ami_reconnects > 0
 
@@ -271,6 +281,7 @@ class Step:
             f"skipped {self.lookups_skipped}  lag max {self.lag_max_s:.2f} s  "
             f"CPU product {self.product_cpu_pct:.0f} %  harness {self.harness_cpu_pct:.0f} % "
             f"(late p99 {self.late_p99_ms:.1f} ms, loop stall max {self.harness_stall_ms:.0f} ms)"
+            + ("  HARNESS LATE: not the product's figure alone" if self.harness_late else "")
             + (
                 f"\n         simulator dropped the product: {_counted(self.sim_drops)}"
                 if self.sim_drops
@@ -362,8 +373,14 @@ class SaturationReport:
     def lines(self) -> list[str]:
         point = self.saturation_rate
         out = [f"saturation, {self.agents:,} agents:", *(s.line() for s in self.steps)]
+        late = any(s.harness_late and s.rate == point for s in self.steps)
         out.append(
             f"  saturation point: {point:g} calls/s (p99 > {LIMIT_MS:g} ms)"
+            + (
+                " -- the harness was late at that step: the machine, not only the product"
+                if late
+                else ""
+            )
             if point is not None
             else f"  saturation point: not reached (p99 <= {LIMIT_MS:g} ms at every rate)"
         )
