@@ -85,22 +85,27 @@ class QueuePauseWrapup:
 
     async def reconcile(self, pbx: str) -> list[str]:
         """Unpause the members Asterisk shows paused ``wrap-up`` whose agent this process does
-        not hold, in those queues only; the agents released, sorted. Raises ControlError."""
+        not hold, in those queues only, and pause the agents it holds whom Asterisk shows
+        unpaused (held while the link was down); the agents released, sorted. Raises
+        ControlError."""
         client = self._clients[pbx]
         try:
             reply = await client.send_action({"Action": "QueueStatus"}, timeout=ACTION_TIMEOUT)
         except AmiError as exc:
             raise ControlError(str(exc), "failed") from exc
         stale: dict[str, list[tuple[str, str]]] = {}  # agent: (queue, interface) paused
+        missing: list[tuple[str, str]] = []  # (agent, interface) held here, not paused there
         for item in reply if isinstance(reply, list) else [reply]:
             agent = self._agent_of.get(item.get("Location", ""))
-            if (
-                agent is not None
-                and item.get("Event") == "QueueMember"
-                and item.get("Paused") == "1"
-                and item.get("PausedReason") == REASON
-            ):
+            if agent is None or item.get("Event") != "QueueMember":
+                continue
+            if item.get("Paused") == "1" and item.get("PausedReason") == REASON:
                 stale.setdefault(agent, []).append((item.get("Queue", ""), item["Location"]))
+            elif item.get("Paused") == "0" and self.holds(pbx, agent):
+                missing.append((agent, item["Location"]))
+        for agent in sorted({agent for agent, _ in missing}):
+            # held while the link was down: the pause could not be sent then
+            self._spawn(self._send(pbx, agent, True))
         released = []
         for agent, places in sorted(stale.items()):
             for queue, interface in places:
@@ -160,6 +165,11 @@ class QueuePauseWrapup:
         task.add_done_callback(self._tasks.discard)
 
     async def _send(self, pbx: str, agent: str, paused: bool) -> None:
+        if not self._clients[pbx].connected:
+            # no link: the reconcile after the next login pauses whom we hold and releases
+            # whom we do not, so nothing is lost by not trying (nor logged per agent)
+            log.debug("QueuePause of %s paused=%s left to the next login", agent, paused)
+            return
         try:
             await self._controls.pause(pbx, agent, paused, REASON)
         except ControlError as exc:

@@ -15,7 +15,7 @@ from cti.events import FeedStatus
 from cti.settings import AgentSettings, PbxSettings, Settings, StoreSettings
 from cti.wrapup import QueuePauseWrapup
 from cti_app.stack import run_stack
-from tests.support.screenpop import PBX, simulated_pbx
+from tests.support.screenpop import PBX, eventually, simulated_pbx
 
 AGENTS = tuple(
     AgentSettings(name.lower(), members=(name, f"Local/{ext}@agents/n"))
@@ -76,6 +76,44 @@ async def test_reconcile_releases_stale_wrapup_pauses_only(
             "wrap-up: released 2 agents paused by an earlier run: alice, carol"
         ]
         assert await holder.reconcile(PBX) == []  # nothing left to release
+
+
+async def test_an_agent_held_while_the_link_was_down_is_paused_at_the_next_login(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A hold (or a release) while the PBX is unreachable is not sent, nor logged per agent:
+    the reconcile after the next login pauses whom the service holds and releases the rest."""
+    async with simulated_pbx() as (server, ami):
+        settings = PbxSettings(name=PBX, port=server.port, secret="cti-secret")
+        away = AmiClient(settings, asyncio.Queue())  # never connected: the link is down
+        holder = QueuePauseWrapup({PBX: away}, AGENTS)
+        with caplog.at_level(logging.DEBUG, logger="cti.wrapup"):
+            holder.hold(PBX, "alice")
+            holder.hold(PBX, "bob")
+            holder.release(PBX, "bob")
+            await holder.close()
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert await pauses(ami) == {
+            ("Alice", "support"): None,
+            ("Bob", "support"): None,
+            ("Carol", "support"): None,
+            ("Carol", "sales"): None,
+            ("Dave", "support"): None,
+            ("Dave", "sales"): None,
+            ("Eve", "sales"): None,
+        }
+        link = asyncio.create_task(away.run())  # the link comes up
+        try:
+            await eventually(lambda: away.connected, within=10)
+            assert await holder.reconcile(PBX) == []
+            await holder.close()
+        finally:
+            await away.close()
+            link.cancel()
+            await asyncio.gather(link, return_exceptions=True)
+        paused = await pauses(ami)
+        assert paused[("Alice", "support")] == "wrap-up"
+        assert paused[("Bob", "support")] is None  # released while away: nothing to undo
 
 
 async def test_the_stack_releases_them_when_it_starts(tmp_path: Path) -> None:
