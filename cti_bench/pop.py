@@ -46,7 +46,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -246,6 +246,38 @@ async def _play(server: AmiServer, events: Sequence[TimedEvent], start: float) -
         server.emit(event)
 
 
+async def paced_calls(
+    server: AmiServer,
+    rng: random.Random,
+    customers: int,
+    ids: Mapping[str, str],
+    run: _Run,
+    *,
+    rate: float,
+    total: int,
+) -> AsyncIterator[tuple[int, Key, list[TimedEvent], float]]:
+    """``total`` answered calls, one every 1/``rate`` s from now, each yielded when due:
+    (serial, its ring's key, its events, the loop time it is due); the ring's due time is
+    noted in ``run``. The first calls' numbers 1 and 2 are the probes'."""
+    loop = asyncio.get_running_loop()
+    begin = loop.time()
+    for serial in range(total):
+        await asyncio.sleep(max(0.0, begin + serial / rate - loop.time()))
+        events = answered(
+            server.pbx,
+            rng,
+            start=time.time(),
+            number=_caller(rng, customers, serial + 2),
+            name=f"Caller {serial}",
+            queue=QUEUE,
+            timings=TIMINGS,
+        )
+        due = begin + serial / rate
+        key, offset = _ring(events, ids)
+        run.due[key] = due + offset
+        yield serial, key, events, due
+
+
 def _settings_file(
     folder: Path, server: AmiServer, agents: Sequence[AgentSettings], port: int
 ) -> Path:
@@ -341,21 +373,8 @@ async def measure_pop(
                 total = round((warmup + seconds) * rate)
                 counted_from = round(warmup * rate)
                 wanted: list[Key] = []
-                begin = loop.time()
-                for serial in range(total):
-                    await asyncio.sleep(max(0.0, begin + serial / rate - loop.time()))
-                    events = answered(
-                        server.pbx,
-                        rng,
-                        start=time.time(),
-                        number=_caller(rng, customers, serial + 2),
-                        name=f"Caller {serial}",
-                        queue=QUEUE,
-                        timings=TIMINGS,
-                    )
-                    due = begin + serial / rate
-                    key, offset = _ring(events, ids)
-                    run.due[key] = due + offset
+                calls = paced_calls(server, rng, customers, ids, run, rate=rate, total=total)
+                async for serial, key, events, due in calls:
                     if serial >= counted_from:
                         wanted.append(key)
                     task = asyncio.create_task(_play(server, events, due))

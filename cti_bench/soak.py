@@ -51,7 +51,6 @@ from cti_bench.pop import (
     CUSTOMERS,
     GRACE,
     QUEUE,
-    TIMINGS,
     Key,
     _AgentClient,
     _agents,
@@ -61,6 +60,7 @@ from cti_bench.pop import (
     _Run,
     _settings_file,
     _StampingServer,
+    paced_calls,
 )
 from pbxsim import AmiServer
 from pbxsim.scenarios import Agent, QueueSpec, TimedEvent, answered
@@ -261,20 +261,8 @@ async def drive(
                 sampler = asyncio.create_task(sample())
                 total = round((warmup + seconds) * rate)
                 counted_from = round(warmup * rate)
-                for serial in range(total):
-                    await asyncio.sleep(max(0.0, begin + serial / rate - loop.time()))
-                    events = answered(
-                        server.pbx,
-                        rng,
-                        start=time.time(),
-                        number=_caller(rng, customers, serial + 2),
-                        name=f"Caller {serial}",
-                        queue=QUEUE,
-                        timings=TIMINGS,
-                    )
-                    due = begin + serial / rate
-                    key, offset = _ring(events, ids)
-                    run.due[key] = due + offset
+                calls = paced_calls(server, rng, customers, ids, run, rate=rate, total=total)
+                async for serial, key, events, due in calls:
                     if serial >= counted_from:
                         wanted.append(key)
                         planned[key] = serial / rate

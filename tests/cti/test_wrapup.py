@@ -28,6 +28,9 @@ class Recorder:
     def release(self, pbx: str, agent: str) -> None:
         self.calls.append(("release", pbx, agent))
 
+    def adopt(self, pbx: str, agent: str) -> None:
+        self.calls.append(("adopt", pbx, agent))
+
 
 def now() -> datetime:
     return datetime.now(UTC)

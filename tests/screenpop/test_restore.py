@@ -7,24 +7,9 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.cti.test_wrapup import Recorder
 from tests.support.screenpop import NOBODY, PBX, WEI, Calls, eventually, new_pop, new_store, now
 from tests.support.screenpop import seed as seed_store
-
-
-class Holds:
-    """The WrapupControl the pop drives, as calls made."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, str]] = []
-
-    def hold(self, pbx: str, agent: str) -> None:
-        self.calls.append(("hold", pbx, agent))
-
-    def release(self, pbx: str, agent: str) -> None:
-        self.calls.append(("release", pbx, agent))
-
-    def adopt(self, pbx: str, agent: str) -> None:
-        self.calls.append(("adopt", pbx, agent))
 
 
 async def test_owed_wrapups_come_back_held_and_an_outcome_releases(engine: AsyncEngine) -> None:
@@ -43,7 +28,7 @@ async def test_owed_wrapups_come_back_held_and_an_outcome_releases(engine: Async
         await before.close()
 
     after = new_pop(store)  # the restarted service
-    holds = Holds()
+    holds = Recorder()
     after.wrapup = holds
     try:
         assert await after.restore_wrapups(now() - timedelta(hours=1)) == 2
