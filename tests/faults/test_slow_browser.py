@@ -53,8 +53,13 @@ WARMUP = 2.0
 TABS = 3
 CUSTOMERS = 2_000
 RSS_BOUND_KB = 20 * 1024
-P99_BOUND_MS = 5.0  # the bound ...
-P99_BOUND_SHARE = 0.3  # ... or 30 % of the baseline's p99: runs on this machine vary so much
+# The target is 5 ms. Two 60 s runs of the same load, one after the other on two
+# shared cores, differ by more than that at p99 with no stalled tab at all (16.7 vs 25.2 ms
+# was seen in a make test-dates run at load ~2); a stalled tab that held the others, as
+# before the bounded queues and send limits, costs hundreds of ms. So: 15 ms, or 30 % of the
+# baseline's p99 when the machine is so loaded that the baseline itself is slow.
+P99_BOUND_MS = 15.0
+P99_BOUND_SHARE = 0.3
 # the slow agent's callers have long names (as a CRM's display name can be), so its cards
 # are big and the kernel's buffers fill within the run
 BIG_NAME = "Wolfeschlegelsteinhausenbergerdorff " * 60
