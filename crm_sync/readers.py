@@ -187,7 +187,10 @@ class PostgresRows:
                     user=u.username,
                     password=u.password,
                     database=u.database,
-                    min_size=1,
+                    # no floor: with one, asyncpg tries to restore it every second while
+                    # the database is down, logging a traceback each time; connections
+                    # used are kept warm anyway (idle up to 5 min)
+                    min_size=0,
                     max_size=4,
                     timeout=5,
                 )
