@@ -351,7 +351,7 @@ class AmiClientProtocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is unt
         self.config = self.factory.config
 
     def data_received(self, data: bytes) -> None:
-        received_at = time.time()
+        received_at = getattr(self.transport, "read_at", None) or time.time()
         messages = self._decoder.feed(data)
         self._report_problems()
         if not self.banner.done() and (self._decoder.banner is not None or messages):

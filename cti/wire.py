@@ -56,6 +56,9 @@ class ThreadedTransport(asyncio.Transport):
         self._paused = paused
         self._closing = False
         self._lost = False
+        # time.time() when the chunk being delivered was read: what it waited for the loop
+        # counts in the service's lag (cti.service), not only its wait in the event queue
+        self.read_at = 0.0
         self._extra = {
             "socket": sock,
             "peername": sock.getpeername(),
@@ -92,7 +95,7 @@ class ThreadedTransport(asyncio.Transport):
             if not data:
                 self._call(self._lose, None)
                 return
-            self._call(self._deliver, data)
+            self._call(self._deliver, data, time.time())
 
     def _call(self, callback: Callable[..., None], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is left to tell
@@ -100,8 +103,9 @@ class ThreadedTransport(asyncio.Transport):
 
     # --- in the loop --------------------------------------------------------------------------
 
-    def _deliver(self, data: bytes) -> None:
+    def _deliver(self, data: bytes, read_at: float) -> None:
         if not self._lost:
+            self.read_at = read_at
             self._protocol.data_received(data)
 
     def _lose(self, exc: BaseException | None) -> None:

@@ -4,7 +4,8 @@ Asterisk drops a manager session whose writes it cannot deliver within ``writeti
 (100 ms). Here the PBX simulator runs on an event loop of its own in another thread, as
 Asterisk is a process of its own, with that deadline, and floods the link while the
 service's loop is held for 1.5 s (as by a burst of work or a long collection). The reader
-thread drains the socket meanwhile: the session survives and every event arrives, in order.
+thread drains the socket meanwhile: the session survives and every event arrives, in order,
+stamped with the time it was read.
 """
 
 from __future__ import annotations
@@ -69,13 +70,16 @@ async def test_the_link_survives_a_held_loop_and_loses_nothing() -> None:
             await wait_for(lambda: client.connected, within=10)
             pbx_loop.call_soon_threadsafe(flood, server)
             hold_the_loop(HELD)
+            resumed = time.time()
             serials: list[int] = []
+            read_at: list[float] = []
 
             def drained() -> bool:
                 while not queue.empty():
                     item = queue.get_nowait()
                     if isinstance(item, AmiEvent) and item.message.get("UserEvent") == "flood":
                         serials.append(int(item.message["Serial"]))
+                        read_at.append(item.received_at)
                 return len(serials) == EVENTS
 
             await wait_for(drained, within=30)
@@ -85,3 +89,6 @@ async def test_the_link_survives_a_held_loop_and_loses_nothing() -> None:
             await asyncio.gather(runner, return_exceptions=True)
         assert serials == list(range(EVENTS))  # every event, in order
         assert server.logins == 1 and client.reconnects == 0  # never dropped by the PBX
+        # stamped when the thread read them, during the hold: the time they then waited for
+        # the loop counts in the service's lag (what makes it shed lookups)
+        assert read_at[0] < resumed - HELD / 2
