@@ -87,6 +87,10 @@ class Hub:
         if box is not None:
             box.subscribers.discard(sub)
 
+    def agents(self) -> list[str]:
+        """Every agent with a mailbox (who has had a message or a page open)."""
+        return list(self._boxes)
+
     def connected(self, agent: str) -> int:
         box = self._boxes.get(agent)
         return len(box.subscribers) if box else 0

@@ -28,6 +28,7 @@ from cti.events import AgentRinging, CallEnded, CallerIdentified, CallQueued, Do
 from cti.waits import wait_set
 from screenpop.cards import CardUpdate, PopBook, card_view
 from screenpop.hub import Hub
+from screenpop.links import PbxLinks
 
 log = logging.getLogger(__name__)
 REMEMBERED_CALLS = 20_000
@@ -93,6 +94,7 @@ class PopService:
         self._released: set[tuple[str, str, str]] = set()  # owed, past the longest wrap-up
         self.followups = followups  # files callbacks for missed calls; None: none filed
         self.callers: CallerTiers | None = None  # the wallboard, told each caller's tier
+        self.links = PbxLinks(hub)  # PBXs down, for the agents' pages (a state sink)
         # whether the service is behind a PBX's events (cti.service.CtiService.behind):
         # then lookups are skipped, cards are not
         self.behind: Callable[[str], bool] = lambda pbx: False

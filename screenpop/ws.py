@@ -59,7 +59,12 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if opening is None:
         phones = store.phones if store else None
         cards = [card_view(c, phones) for c in book.cards_for(agent)]
-        snapshot = {"type": "snapshot", "epoch": app[EPOCH], "cards": cards}
+        snapshot = {
+            "type": "snapshot",
+            "epoch": app[EPOCH],
+            "cards": cards,
+            "pbx_down": app[POP].links.down(),
+        }
         opening = [encode(hub.last_seq(agent), snapshot)]
     session.sockets.add(socket)
     writer = asyncio.create_task(push.write(opening))

@@ -16,6 +16,7 @@
   const cardsEl = document.getElementById("cards");
   const emptyEl = document.getElementById("empty");
   const bannerEl = document.getElementById("wrapup-banner");
+  const pbxBannerEl = document.getElementById("pbx-banner");
   const linkEl = document.getElementById("link");
   const formTemplate = document.getElementById("outcome-template");
   const ringBar = document.getElementById("ring-bar");
@@ -116,6 +117,10 @@
       if (lastSeq !== null && msg.seq <= lastSeq) return; // already applied
       lastSeq = msg.seq;
       applyCard(msg.card);
+    } else if (msg.type === "pbx") {
+      if (lastSeq !== null && msg.seq <= lastSeq) return; // already applied
+      lastSeq = msg.seq;
+      showPbxDown(msg.down);
     } else if (msg.type === "followups") {
       if (lastSeq !== null && msg.seq <= lastSeq) return; // already applied
       lastSeq = msg.seq;
@@ -129,6 +134,18 @@
     refreshPage();
   }
 
+  // A phone system the service cannot reach: its calls do not pop here until it is back.
+  function showPbxDown(down) {
+    pbxBannerEl.hidden = down.length === 0;
+    pbxBannerEl.textContent = down
+      .map((pbx) => {
+        const since = pbx.since ? ` since ${time(pbx.since)}` : "";
+        const why = pbx.reason ? ` (${pbx.reason})` : "";
+        return `Phone system ${pbx.name} unreachable${since}${why}: its calls do not pop here until it is back.`;
+      })
+      .join(" ");
+  }
+
   function applySnapshot(msg) {
     if (msg.epoch !== epoch) versions.clear(); // another server run: versions start again
     epoch = msg.epoch;
@@ -138,6 +155,7 @@
       if (!current.has(id)) removeEntry(id, entry); // closed while we were away
     }
     for (const card of msg.cards) applyCard(card);
+    showPbxDown(msg.pbx_down || []);
     loadFollowups(); // what changed while we were away
     loadDay();
     loadPause();

@@ -126,6 +126,7 @@ class Browser:
     login: str
     http: aiohttp.ClientSession
     cards: list[dict[str, Any]] = field(default_factory=list)
+    pbx_down: list[dict[str, Any]] = field(default_factory=list)  # as the page shows it now
     socket: aiohttp.ClientWebSocketResponse | None = None
     listener: asyncio.Task[None] | None = None
 
@@ -134,6 +135,7 @@ class Browser:
         first = await self.socket.receive_json(timeout=WAIT)
         assert first.get("type") == "snapshot", first
         self.cards.extend(first.get("cards", []))
+        self.pbx_down = first.get("pbx_down", [])
         self.listener = asyncio.create_task(self._read(self.socket))
 
     async def _read(self, socket: aiohttp.ClientWebSocketResponse) -> None:
@@ -142,6 +144,8 @@ class Browser:
                 data = json.loads(message.data)
                 if data.get("type") == "card":
                     self.cards.append(data["card"])
+                elif data.get("type") == "pbx":
+                    self.pbx_down = data["down"]
 
     def of(self, pbx: str, call_id: str) -> list[dict[str, Any]]:
         return [c for c in self.cards if c["pbx"] == pbx and c["call_id"] == call_id]
@@ -426,6 +430,9 @@ async def test_one_bad_pbx_the_others_agents_keep_getting_pops(tmp_path: Path, f
             feed = {f["pbx"]: f for f in board["feed"]}
             assert feed["bad"]["connected"] is False and feed["bad"]["reason"], feed
             assert feed["good"]["connected"] is True, feed
+            # and the agent's page says so, with why
+            assert [d["name"] for d in alice.pbx_down] == ["bad"], alice.pbx_down
+            assert alice.pbx_down[0]["reason"], alice.pbx_down
 
             before = tried()
             await until(lambda: tried() > before, "another try at the bad PBX", proc)

@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_sync.models import Customer, Interaction
-from cti.events import AgentRingStopped
+from cti.events import AgentRingStopped, FeedStatus
 from ivr.walk import Route
 from screenpop.keys import SESSIONS
 from screenpop.pipeline import PopService
@@ -379,4 +380,27 @@ async def test_the_card_shows_what_the_caller_told_the_ivr(browser: Browser, sit
     await expect(ivr.locator(".badge.winback")).to_have_text("win-back")
 
     assert dialogs == [], "no script from the IVR's findings ran"
+    await page.close()
+
+
+async def test_a_phone_system_down_is_said_on_the_page_until_it_is_back(
+    browser: Browser, site: Site
+) -> None:
+    """Issue 21: a PBX that is down is shown as down, with why, on the agent page too (its
+    calls do not pop meanwhile); a page opened during the outage says it at once."""
+    links = site.pop.links
+    links.observe(FeedStatus("lyon", time.time() - 120, False, "connection refused"))
+    page = await browser.new_page()
+    await log_in(page, site, "alice")
+    banner = page.locator("#pbx-banner")
+    await expect(banner).to_be_visible()
+    await expect(banner).to_contain_text("Phone system lyon unreachable since")
+    await expect(banner).to_contain_text("(connection refused)")
+    links.observe(FeedStatus("paris", time.time(), False, "login refused: <b>Authentication</b>"))
+    await expect(banner).to_contain_text("Phone system paris unreachable")
+    await expect(banner).to_contain_text("<b>Authentication</b>")  # as text, never markup
+    links.observe(FeedStatus("lyon", time.time(), True))
+    await expect(banner).not_to_contain_text("lyon")
+    links.observe(FeedStatus("paris", time.time(), True))
+    await expect(banner).to_be_hidden()
     await page.close()
