@@ -210,6 +210,7 @@ class _Agent:
     day: int = -1
     quality: Quality = Quality()
     followups: tuple[int, int] = (0, 0)  # its own follow-ups to do, of which overdue
+    outcomes_missing: int = 0  # calls released past the longest wrap-up, outcome still owed
     row: dict[str, Any] | None = None  # the last view of it (Board._dirty: to be redone)
     row_at: float = 0.0  # when the row was last redone
     index: int = -1  # its position in the board's agent order
@@ -321,6 +322,15 @@ class Board:
             load = per_agent.get(agent.id, (0, 0))
             if agent.followups != load:
                 agent.followups = load
+                self._dirty.add(agent)
+
+    def set_outcomes_missing(self, pbx: str, agent_id: str, count: int) -> None:
+        """How many calls' outcomes the agent still owes past the longest wrap-up (the pop's
+        count: the service released them, the outcome is still missing)."""
+        for agent in self._agents.values():
+            if agent.pbx == pbx and agent.id == agent_id and agent.outcomes_missing != count:
+                self.version += 1
+                agent.outcomes_missing = count
                 self._dirty.add(agent)
 
     def queues_of(self, agent_id: str) -> frozenset[str]:
@@ -870,6 +880,7 @@ class Board:
             "reason": paused[0] if agent.state in ("paused", "wrap_up") and paused else None,
             # held by the service's wrap-up pause (cti.wrapup), whatever its state: releasable
             "wrapup_paused": _wrapup_paused(agent),
+            "outcomes_missing": agent.outcomes_missing,
             "queues": sorted(agent.members),
             "call": call,
             "handled_today": agent.handled,

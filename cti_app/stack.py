@@ -104,6 +104,7 @@ async def run_stack(
     )
     board = Board(settings.wallboard, settings.agents)
     pop.callers = board  # the wallboard shows each caller's tier
+    pop.missing = board  # and each agent's outcomes missing past the longest wrap-up
     state_sinks: list[StateSink] = [board, pop.links]  # the wallboard, the agents' pages
     service = CtiService(settings, [*sinks, pop, metrics, board], state_sinks)
     pop.behind = service.behind  # overload: lookups are skipped, cards still go out

@@ -55,6 +55,13 @@ class WrapupControl(Protocol):
         """Take over the hold an earlier run placed, without placing it again."""
 
 
+class MissingOutcomes(Protocol):
+    """Told how many outcomes an agent still owes past the longest wrap-up (the wallboard:
+    cti.board.Board), each time that changes."""
+
+    def set_outcomes_missing(self, pbx: str, agent: str, count: int) -> None: ...
+
+
 class CallerTiers(Protocol):
     """Told the value tier of each call's caller once the lookup knows it (the wallboard:
     cti.board.Board); None when the number matched nobody or several customers."""
@@ -94,6 +101,7 @@ class PopService:
         self._released: set[tuple[str, str, str]] = set()  # owed, past the longest wrap-up
         self.followups = followups  # files callbacks for missed calls; None: none filed
         self.callers: CallerTiers | None = None  # the wallboard, told each caller's tier
+        self.missing: MissingOutcomes | None = None  # the wallboard, told outcomes missing
         self.links = PbxLinks(hub)  # PBXs down, for the agents' pages (a state sink)
         # whether the service is behind a PBX's events (cti.service.CtiService.behind):
         # then lookups are skipped, cards are not
@@ -244,6 +252,7 @@ class PopService:
         expired = {key for key in self._owed if key[:2] == (pbx, agent)}
         self._owed -= expired
         self._released |= expired
+        self._tell_missing(pbx, agent)
         if self.wrapup is not None:
             self.wrapup.release(pbx, agent)
         for _, _, call_id in sorted(expired):
@@ -260,8 +269,9 @@ class PopService:
         """
         card = update.card
         key = (card.pbx, update.agent, card.call_id)
-        if card.state == "closed":
+        if card.state == "closed" and key in self._released:
             self._released.discard(key)
+            self._tell_missing(card.pbx, update.agent)
         seen = key in self._owed or key in self._released
         if card.state == "wrapup" and not seen and not card.away:
             if not self.hub.connected(update.agent):
@@ -275,6 +285,11 @@ class PopService:
             still = any(p == card.pbx and a == update.agent for p, a, _ in self._owed)
             if not still and self.wrapup is not None:
                 self.wrapup.release(card.pbx, update.agent)
+
+    def _tell_missing(self, pbx: str, agent: str) -> None:
+        if self.missing is not None:
+            count = sum(1 for p, a, _ in self._released if (p, a) == (pbx, agent))
+            self.missing.set_outcomes_missing(pbx, agent, count)
 
     def _tell_tier(self, key: tuple[str, str], lookup: Lookup) -> None:
         if self.callers is not None:

@@ -369,6 +369,11 @@
     const detail = el("small", "agent-detail", [agent.id, agent.queues.join(", ")].filter(Boolean).join(" · "));
     cells.agent.replaceChildren(who, detail);
     cells.state.replaceChildren(el("span", `state-badge ${state}`, STATES[state]));
+    // released at the longest wrap-up with the outcome still owed: the supervisor follows up
+    const missing = agent.outcomes_missing || 0;
+    if (missing > 0) {
+      cells.state.append(el("small", "outcomes-missing", `${missing} outcome${missing === 1 ? "" : "s"} missing`));
+    }
     cells["in-state"].replaceChildren(since(agent.since));
     cells.reason.textContent = agent.reason || "";
     const call = agent.call;

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cti.events import AgentRinging, CallAnswered, CallEnded, CallRecord
+from cti.board import Board
+from cti.events import AgentRinging, CallAnswered, CallEnded, CallRecord, MemberUpdated
 from cti.settings import AgentSettings, SettingsError, load
 from cti.wrapup import QueuePauseWrapup
 from screenpop.cards import PopBook
@@ -110,3 +111,45 @@ def test_the_longest_wrapup_is_a_setting(tmp_path: Path) -> None:
     config.write_text("[wrapup]\nmax_seconds = 0\n", encoding="utf-8")
     with pytest.raises(SettingsError, match="max_seconds"):
         load(config, env={})
+
+
+class Missing:
+    def __init__(self) -> None:
+        self.told: list[tuple[str, str, int]] = []
+
+    def set_outcomes_missing(self, pbx: str, agent: str, count: int) -> None:
+        self.told.append((pbx, agent, count))
+
+
+def test_outcomes_missing_past_the_limit_are_told_to_the_wallboard() -> None:
+    """Issue 21: released at the longest wrap-up, the missing outcome stays visible on the
+    wallboard too, until it is saved."""
+    hub, missing = Hub(), Missing()
+    pop = PopService(PopBook(), hub, None, clock=now, wrapup=Recorder())
+    pop.missing = missing
+    hub.subscribe("alice")
+    talk(pop, "c1")
+    talk(pop, "c2")
+    pop.wrapup_expired("p", "alice")
+    assert missing.told == [("p", "alice", 2)]
+    pop.outcome_saved("p", "c1", "alice")
+    assert missing.told[-1] == ("p", "alice", 1)
+    pop.outcome_saved("p", "c2", "alice")
+    assert missing.told[-1] == ("p", "alice", 0)
+    talk(pop, "c3")  # a new wrap-up held as usual: nothing missing to tell
+    pop.outcome_saved("p", "c3", "alice")
+    assert len(missing.told) == 3
+
+
+def test_the_board_shows_an_agents_outcomes_missing() -> None:
+    board = Board(agents=[ALICE])
+    board.observe(
+        MemberUpdated(PBX, 1.0, "support", "alice", "Alice", "Local/1001@agents/n",
+                      1, False, "", False, 0.0)
+    )  # fmt: skip
+    board.set_outcomes_missing(PBX, "alice", 2)
+    (row,) = [a for a in board.snapshot(2.0)["agents"] if a["id"] == "alice"]
+    assert row["outcomes_missing"] == 2
+    board.set_outcomes_missing(PBX, "alice", 0)
+    (row,) = [a for a in board.snapshot(3.0)["agents"] if a["id"] == "alice"]
+    assert row["outcomes_missing"] == 0

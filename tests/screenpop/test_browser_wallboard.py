@@ -598,6 +598,13 @@ async def test_a_supervisor_releases_an_agent_held_in_wrap_up(
             await expect(row.locator(".state-badge")).to_have_text("available")
             await expect(release).to_be_hidden()
             await expect(row.get_by_role("button", name="Pause")).to_be_visible()
+            # released at the longest wrap-up with the outcome still owed:
+            # the grid keeps it in sight until it is saved
+            await expect(row.locator(".outcomes-missing")).to_have_count(0)
+            board.set_outcomes_missing(PBX, "Alice", 1)
+            await expect(row.locator(".outcomes-missing")).to_have_text("1 outcome missing")
+            board.set_outcomes_missing(PBX, "Alice", 0)
+            await expect(row.locator(".outcomes-missing")).to_have_count(0)
             await page.close()
 
 

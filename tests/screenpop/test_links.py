@@ -23,7 +23,8 @@ def test_each_change_reaches_every_agent_once() -> None:
     links.observe(FeedStatus("paris", 160.0, False, "no AMI banner"))  # why changed: told
     links.observe(FeedStatus("paris", 190.0, True))
     links.observe(FeedStatus("paris", 220.0, True))  # up again: nothing new
-    links.observe(MemberRemoved("paris", 230.0, "support", "alice", "Local/1001@agents/n"))  # not a link's state
+    gone = MemberRemoved("paris", 230.0, "support", "alice", "Local/1001@agents/n")
+    links.observe(gone)  # not a link's state: nothing to tell
     expected = [
         [{"name": "paris", "since": 100.0, "reason": "connection refused"}],
         [{"name": "paris", "since": 100.0, "reason": "no AMI banner"}],  # down since the first
