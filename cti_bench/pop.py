@@ -246,6 +246,20 @@ async def _play(server: AmiServer, events: Sequence[TimedEvent], start: float) -
         server.emit(event)
 
 
+async def connect_all(clients: Sequence[_AgentClient], run: _Run) -> None:
+    """Log every client in and open its ``/ws``, CONNECT_CONCURRENCY at a time; one failure
+    cancels the others."""
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def connect(client: _AgentClient) -> None:
+        async with gate:
+            await client.connect(run)
+
+    async with asyncio.TaskGroup() as group:
+        for client in clients:
+            group.create_task(connect(client))
+
+
 async def paced_calls(
     server: AmiServer,
     rng: random.Random,
@@ -349,15 +363,7 @@ async def measure_pop(
             try:
                 url = f"http://127.0.0.1:{port}"
                 clients = [_AgentClient(url, s.id) for s in agent_settings]
-                gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-
-                async def connect(client: _AgentClient) -> None:
-                    async with gate:
-                        await client.connect(run)
-
-                async with asyncio.TaskGroup() as group:  # one failure cancels the others
-                    for client in clients:
-                        group.create_task(connect(client))
+                await connect_all(clients, run)
                 await until(lambda: server.clients >= 1, 10.0, "the product to log in to the PBX")
                 rng = random.Random(seed)
                 # a probe call proves the whole path (and the AMI resync) is up before timing

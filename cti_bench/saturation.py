@@ -55,7 +55,6 @@ import aiohttp
 
 from cti_bench.harness import harness_without_collections, raise_fd_limit, spread, until
 from cti_bench.pop import (
-    CONNECT_CONCURRENCY,
     QUEUE,
     TIMINGS,
     Key,
@@ -66,6 +65,7 @@ from cti_bench.pop import (
     _Run,
     _settings_file,
     _StampingServer,
+    connect_all,
 )
 from cti_bench.soak import _metrics, _product
 from pbxsim import AmiServer
@@ -431,15 +431,7 @@ async def _rigged(agents: int, customers: int, seed: int) -> AsyncIterator[_Rig]
             http = aiohttp.ClientSession(url)
             try:
                 clients = [_AgentClient(url, s.id) for s in agent_settings]
-                gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-
-                async def connect(client: _AgentClient) -> None:
-                    async with gate:
-                        await client.connect(run)
-
-                async with asyncio.TaskGroup() as group:
-                    for client in clients:
-                        group.create_task(connect(client))
+                await connect_all(clients, run)
                 await until(lambda: server.clients >= 1, 10.0, "the product to log in to the PBX")
                 stalls = LoopStalls()
                 rig = _Rig(

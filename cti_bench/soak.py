@@ -47,7 +47,6 @@ from cti_bench.harness import (
     until,
 )
 from cti_bench.pop import (
-    CONNECT_CONCURRENCY,
     CUSTOMERS,
     GRACE,
     QUEUE,
@@ -60,6 +59,7 @@ from cti_bench.pop import (
     _Run,
     _settings_file,
     _StampingServer,
+    connect_all,
     paced_calls,
 )
 from pbxsim import AmiServer
@@ -230,15 +230,7 @@ async def drive(
             sampler: asyncio.Task[None] | None = None
             try:
                 clients = [_AgentClient(url, s.id) for s in agent_settings]
-                gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-
-                async def connect(client: _AgentClient) -> None:
-                    async with gate:
-                        await client.connect(run)
-
-                async with asyncio.TaskGroup() as group:
-                    for client in clients:
-                        group.create_task(connect(client))
+                await connect_all(clients, run)
                 await until(lambda: server.clients >= 1, 10.0, "the product to log in to the PBX")
                 rng = live.rng
                 probe = answered(

@@ -16,20 +16,10 @@ from cti.wrapup import QueuePauseWrapup
 from screenpop.cards import PopBook
 from screenpop.hub import Hub
 from screenpop.pipeline import PopService
+from tests.cti.test_wrapup import Recorder
 from tests.support.screenpop import PBX, ivr_findings, pause_state, simulated_pbx
 
 ALICE = AgentSettings("alice", members=("Alice", "Local/1001@agents/n"))
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, str]] = []
-
-    def hold(self, pbx: str, agent: str) -> None:
-        self.calls.append(("hold", pbx, agent))
-
-    def release(self, pbx: str, agent: str) -> None:
-        self.calls.append(("release", pbx, agent))
 
 
 def now() -> datetime:

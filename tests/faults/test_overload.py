@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from cti_bench.data import load_sqlite
 from cti_bench.harness import harness_without_collections
 from cti_bench.pop import QUEUE, _agents
 from cti_bench.saturation import Call, DropLog, LoopStalls, build_calls, play_calls
+from cti_bench.soak import _metrics
 from pbxsim import AmiServer
 from pbxsim.scenarios import QueueSpec, with_timestamp
 from tests.support.service import AgentClient, Product, migrated_sqlite, until, write_config
@@ -59,7 +59,6 @@ PROBE_WITHIN = 1.0  # seconds: AgentCalled -> ringing card of the probe after th
 DRAIN_WITHIN = 60.0  # seconds for the burst's last cards
 RECOVER_WITHIN = 60.0  # seconds after them for the product to catch up (the issue: a minute)
 CAUGHT_UP_LAG = 0.05  # seconds: the lag of an event taken at once
-_METRIC = re.compile(r"^(cti_[a-z_]+)(\{[^}]*\})? ([0-9.eE+-]+)$", re.MULTILINE)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -85,15 +84,6 @@ class _Stamps:
         if event.get("Event") == "AgentCalled":
             key = (event.get("Linkedid", ""), event.get("MemberName", ""))
             self.sent.setdefault(key, time.monotonic())
-
-
-async def _metrics(http: aiohttp.ClientSession) -> dict[str, float]:
-    async with http.get("/metrics") as reply:
-        text = await reply.text()
-    found: dict[str, float] = {}
-    for name, _, value in _METRIC.findall(text):
-        found[name] = found.get(name, 0.0) + float(value)
-    return found
 
 
 @contextlib.asynccontextmanager
