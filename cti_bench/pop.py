@@ -172,6 +172,9 @@ class _AgentClient:
             raise RuntimeError(f"{self.login}: first message was {first.get('type')!r}")
         self.listener = asyncio.create_task(self._listen(self.socket, run))
 
+    def seen(self, card: dict[str, Any]) -> None:
+        """Every card the agent's socket delivers; a subclass acts on them (nothing here)."""
+
     async def log_in(self) -> None:
         """Log in through the form (CSRF double-submit): the session cookie is in ``http``.
         A 503 (the store did not take the session in time, as under a storm of logins) is
@@ -190,8 +193,7 @@ class _AgentClient:
             self.refused += 1
             await asyncio.sleep(0.5 * attempt)
 
-    @staticmethod
-    async def _listen(socket: aiohttp.ClientWebSocketResponse, run: _Run) -> None:
+    async def _listen(self, socket: aiohttp.ClientWebSocketResponse, run: _Run) -> None:
         async for message in socket:
             at = time.monotonic()
             if message.type != aiohttp.WSMsgType.TEXT:
@@ -199,7 +201,10 @@ class _AgentClient:
             run.messages += 1
             data = json.loads(message.data)
             card = data.get("card") if data.get("type") == "card" else None
-            if card is None or card.get("state") != "ringing":
+            if card is None:
+                continue
+            self.seen(card)
+            if card.get("state") != "ringing":
                 continue
             key = (card["call_id"], card["agent"])
             if key not in run.arrived:

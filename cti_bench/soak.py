@@ -12,6 +12,10 @@ client, as in the pop figures), and the errors: cards that never arrived, AMI re
 simulator's logins after the first, and the product's own ``cti_ami_reconnects`` from
 ``/metrics``) and the lines the product logged at ERROR or above.
 
+The soak's agents work as agents do: each wrap-up card gets its outcome a few seconds after
+the call ended (``POST /api/calls/…/outcome``, as the page's form), so the product holds what
+a day of work holds, not every call of the run waiting for an outcome that never comes.
+
 :func:`drive` is the load itself, also used by the fault tests (a browser that stops reading):
 it can add agents of its own queues that it does not connect (``extra``) and run something
 beside the calls (``during``), e.g. a stalled socket and calls ringing its agent.
@@ -26,6 +30,7 @@ import random
 import re
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -47,6 +52,7 @@ from cti_bench.harness import (
     until,
 )
 from cti_bench.pop import (
+    _CSRF,
     CUSTOMERS,
     GRACE,
     QUEUE,
@@ -68,7 +74,9 @@ from pbxsim.scenarios import Agent, QueueSpec, TimedEvent, answered
 SOAK_AGENTS = 1000
 SOAK_RATE = 50.0  # calls per second
 SOAK_MINUTES = 10.0
-SOAK_WARMUP = 30.0  # seconds of calls before RSS is taken as the start
+SOAK_WARMUP = 60.0  # seconds of calls before RSS is taken as the start (hub.REPLAY_SECONDS)
+WRAPUP = (1.0, 4.0)  # seconds an agent takes to save a call's outcome, drawn uniformly
+SAVE_TRIES = 5
 SAMPLE_EVERY = 5.0  # seconds between samples of the product's RSS and descriptors
 WINDOW = 60.0  # seconds of calls per pop figure
 _METRIC = re.compile(r"^(cti_[a-z_]+)(\{[^}]*\})? ([0-9.eE+-]+)$", re.MULTILINE)
@@ -112,6 +120,79 @@ class Live:
 
 
 @dataclass
+class Outcomes:
+    """What the working agents' saves got: 200s, and every other answer by status."""
+
+    saved: int = 0
+    failed: dict[int, int] = field(default_factory=dict)  # status → count (after retries)
+    retried: int = 0  # 503s tried again
+
+
+class _WorkingAgent(_AgentClient):
+    """An agent who saves each call's outcome after a wrap-up of ``wrapup`` seconds, as
+    the page's form does: the CSRF token of the agent page, a key per draft, a 503 tried
+    again with the same key."""
+
+    def __init__(
+        self,
+        base_url: str,
+        login: str,
+        rng: random.Random,
+        wrapup: tuple[float, float],
+        outcomes: Outcomes,
+    ) -> None:
+        super().__init__(base_url, login)
+        self.rng = rng
+        self.wrapup = wrapup
+        self.outcomes = outcomes
+        self.csrf = ""
+        self._owed: set[str] = set()  # card ids with a save under way
+        self._saves: set[asyncio.Task[None]] = set()
+
+    async def log_in(self) -> None:
+        await super().log_in()
+        async with self.http.get("/") as page:
+            match = _CSRF.search(await page.text())
+        if match is None:
+            raise RuntimeError(f"{self.login}: no CSRF token on the agent page")
+        self.csrf = match[1]
+
+    def seen(self, card: dict[str, Any]) -> None:
+        if card.get("state") != "wrapup" or card["id"] in self._owed:
+            return
+        self._owed.add(card["id"])
+        task = asyncio.create_task(self._save(card, self.rng.uniform(*self.wrapup)))
+        self._saves.add(task)
+        task.add_done_callback(self._saves.discard)
+
+    async def _save(self, card: dict[str, Any], after: float) -> None:
+        await asyncio.sleep(after)
+        matches = (card.get("lookup") or {}).get("cards") or []
+        body: dict[str, Any] = {"key": uuid.uuid4().hex, "disposition": "wrong_number"}
+        if len(matches) == 1:
+            body = {**body, "disposition": "resolved", "customer_id": matches[0]["id"]}
+        path = f"/api/calls/{card['pbx']}/{card['call_id']}/outcome"
+        for attempt in range(1, SAVE_TRIES + 1):
+            async with self.http.post(path, json=body, headers={"X-CSRF-Token": self.csrf}) as r:
+                status = r.status
+            if status != 503 or attempt == SAVE_TRIES:
+                break
+            self.outcomes.retried += 1
+            await asyncio.sleep(0.5 * attempt)
+        self._owed.discard(card["id"])
+        if status == 200:
+            self.outcomes.saved += 1
+        else:
+            self.outcomes.failed[status] = self.outcomes.failed.get(status, 0) + 1
+
+    async def close(self) -> None:
+        for task in list(self._saves):
+            task.cancel()
+        await asyncio.gather(*self._saves, return_exceptions=True)
+        await super().close()
+
+
+@dataclass
 class LoadRun:
     """What one :func:`drive` measured. Times are ``time.monotonic()``; ``due`` of a key
     is when its AgentCalled was due by the plan, ``begin`` when the first call was;
@@ -130,6 +211,7 @@ class LoadRun:
     metrics: dict[str, float]
     log_errors: list[str]
     logins_refused: int = 0  # agents' logins answered 503 and tried again
+    outcomes: Outcomes = field(default_factory=Outcomes)
 
     def latencies(self, start: float = 0.0, end: float = float("inf")) -> list[float]:
         """Seconds from emit to arrival of the measured cards of the calls started in
@@ -187,12 +269,14 @@ async def drive(
     extra: Sequence[Agent] = (),
     extra_queues: Sequence[QueueSpec] = (),
     during: Callable[[Live], AbstractAsyncContextManager[Any]] | None = None,
+    wrapup: tuple[float, float] | None = None,
 ) -> LoadRun:
     """``agents`` logged-in clients in the ``support`` queue, answered calls at ``rate``/s
     for ``warmup`` + ``seconds``; cards of the calls due after ``warmup`` are measured.
     ``extra`` agents (of ``extra_queues``) are configured in the product and the simulator
     but not connected; ``during(live)`` is entered once the agents are connected and left
-    after the last cards, around the calls."""
+    after the last cards, around the calls. With ``wrapup``, the agents save each call's
+    outcome that many seconds (drawn uniformly) after it ended; without, they never do."""
     if agents < 1 or rate <= 0 or seconds <= 0:
         raise ValueError("drive needs at least one agent, a positive rate and duration")
     raise_fd_limit(2 * (agents + len(extra)) + 256)
@@ -215,6 +299,7 @@ async def drive(
     clients: list[_AgentClient] = []
     wanted: list[Key] = []
     planned: dict[Key, float] = {}
+    outcomes = Outcomes()
     await server.start()
     try:
         async with _product(
@@ -229,7 +314,12 @@ async def drive(
             stack = contextlib.AsyncExitStack()
             sampler: asyncio.Task[None] | None = None
             try:
-                clients = [_AgentClient(url, s.id) for s in agent_settings]
+                clients = [
+                    _AgentClient(url, s.id)
+                    if wrapup is None
+                    else _WorkingAgent(url, s.id, random.Random(f"{seed}/{s.id}"), wrapup, outcomes)
+                    for s in agent_settings
+                ]
                 await connect_all(clients, run)
                 await until(lambda: server.clients >= 1, 10.0, "the product to log in to the PBX")
                 rng = live.rng
@@ -299,6 +389,7 @@ async def drive(
         metrics,
         errors,
         refused,
+        outcomes,
     )
 
 
@@ -324,6 +415,8 @@ class SoakReport:
     product_reconnects: float  # cti_ami_reconnects on /metrics
     log_errors: list[str]
     logins_refused: int = 0
+    outcomes: Outcomes = field(default_factory=Outcomes)
+    wrapups_held: float = 0.0  # cti_wrapups_held on /metrics at the end
 
     @property
     def drift_pct(self) -> float:
@@ -336,7 +429,7 @@ class SoakReport:
     @property
     def errors(self) -> int:
         reconnects = self.ami_reconnects + int(self.product_reconnects)
-        return self.missing + reconnects + len(self.log_errors)
+        return self.missing + reconnects + len(self.log_errors) + sum(self.outcomes.failed.values())
 
     def lines(self) -> list[str]:
         out = [
@@ -352,6 +445,10 @@ class SoakReport:
             f"(product's counter {self.product_reconnects:g}), "
             f"logged errors {len(self.log_errors)}; agents' logins refused (503) and "
             f"tried again {self.logins_refused}",
+            f"  outcomes: saved {self.outcomes.saved:,}, refused "
+            f"{sum(self.outcomes.failed.values())} {dict(sorted(self.outcomes.failed.items()))}, "
+            f"503 tried again {self.outcomes.retried}; wrap-ups held at the end "
+            f"{self.wrapups_held:g}",
         ]
         for start, cards, p50, p99, worst in self.minutes:
             out.append(
@@ -400,6 +497,8 @@ def report(load: LoadRun, window: float = WINDOW) -> SoakReport:
         product_reconnects=load.metrics.get("cti_ami_reconnects_total", 0.0),
         log_errors=load.log_errors,
         logins_refused=load.logins_refused,
+        outcomes=load.outcomes,
+        wrapups_held=load.metrics.get("cti_wrapups_held", 0.0),
     )
 
 
@@ -414,7 +513,13 @@ async def measure_soak(
     window: float = WINDOW,
 ) -> SoakReport:
     load = await drive(
-        agents, rate, seconds, warmup=warmup, customers=customers, sample_every=sample_every
+        agents,
+        rate,
+        seconds,
+        warmup=warmup,
+        customers=customers,
+        sample_every=sample_every,
+        wrapup=WRAPUP,
     )
     return report(load, window)
 

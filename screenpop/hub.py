@@ -6,6 +6,10 @@ if that is too old it gets a snapshot instead (cards are full state, so a snapsh
 right). Each subscriber (a WebSocket, a tab) has its own bounded queue: one that stops reading
 is dropped rather than allowed to stall the others, and catches up when it reconnects.
 
+The buffer holds the last ``BUFFER`` messages of the last ``REPLAY_SECONDS``: a page reconnects
+within its backoff (15 s at most), and one away longer gets a snapshot. Bounding by age as well
+as count keeps a thousand agents' buffers from growing for minutes towards the count bound.
+
 A message is encoded to its JSON text once, when it is published, with its sequence number
 in it: every tab and every resume sends those same bytes. Keeping text rather than dicts also
 keeps the buffers out of the garbage collector's sight (a ``str`` holds no references), so
@@ -16,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +30,7 @@ Message = dict[str, Any]
 Item = tuple[int, str]  # (sequence number, the message's JSON text carrying that number)
 BUFFER = 100  # per agent; a browser that missed more gets a snapshot
 SUBSCRIBER_QUEUE = 50  # below BUFFER: a browser cut off for lagging resumes from the buffer
+REPLAY_SECONDS = 60.0  # older messages are not replayed: the browser gets a snapshot
 
 
 def encode(seq: int, message: Message) -> str:
@@ -42,20 +49,26 @@ class Subscription:
 class _Mailbox:
     seq: int = 0
     buffer: deque[Item] = field(default_factory=lambda: deque(maxlen=BUFFER))
+    times: deque[float] = field(default_factory=lambda: deque(maxlen=BUFFER))  # of the buffer's
     subscribers: set[Subscription] = field(default_factory=set)
 
 
 class Hub:
-    """Fan-out to agents. ``publish`` never waits: the call path must not block on browsers."""
+    """Fan-out to agents. ``publish`` never waits: the call path must not block on browsers.
+    ``clock`` (monotonic seconds) dates the buffered messages."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._boxes: dict[str, _Mailbox] = {}
+        self._clock = clock
 
     def publish(self, agent: str, message: Message) -> int:
         box = self._boxes.setdefault(agent, _Mailbox())
         box.seq += 1
         item = (box.seq, encode(box.seq, message))
+        now = self._clock()
+        self._expire(box, now)
         box.buffer.append(item)
+        box.times.append(now)
         for sub in list(box.subscribers):
             try:
                 sub.queue.put_nowait(item)
@@ -73,9 +86,16 @@ class Hub:
         box = self._boxes.get(agent)
         if box is None or seq >= box.seq:
             return []
+        self._expire(box, self._clock())
         if not box.buffer or box.buffer[0][0] > seq + 1:
             return None
         return [item for item in box.buffer if item[0] > seq]
+
+    @staticmethod
+    def _expire(box: _Mailbox, now: float) -> None:
+        while box.times and now - box.times[0] > REPLAY_SECONDS:
+            box.times.popleft()
+            box.buffer.popleft()
 
     def subscribe(self, agent: str) -> Subscription:
         sub = Subscription(agent)

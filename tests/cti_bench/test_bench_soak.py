@@ -2,7 +2,8 @@
 
 A smoke test, not a timed one: twenty agents, 5 calls/s, 20 s. It checks that the samples of
 the product's memory and descriptors are taken and consistent, that the per-window pop
-figures add up to the whole, and that nothing is counted as an error when nothing went wrong.
+figures add up to the whole, that the agents' outcomes are saved and release their wrap-ups,
+and that nothing is counted as an error when nothing went wrong.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ async def test_a_small_soak_reports_real_figures() -> None:
     assert report.cards == 100 and report.missing == 0  # every call of the 20 s measured
     assert report.ami_reconnects == 0 and report.product_reconnects == 0
     assert report.log_errors == [] and report.errors == 0
+    # the agents work: 115 calls, each over some 4 s after it starts, its outcome 1-4 s later;
+    # the saves of the calls of the last few seconds may still be under way at the end
+    assert report.outcomes.failed == {}
+    assert 55 <= report.outcomes.saved <= 115
+    assert report.wrapups_held <= 115 - report.outcomes.saved
     # the product's own process: a Python service with a store holds tens of MB, and its
     # listening socket, the AMI link and 20 WebSockets are open descriptors
     assert 20 * 1024 < report.rss_start_kb <= report.rss_max_kb
