@@ -3,6 +3,9 @@
 SQLite runs in WAL mode with a busy timeout, so the pop's reads never wait on a writer and a
 writer waits briefly instead of failing. URLs are plain SQLAlchemy ones; ``sqlite:///`` and
 ``postgresql://`` get their asyncio drivers (aiosqlite, asyncpg) added.
+
+Engines hide bound parameters from their errors: a failed write's message is logged, and its
+parameters are customers' names, phones and agents' notes, which have no place in a log.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ def async_url(url: str) -> URL:
 
 
 def create_engine(url: str = DEFAULT_URL, **kwargs: Any) -> AsyncEngine:
-    """An async engine; for a SQLite file its folder is created and WAL is switched on."""
+    """An async engine; for a SQLite file its folder is created and WAL is switched on.
+    Its errors never quote bound parameters (``hide_parameters``)."""
     parsed = async_url(url)
+    kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,8 @@
 """A sink that prints one readable line per domain event (``cti serve`` and ``cti demo``).
 
+Caller names and channel names are the caller's text: each line goes through
+:func:`cti.logs.one_line`, so none can break the line, move the cursor or recolour the terminal.
+
 Lines are stamped with the time they are printed, so they read in order: some events are
 published after the fact (a redirected caller's "left without an agent" once the redirect is
 told apart from a hang-up, CallEnded after its grace), and stamped with their own time they
@@ -30,6 +33,7 @@ from cti.events import (
     CallTransferred,
     DomainEvent,
 )
+from cti.logs import one_line
 from cti.replay import summary_line
 
 LATE = 1.0  # seconds after the event from which a line says when it happened
@@ -124,4 +128,5 @@ class ConsoleSink:
         late = event.at is not None and now - event.at >= LATE
         line = describe(event, _clock(event.at) if late and event.at is not None else None)
         if line is not None:
-            print(f"{_clock(now)} [{event.pbx}] {event.call_id}  {line}", file=self.out, flush=True)
+            text = one_line(f"{_clock(now)} [{event.pbx}] {event.call_id}  {line}")
+            print(text, file=self.out, flush=True)

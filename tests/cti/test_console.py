@@ -60,3 +60,17 @@ def test_a_line_published_late_is_stamped_when_printed_and_says_when_it_happened
         f"left support at {clock(1_800_000_089.0)} without an agent (redirected)",
         f"queued in sales (position 1): +8613800138000 (at {clock(1_800_000_090.0)})",
     ]
+
+
+def test_a_hostile_caller_name_prints_one_line_that_moves_nothing() -> None:
+    """A caller ID name is the caller's text: a line break, an ANSI erase-and-rewrite, a CSI,
+    backspaces or a bidi override must not forge or redraw a console line."""
+    out = io.StringIO()
+    sink = ConsoleSink(out, clock=lambda: 1_800_000_000.0)
+    name = "Eve\r\n12:00:00 [sim] c9  answered by Mallory\x1b[1A\x1b[2K\x9b2J\b\b\u202eevil"
+    sink.publish(CallQueued("sim", "c3", 1_800_000_000.0, "sales", 1, "+8613800138000", name))
+    text = out.getvalue()
+    assert text.count("\n") == 1 and text.endswith("\n")
+    assert all(c.isprintable() for c in text[:-1]), repr(text)
+    assert "Eve\\u000d\\u000a12:00:00 [sim] c9  answered by Mallory\\u001b[1A" in text
+    assert "\\u009b2J\\u0008\\u0008\\u202eevil" in text

@@ -103,3 +103,47 @@ def test_the_format_is_a_setting_text_by_default() -> None:
     assert load(env={"CTI_LOG_FORMAT": "json"}).log_format == "json"
     with pytest.raises(SettingsError, match="log_format"):
         load(env={"CTI_LOG_FORMAT": "xml"})
+
+
+TERMINAL = (
+    "Eve\x1b[2K\r\x1b[1A2030-01-01 00:00:00 INFO cti: agent logged out\x9b31m"
+    "\b\b\x7f\u202eevil\u2066\ud800"
+)
+
+
+async def test_text_lines_escape_terminal_sequences_bidi_and_lone_surrogates(
+    written: tuple[io.StringIO, logging.Handler],
+) -> None:
+    out, handler = written
+    handler.setFormatter(TextFormatter())
+    logging.getLogger("cti.service").warning("caller %s", TERMINAL)
+    text = out.getvalue()
+    assert text.count("\n") == 1 and text.endswith("\n")
+    assert all(c == "\t" or c.isprintable() for c in text[:-1]), repr(text)
+    for escaped in ("\\u001b", "\\u009b", "\\u0008", "\\u007f", "\\u202e", "\\u2066", "\\ud800"):
+        assert escaped in text
+    assert text.encode("utf-8")  # a lone surrogate would have made the stream fail
+
+
+async def test_a_traceback_cannot_start_a_line_at_the_margin(
+    written: tuple[io.StringIO, logging.Handler],
+) -> None:
+    out, handler = written
+    handler.setFormatter(TextFormatter())
+    await hostile_call()
+    lines = out.getvalue().splitlines()
+    assert lines and not lines[0].startswith(" ")  # the record's own line
+    assert all(line.startswith("  ") for line in lines[1:]), lines  # the traceback, indented
+    assert any("ValueError: no card for Eve" in line for line in lines[1:])
+    assert not any(line.startswith("{") for line in lines)  # the forged JSON is not a line
+
+
+async def test_json_lines_escape_terminal_sequences(
+    written: tuple[io.StringIO, logging.Handler],
+) -> None:
+    out, handler = written
+    handler.setFormatter(JsonFormatter())
+    logging.getLogger("cti.service").warning("caller %s", TERMINAL)
+    (line,) = out.getvalue().splitlines()
+    assert all(c.isprintable() for c in line), repr(line)
+    assert json.loads(line)["message"] == f"caller {TERMINAL}"  # the text itself, kept whole
