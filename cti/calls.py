@@ -41,6 +41,7 @@ disconnected, with what is known and nothing invented.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -1065,20 +1066,19 @@ def _outcome(call: _Call) -> Outcome | None:
 
 
 def _timestamp(msg: Message, received_at: float | None) -> float | None:
-    stamp = msg.get("Timestamp")
-    if stamp:
-        try:
-            return float(stamp)
-        except ValueError:
-            pass
-    return received_at
+    """The message's own time, else ``received_at``. A ``Timestamp`` that is not a finite
+    number is no time at all: ``inf`` would stop the idle check for good, ``nan`` never ages."""
+    stamp = _float(msg.get("Timestamp"))
+    return received_at if stamp is None else stamp
 
 
 def _float(value: str | None) -> float | None:
+    """A finite number, or None (``float()`` also reads ``nan`` and ``inf``)."""
     try:
-        return float(value) if value not in (None, "") else None
+        number = float(value) if value not in (None, "") else None
     except ValueError:
         return None
+    return number if number is not None and math.isfinite(number) else None
 
 
 def _int(value: str | None) -> int | None:
