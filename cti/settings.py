@@ -8,6 +8,7 @@ for the customer store ``DATABASE_URL`` and ``CTI_DEFAULT_REGION``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -86,11 +87,25 @@ class WebSettings:
 
 @dataclass(frozen=True)
 class IvrSettings:
-    """The FastAGI server of the IVR menus. Without ``menus_dir`` it is not started."""
+    """The FastAGI server of the IVR menus. Without ``menus_dir`` it is not started.
+
+    FastAGI has no authentication of its own (docs/ivr.md, Security): only ``allowed_peers``
+    may connect (IP addresses or CIDR networks; by default loopback and each ``[pbx.*]``
+    host, a host name resolved when the server starts), with a ``secret`` every AGI URL must
+    carry as ``?secret=...`` (better given as CTI_IVR_SECRET). A customer's PIN may be tried
+    ``pin_failures`` times per ``pin_window`` seconds across calls, then not for
+    ``pin_lockout`` seconds, doubled at each lockout in a row. Findings reach a card only for
+    a call the AMI side follows, waited for up to ``call_wait`` seconds."""
 
     host: str = "127.0.0.1"
     port: int = 4573
     menus_dir: str = ""  # a folder of menu files (config/ivr): <name>.toml serves agi://…/<name>
+    allowed_peers: tuple[str, ...] = ()  # () in the file: loopback and the [pbx.*] hosts
+    secret: str = field(default="", repr=False)
+    pin_failures: int = 5
+    pin_window: float = 900.0
+    pin_lockout: float = 60.0
+    call_wait: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -227,7 +242,7 @@ def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -
         log_format=_log_format(env.get("CTI_LOG_FORMAT", raw.get("log_format", "text"))),
         store=_store(raw.get("store", {}), env),
         web=_web(raw.get("web", {})),
-        ivr=_ivr(raw.get("ivr", {})),
+        ivr=_ivr(raw.get("ivr", {}), env, pbxs),
         wallboard=_wallboard(raw.get("wallboard", {})),
         crm=_crm(raw.get("crm", {}), env),
         segments=_plain("segments", SegmentSettings(), raw.get("segments", {})),
@@ -301,15 +316,43 @@ def _web(body: Mapping[str, Any]) -> WebSettings:
         raise SettingsError(f"[web]: {exc}") from exc
 
 
-def _ivr(body: Mapping[str, Any]) -> IvrSettings:
-    unknown = set(body) - {f.name for f in fields(IvrSettings)}
-    if unknown:
-        raise SettingsError(f"[ivr]: unknown keys {sorted(unknown)}")
-    try:
-        ivr = replace(IvrSettings(), **body)
-        return replace(ivr, port=int(ivr.port), menus_dir=str(ivr.menus_dir))
-    except (TypeError, ValueError) as exc:
-        raise SettingsError(f"[ivr]: {exc}") from exc
+IVR_LOOPBACK = ("127.0.0.0/8", "::1")
+_URL_SPECIAL = frozenset("&#?%+/= \t\r\n")  # what a query value would need escaped
+
+
+def _ivr(
+    body: Mapping[str, Any], env: Mapping[str, str], pbxs: tuple[PbxSettings, ...]
+) -> IvrSettings:
+    """``[ivr]``; without ``allowed_peers``, loopback and the PBXs' hosts may connect."""
+    values = dict(body)
+    peers = values.pop("allowed_peers", None)
+    if env.get("CTI_IVR_SECRET"):
+        values["secret"] = env["CTI_IVR_SECRET"]
+    ivr = _plain("ivr", IvrSettings(), values)
+    if ivr.secret and (not ivr.secret.isascii() or any(c in ivr.secret for c in _URL_SPECIAL)):
+        raise SettingsError(
+            "[ivr]: secret must be ASCII, without spaces nor & # ? % + / = (it goes in a URL)"
+        )
+    if ivr.pin_failures < 1 or min(ivr.pin_window, ivr.pin_lockout) <= 0:
+        raise SettingsError("[ivr]: pin_failures must be ≥ 1, pin_window and pin_lockout > 0")
+    if peers is None:
+        hosts = tuple(dict.fromkeys([*IVR_LOOPBACK, *(pbx.host for pbx in pbxs)]))
+        return replace(ivr, allowed_peers=hosts)
+    if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
+        raise SettingsError(f"[ivr]: allowed_peers must be a list of addresses, not {peers!r}")
+    if not peers:
+        raise SettingsError(
+            "[ivr]: allowed_peers is empty, so no PBX could connect "
+            "(leave it out for loopback and the [pbx.*] hosts)"
+        )
+    for peer in peers:
+        try:
+            ipaddress.ip_network(peer.strip(), strict=True)
+        except ValueError as exc:
+            raise SettingsError(
+                f"[ivr]: allowed_peers {peer!r} is not an IP address or CIDR network ({exc})"
+            ) from None
+    return replace(ivr, allowed_peers=tuple(p.strip() for p in peers))
 
 
 def _wallboard(body: Mapping[str, Any]) -> BoardRules:

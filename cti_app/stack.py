@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,6 +35,7 @@ from cti.service import CtiService, EventSink, StateSink
 from cti.settings import Settings
 from cti.waits import wait_set
 from cti.wrapup import QueuePauseWrapup
+from ivr.guard import LOOPBACK, PeerAllowList, PinLimiter, TrackedCalls, is_network
 from ivr.menus import load_menus
 from ivr.runner import MenuHandler, pbx_from_query
 from ivr.server import AgiServer
@@ -128,7 +130,10 @@ async def run_stack(
         url = None
         address = None
         if settings.ivr.menus_dir:
-            agi = _agi_server(settings, IvrStore(engine, store, phones, clock=utc_now), pop)
+            peers = await _agi_peers(settings)
+            ivr_store = IvrStore(engine, store, phones, clock=utc_now)
+            calls = TrackedCalls({f.settings.name: f.tracker for f in service.followers})
+            agi = _agi_server(settings, ivr_store, pop, peers, calls)
             address = await agi.start(settings.ivr.host, settings.ivr.port)
         if accounts is not None:
             dispositions = Dispositions.load(settings.web.dispositions_file)
@@ -243,9 +248,32 @@ def _relay_stopped(task: asyncio.Task[None]) -> None:
         log.error("crm: the relay stopped; changes wait in the outbox", exc_info=task.exception())
 
 
-def _agi_server(settings: Settings, store: IvrStore, pop: PopService) -> AgiServer:
+async def _agi_peers(settings: Settings) -> PeerAllowList:
+    """``[ivr] allowed_peers`` (default: loopback and the PBXs' hosts); a PBX given by host
+    name is resolved now, and one that does not resolve is left out, with a warning."""
+    entries = settings.ivr.allowed_peers or (
+        *LOOPBACK, *(pbx.host for pbx in settings.pbxs)
+    )  # fmt: skip
+    addresses: list[str] = []
+    for entry in dict.fromkeys(entries):
+        if is_network(entry):
+            addresses.append(entry)
+            continue
+        try:
+            infos = await asyncio.to_thread(socket.getaddrinfo, entry, None)
+        except OSError as exc:
+            log.warning("[ivr] allowed_peers: PBX host %r not resolved (%s); left out", entry, exc)
+            continue
+        addresses += dict.fromkeys(str(info[4][0]) for info in infos)
+    return PeerAllowList(addresses)
+
+
+def _agi_server(
+    settings: Settings, store: IvrStore, pop: PopService, peers: PeerAllowList, calls: TrackedCalls
+) -> AgiServer:
     """One route per menu file; findings go to the pop, survey scores to the agent who
-    last had the call and its customer."""
+    last had the call and its customer. Only ``peers`` may connect, with the secret if one is
+    set; PIN guesses are limited across every menu; findings go only to calls AMI follows."""
     names = frozenset(p.name for p in settings.pbxs)
     only = next(iter(names)) if len(names) == 1 else None
 
@@ -257,7 +285,9 @@ def _agi_server(settings: Settings, store: IvrStore, pop: PopService) -> AgiServ
         lookup = pop.lookup_for(pbx, call_id)
         return lookup.cards[0].id if lookup is not None and len(lookup.cards) == 1 else None
 
-    server = AgiServer()
+    ivr = settings.ivr
+    server = AgiServer(peers=peers, secret=ivr.secret)
+    pins = PinLimiter(failures=ivr.pin_failures, window=ivr.pin_window, lockout=ivr.pin_lockout)
     for name, menu in load_menus(settings.ivr.menus_dir).items():
         handler = MenuHandler(
             menu,
@@ -266,6 +296,9 @@ def _agi_server(settings: Settings, store: IvrStore, pop: PopService) -> AgiServ
             pbx_for=pbx_from_query(only, names),
             agent_for=agent_for,
             customer_for=customer_for,
+            pins=pins,
+            calls=calls,
+            call_wait=ivr.call_wait,
         )
         server.add_route(name, handler)
     return server

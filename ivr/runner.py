@@ -18,6 +18,16 @@ gets ``StoreFailed("timeout")`` and takes the step's error path. A store that fa
 Scores of a survey menu (``rate`` steps) are saved when its walk ends, hung up or not,
 against the call, the agent who last handled it and the call's customer (``agent_for`` and
 ``customer_for`` ask the call model, which knows them from AMI and the pop).
+
+What a FastAGI peer says is not trusted (docs/ivr.md, Security). PIN checks go through the
+:class:`~ivr.guard.PinLimiter` shared by every session: a customer locked out gets
+``PinRefused`` and the walk goes on unidentified. With ``calls`` (a :class:`LiveCalls`),
+findings are held back until the AMI side knows the call *and* this session's channel as one
+of its channels; a callback or survey for the call waits for the same proof. Because AMI
+events may come in just after the AGI session starts, the check is made again at each
+report, and when it finally matters (a callback, the end of the session) it waits up to
+``call_wait`` seconds for the call to show. A call never proven: nothing reaches the card,
+no callback, no scores, one WARNING.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from typing import Any, Protocol, TypeVar
 
 from crm_sync.store import StoreUnavailable
 from ivr.agi import AgiCommandError, AgiRequest, ChannelHungUp
+from ivr.guard import PinLimiter
 from ivr.menus import Figure, Menu
 from ivr.server import AgiSession
 from ivr.walk import (
@@ -49,6 +60,7 @@ from ivr.walk import (
     Findings,
     Hangup,
     PinChecked,
+    PinRefused,
     Play,
     Played,
     RequestCallback,
@@ -68,6 +80,8 @@ from ivr.walk import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 STORE_LIMIT = 5.0  # seconds a store action may take in all, holding prompt included
+CALL_WAIT = 2.0  # seconds to wait for AMI to show the call before its findings are dropped
+CALL_POLL = 0.05  # how often the call model is asked again meanwhile
 
 # Channel variables the dialplan reads after AGI() (see docs/ivr.md)
 QUEUE_VAR = "IVR_QUEUE"
@@ -107,6 +121,14 @@ class FindingsSink(Protocol):
     def ivr_learned(self, pbx: str, call_id: str, findings: dict[str, Any]) -> None: ...
 
 
+class LiveCalls(Protocol):
+    """The AMI side's live calls (:class:`ivr.guard.TrackedCalls`)."""
+
+    def has_channel(self, pbx: str, call_id: str, channel: str, uniqueid: str) -> bool:
+        """Whether ``call_id`` is a live call of ``pbx`` with this channel among its own."""
+        ...
+
+
 class MenuHandler:
     """Runs ``menu`` for each AGI session routed to it."""
 
@@ -120,7 +142,12 @@ class MenuHandler:
         agent_for: Callable[[str, str], str | None] = lambda pbx, call_id: None,
         customer_for: Callable[[str, str], int | None] = lambda pbx, call_id: None,
         store_limit: float = STORE_LIMIT,
+        pins: PinLimiter | None = None,
+        calls: LiveCalls | None = None,
+        call_wait: float = CALL_WAIT,
     ) -> None:
+        """``pins``: one limiter for every menu (None: no limit); ``calls``: the live-call
+        check (None: every call is taken as real, for tests of the walk alone)."""
         self.menu = menu
         self.store = store
         self.sink = sink
@@ -128,6 +155,9 @@ class MenuHandler:
         self.agent_for = agent_for
         self.customer_for = customer_for
         self.store_limit = store_limit
+        self.pins = pins
+        self.calls = calls
+        self.call_wait = call_wait
 
     async def __call__(self, session: AgiSession) -> None:
         request = session.request
@@ -156,6 +186,8 @@ class _Call:
         self.call_id = call_id
         self.walk = walk
         self.reported: tuple[object, ...] = ()  # what was last reported, in brief
+        self.proven = handler.calls is None  # the AMI side knows this call and channel
+        self.refused = False  # the call was never proven: nothing goes out for it
 
     async def run(self) -> None:
         action: Action = self.walk.start()
@@ -166,8 +198,9 @@ class _Call:
     async def finish(self) -> None:
         """Whatever ended the walk (its end, a hang-up, an error): report, save the scores."""
         findings = self.walk.findings
+        await self.prove()
         self.report(findings)
-        if findings.scores:
+        if findings.scores and self.proven:
             handler, call = self.handler, (self.pbx, self.call_id)
             agent = handler.agent_for(*call)
             customer = findings.customer_id or handler.customer_for(*call)
@@ -176,9 +209,40 @@ class _Call:
             except StoreUnavailable as exc:
                 log.warning("survey scores of call %s not saved: %s", self.call_id, exc)
 
+    def check(self) -> bool:
+        """Is the call proven now? (Asks the call model, without waiting.)"""
+        calls = self.handler.calls
+        if not self.proven and not self.refused and calls is not None:
+            request = self.session.request
+            self.proven = calls.has_channel(
+                self.pbx, self.call_id, request.channel, request.uniqueid
+            )
+        return self.proven
+
+    async def prove(self) -> bool:
+        """Wait up to ``call_wait`` for the AMI side to show the call; past it the call is
+        refused for good, with one WARNING."""
+        if self.check() or self.refused:
+            return self.proven
+        polls = max(1, round(self.handler.call_wait / CALL_POLL))
+        for _ in range(polls):  # the call model has no "tell me when": ask a few times
+            await asyncio.sleep(CALL_POLL)
+            if self.check():
+                return True
+        self.refused = True
+        request = self.session.request
+        log.warning(
+            "IVR %s: call %r with channel %r (%r) is not a live call of PBX %r; its findings, "
+            "callback and scores are dropped",
+            self.handler.menu.name, self.call_id, request.channel, request.uniqueid, self.pbx,
+        )  # fmt: skip
+        return False
+
     def report(self, findings: Findings) -> None:
         # a brief of atoms, not the findings themselves: nothing per session for the
         # collector to walk between steps (the path only grows)
+        if not self.check():
+            return  # held back: sent at the next report once proven, or never
         brief = (
             len(findings.path),
             findings.customer_id,
@@ -213,11 +277,12 @@ class _Call:
                 found = await self.stored(store.find_by_account(value), budget)
                 return found if isinstance(found, StoreFailed) else CustomersFound(found)
             case VerifyPin(customer_id=customer, pin=pin, budget=budget):
-                ok = await self.stored(store.verify_pin(customer, pin), budget)
-                return ok if isinstance(ok, StoreFailed) else PinChecked(ok)
+                return await self.verify_pin(customer, pin, budget)
             case FetchFigure(figure=figure, customer_id=customer, budget=budget):
                 return await self.stored(store.figure(figure, customer), budget)
             case RequestCallback(queue=queue, number=number, customer_id=customer, budget=b):
+                if not await self.prove():
+                    return StoreFailed("error")
                 made = await self.stored(
                     store.request_callback(queue, number, customer, self.call_id), b
                 )
@@ -232,6 +297,22 @@ class _Call:
                 await session.hangup()
                 return Ack()
         raise AssertionError(f"no edge for {action!r}")
+
+    async def verify_pin(self, customer: int, pin: str, budget: StoreBudget) -> Result:
+        """The store's PIN check, unless the customer is locked out of guessing."""
+        pins = self.handler.pins
+        if pins is not None and not pins.attempt(customer):
+            log.warning(
+                "IVR %s: PIN of customer %s not checked on call %r: too many attempts",
+                self.handler.menu.name, customer, self.call_id,
+            )  # fmt: skip
+            return PinRefused()
+        ok = await self.stored(self.handler.store.verify_pin(customer, pin), budget)
+        if isinstance(ok, StoreFailed):
+            return ok
+        if ok and pins is not None:
+            pins.succeeded(customer)
+        return PinChecked(ok)
 
     async def play(self, prompt: str, interrupt: str = "") -> str:
         """STREAM FILE; a prompt Asterisk cannot play is skipped (logged), not fatal."""

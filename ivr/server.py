@@ -18,6 +18,11 @@ needs the channel once the hang-up is known. Because res_agi writes ``HANGUP`` j
 the interrupted command's ``-1``, a ``-1`` on a channel still thought alive waits up to
 ``hangup_grace`` for that line before it is taken as a plain failure (a missing prompt file).
 That wait assumes the channel variable ``AGISIGHUP`` is not ``no`` (which suppresses the line).
+
+Who may connect: a peer whose address is not on ``peers`` is closed before a byte is read,
+and with a ``secret`` a request whose URL does not carry it (``?secret=...``) is closed after
+the headers, without a reply (:mod:`ivr.guard`). Either is one WARNING line and a count in
+:attr:`AgiServer.refused`, nothing else.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 
@@ -42,6 +47,7 @@ from ivr.agi import (
     ReplyItem,
     format_command,
 )
+from ivr.guard import SECRET_PARAM, PeerAllowList, secret_matches
 
 log = logging.getLogger(__name__)
 
@@ -268,10 +274,17 @@ class AgiServer:
         header_timeout: float = 5.0,
         reply_timeout: float = 60.0,
         hangup_grace: float = 0.5,
+        peers: PeerAllowList | None = None,
+        secret: str = "",
     ) -> None:
+        """``peers``: the addresses allowed to connect (None: any, for tests and the demo);
+        ``secret``: what the AGI URL's ``secret`` parameter must be ("" asks for none)."""
         self.header_timeout = header_timeout
         self.reply_timeout = reply_timeout
         self.hangup_grace = hangup_grace
+        self.peers = peers
+        self.secret = secret
+        self.refused: Counter[str] = Counter()  # connections refused, by reason
         self._routes: dict[str, Handler] = {}
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -326,8 +339,11 @@ class AgiServer:
         if self._stopping or task is None:  # accepted while stop() ran: nobody would cancel us
             writer.close()
             return
-        self._tasks.add(task)
         peer = writer.get_extra_info("peername")
+        if self.peers is not None and not self.peers.allows(_host(peer)):
+            self._refuse(writer, peer, "address not in [ivr] allowed_peers")
+            return
+        self._tasks.add(task)
         try:
             await self._serve(reader, writer, peer)
         finally:
@@ -356,7 +372,10 @@ class AgiServer:
         if got is None:
             return
         request, pending = got
-        log.debug("FastAGI headers from %s: %r", peer, request.headers)
+        if self.secret and not secret_matches(request.query.get(SECRET_PARAM, ""), self.secret):
+            self._refuse(writer, peer, "wrong or missing secret in the AGI URL")
+            return
+        log.debug("FastAGI headers from %s: %r", peer, self._redacted(request.headers))
         try:
             session = AgiSession(
                 request,
@@ -384,6 +403,23 @@ class AgiServer:
             log.info("FastAGI %r on %s ended: %s", script, request.channel, exc)
         except Exception:
             log.exception("FastAGI handler for %r failed on %s", script, request.channel)
+
+    def _refuse(self, writer: asyncio.StreamWriter, peer: object, reason: str) -> None:
+        """Close at once, say so once; the peer learns nothing (no reply, no variable)."""
+        self.refused[reason] += 1
+        log.warning("FastAGI peer %r refused: %s", peer, reason)
+        writer.close()
+
+    def _redacted(self, headers: Mapping[str, str]) -> dict[str, str]:
+        """The headers for the log: the URL carries the secret (agi_request, agi_network_script)."""
+        if not self.secret:
+            return dict(headers)
+        return {key: value.replace(self.secret, "***") for key, value in headers.items()}
+
+
+def _host(peer: object) -> str:
+    """The address of a ``peername`` (host, port[, flow, scope]); "" when there is none."""
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
 
 
 async def _read_headers(

@@ -137,6 +137,11 @@ class PinChecked:
 
 
 @dataclass(frozen=True, slots=True)
+class PinRefused:
+    """Too many PIN attempts for this customer lately (across calls): nothing was checked."""
+
+
+@dataclass(frozen=True, slots=True)
 class FigureValue:
     """A figure from the store: ``amount`` is a decimal string ("-12.50") with an optional ISO
     currency, ``number`` an integer string, ``text`` a status code ("shipped"), ``none`` that
@@ -163,6 +168,7 @@ Result: TypeAlias = (
     | CustomersFound
     | StoreFailed
     | PinChecked
+    | PinRefused
     | FigureValue
     | CallbackCreated
     | Ack
@@ -216,7 +222,10 @@ class FindCustomer:
 
 @dataclass(frozen=True, slots=True)
 class VerifyPin:
-    expects: ClassVar[tuple[type, ...]] = (PinChecked, StoreFailed)
+    """Check a PIN; the edge may refuse (PinRefused) a customer locked out of guessing, and
+    the caller then goes on unidentified, as after a wrong PIN."""
+
+    expects: ClassVar[tuple[type, ...]] = (PinChecked, PinRefused, StoreFailed)
     customer_id: int
     pin: str
     budget: StoreBudget
@@ -618,9 +627,11 @@ class Walk:
         verify = VerifyPin(entry.customer.id, got.digits, self._budget())
         return self._emit(verify, lambda checked: self._pin_checked(entry, checked))
 
-    def _pin_checked(self, entry: _PinEntry, got: PinChecked | StoreFailed) -> Action:
+    def _pin_checked(self, entry: _PinEntry, got: PinChecked | PinRefused | StoreFailed) -> Action:
         if isinstance(got, StoreFailed):
             return self._store_failed(got, entry.step.not_found)
+        if isinstance(got, PinRefused):
+            return self._advance("pin-locked", entry.step.not_found)
         if got.ok:
             return self._identified(entry.customer, "account", entry.step.found)
         return self._pin_retry(entry, "pin-wrong")
