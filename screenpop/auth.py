@@ -18,17 +18,17 @@ import contextlib
 import getpass
 import hashlib
 import hmac
+import ipaddress
 import logging
 import re
 import secrets
 import time
 import tomllib
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 from aiohttp import web
 
@@ -333,54 +333,172 @@ class SessionStore:
             del self._sessions[token]
 
 
-class LoginLimiter:
-    """At most ``failures`` wrong passwords per login in ``window`` seconds.
+class Throttle(NamedTuple):
+    """One budget, a bucket of failures: ``free`` fit, then each further attempt waits
+    ``first`` s after the last, doubling up to ``cap`` (never a hard lock). One failure
+    leaks out every ``leak`` s, so whoever tries slower than that is never slowed."""
 
-    Counted per login whether or not it exists (so throttling reveals nothing), in bounded
-    memory: past ``max_logins`` tracked names the oldest are forgotten.
+    free: int
+    first: float
+    cap: float
+    leak: float
+
+    def wait(self, count: int) -> float:
+        """Seconds the next attempt waits after the last, with ``count`` in the bucket."""
+        if count < self.free:
+            return 0.0
+        return min(self.cap, self.first * (1 << min(count - self.free, 32)))
+
+
+# The defaults. A person mistyping is hardly slowed, a guesser soon is. One address at its
+# pair's cap (a try a minute) drains slower than the per-login bucket leaks (two a minute),
+# so no single stranger can slow a login for anyone else; it takes many addresses at once.
+PAIR = Throttle(free=5, first=1.0, cap=60.0, leak=300.0)
+ADDRESS = Throttle(free=20, first=1.0, cap=60.0, leak=60.0)
+LOGIN = Throttle(free=50, first=1.0, cap=30.0, leak=30.0)
+TRUST = 30 * 24 * 3600.0  # how long a login that worked from an address is remembered
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One login attempt, as :meth:`LoginLimiter.start` judged it: ``wait`` > 0 means refused
+    (retry in that many seconds, nothing was charged)."""
+
+    login: str
+    client: str
+    wait: float
+    trusted: bool
+
+
+class _Counts:
+    """One throttle's buckets by key: ``(count, last charged, last leaked)``, in bounded
+    memory (the least recently charged key is forgotten first, an empty one at once)."""
+
+    def __init__(self, throttle: Throttle, max_keys: int) -> None:
+        self.throttle = throttle
+        self.max_keys = max_keys
+        self.seen: dict[Hashable, tuple[int, float, float]] = {}
+
+    def wait(self, key: Hashable, now: float) -> float:
+        count, last, _ = self._get(key, now)
+        return max(0.0, last + self.throttle.wait(count) - now)
+
+    def charge(self, key: Hashable, now: float) -> None:
+        count, _, leaked = self._get(key, now)
+        self.seen.pop(key, None)
+        self.seen[key] = (count + 1, now, leaked)  # most recent last, for the eviction order
+        _bound(self.seen, self.max_keys)
+
+    def refund(self, key: Hashable, now: float) -> None:
+        count, last, leaked = self._get(key, now)
+        if count > 1:
+            self.seen[key] = (count - 1, last, leaked)
+        else:
+            self.seen.pop(key, None)
+
+    def clear(self, key: Hashable) -> None:
+        self.seen.pop(key, None)
+
+    def _get(self, key: Hashable, now: float) -> tuple[int, float, float]:
+        """The bucket as of ``now``, after what leaked out since (whole failures only)."""
+        count, last, leaked = self.seen.get(key, (0, now, now))
+        steps = int((now - leaked) // self.throttle.leak)
+        if steps >= count:
+            self.seen.pop(key, None)
+            return 0, now, now
+        return count - steps, last, leaked + steps * self.throttle.leak
+
+
+class LoginLimiter:
+    """Slows password guessing without letting a stranger lock anyone out.
+
+    An attempt is charged *before* its password is checked (:meth:`start`) and refunded only
+    when it succeeds, so an attempt in flight counts as a failure: a burst of parallel
+    requests gets no more password checks than the budget, however slow scrypt is. A refused
+    attempt is not charged, so hammering lengthens nobody's wait. Three budgets, each a
+    :class:`Throttle` (a few free failures, waits that double up to a cap, a steady leak):
+
+    - per (login, client address), the main one: a stranger's failures slow the stranger.
+    - per client address, across logins: one place spraying many logins.
+    - per login, across addresses: a large bucket that leaks faster than one address at its
+      cap can fill it, so only many addresses at once slow a login, and then to one try every
+      ``cap`` s, never a lock.
+
+    A pair that logged in within ``trust`` s skips the last two: the supervisor at her usual
+    desk logs in at once even while a botnet holds her login at its cap (from a new address
+    she races the botnet for the next try). The client address is ``request.remote`` (IPv6
+    by its /64, what one host usually holds), never a header a client could forge; behind a
+    reverse proxy every client is the proxy. Counted whether or not the login exists, so a
+    refusal reveals nothing. State is in memory, per process, bounded (``max_keys`` per
+    budget, the least recently charged forgotten first).
     """
 
     def __init__(
         self,
         *,
-        failures: int = 5,
-        window: float = 60.0,
-        max_logins: int = 10_000,
+        pair: Throttle = PAIR,
+        address: Throttle = ADDRESS,
+        login: Throttle = LOGIN,
+        trust: float = TRUST,
+        max_keys: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.failures = failures
-        self.window = window
-        self.max_logins = max_logins
+        self._pairs = _Counts(pair, max_keys)
+        self._addresses = _Counts(address, max_keys)
+        self._logins = _Counts(login, max_keys)
+        self.trust = trust
+        self.max_keys = max_keys
+        self._trusted: dict[tuple[str, str], float] = {}  # pair -> when it last logged in
         self._clock = clock
-        self._seen: dict[str, deque[float]] = {}
 
-    def retry_after(self, login: str) -> float:
-        """Seconds until ``login`` may try again (0: now)."""
-        times = self._recent(login.casefold())
-        if times is None or len(times) < self.failures:
-            return 0.0
-        return max(0.0, times[0] + self.window - self._clock())
+    def start(self, login: str, address: str | None) -> Attempt:
+        """Judge an attempt and, unless refused, charge it to every budget it falls under."""
+        now = self._clock()
+        key, client = login.casefold(), _client(address)
+        since = self._trusted.get((key, client))
+        trusted = since is not None and now - since < self.trust
+        budgets: list[tuple[_Counts, Hashable]] = [(self._pairs, (key, client))]
+        if not trusted:
+            budgets += [(self._addresses, client), (self._logins, key)]
+        wait = max(counts.wait(k, now) for counts, k in budgets)
+        if wait == 0:
+            for counts, k in budgets:
+                counts.charge(k, now)
+        return Attempt(key, client, wait, trusted)
 
-    def failed(self, login: str) -> None:
-        key = login.casefold()
-        times = self._recent(key) or deque(maxlen=self.failures)
-        times.append(self._clock())
-        self._seen.pop(key, None)
-        self._seen[key] = times  # most recent last, for the eviction order
-        while len(self._seen) > self.max_logins:
-            del self._seen[next(iter(self._seen))]
+    def succeeded(self, attempt: Attempt) -> None:
+        """The password was right: refund the attempt, forget the pair's failures and trust
+        the pair from now on."""
+        if attempt.wait > 0:
+            return  # refused: nothing was charged
+        now = self._clock()
+        pair = (attempt.login, attempt.client)
+        self._pairs.clear(pair)
+        if not attempt.trusted:
+            self._addresses.refund(attempt.client, now)
+            self._logins.refund(attempt.login, now)
+        self._trusted.pop(pair, None)
+        self._trusted[pair] = now
+        _bound(self._trusted, self.max_keys)
 
-    def succeeded(self, login: str) -> None:
-        self._seen.pop(login.casefold(), None)
 
-    def _recent(self, key: str) -> deque[float] | None:
-        times = self._seen.get(key)
-        if times is None:
-            return None
-        cutoff = self._clock() - self.window
-        while times and times[0] <= cutoff:
-            times.popleft()
-        return times
+def _bound(seen: dict[Any, Any], max_keys: int) -> None:
+    """Forget the oldest entries (a dict keeps insertion order) past ``max_keys``."""
+    while len(seen) > max_keys:
+        del seen[next(iter(seen))]
+
+
+def _client(address: str | None) -> str:
+    """The throttling key of a client address: IPv6 by /64, anything else as it is."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return address or "?"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def _utc(at: float) -> datetime:

@@ -17,6 +17,7 @@ import re
 import secrets
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -48,6 +49,9 @@ log = logging.getLogger(__name__)
 LOGIN_COOKIE = "cti_login"
 SESSION_LOST = 4401  # WebSocket close code: the session ended (logout, expiry); log in again
 _NOTE_KEY = re.compile(r"[0-9a-f]{24}")  # the key the page put in the form
+MAX_TARGET = 2000  # characters of a ``next`` target (longer: ``/``)
+_NOT_IN_TARGET = re.compile(r"[\x00-\x1f\x7f\\]")  # C0 controls, DEL, backslash
+_PRINTABLE_ASCII = "".join(map(chr, range(0x21, 0x7F)))
 
 
 def add_routes(app: web.Application) -> None:
@@ -80,12 +84,13 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 
 
 async def login(request: web.Request) -> web.StreamResponse:
-    """Check the form, throttle per login, verify the password off the event loop."""
+    """Check the form, throttle (screenpop.auth.LoginLimiter), verify the password off the
+    event loop."""
     app = request.app
     form = await request.post()
     name = _field(form.get("login"), 100).strip()
     password = _field(form.get("password"), 1024)
-    target = _local_target(_field(form.get("next"), 2000))
+    target = _local_target(_field(form.get("next"), MAX_TARGET + 1))
     expected = request.cookies.get(LOGIN_COOKIE, "")
     presented = _field(form.get("csrf_token"), 100)
     if not expected or not hmac.compare_digest(expected.encode(), presented.encode()):
@@ -93,24 +98,24 @@ async def login(request: web.Request) -> web.StreamResponse:
             request, target, name, status=403, error="The form had expired; please try again."
         )
     limiter = app[LOGIN_LIMITER]
-    wait = limiter.retry_after(name)
-    if wait > 0:
-        log.warning("login %r throttled after repeated failures", name)
+    attempt = limiter.start(name, request.remote)  # counted now: one in flight is a failure
+    if attempt.wait > 0:
+        wait = math.ceil(attempt.wait)
+        log.warning("login %r from %s throttled after repeated failures", name, attempt.client)
         response = _login_form(
             request,
             target,
             name,
             status=429,
-            error=f"Too many failed attempts; try again in {math.ceil(wait)} s.",
+            error=f"Too many failed attempts; try again in {wait} s.",
         )
-        response.headers["Retry-After"] = str(math.ceil(wait))
+        response.headers["Retry-After"] = str(wait)
         return response
     account = await asyncio.to_thread(app[ACCOUNTS].verify, name, password)
     if account is None:
-        limiter.failed(name)
-        log.info("failed login for %r", name)
+        log.info("failed login for %r from %s", name, attempt.client)
         return _login_form(request, target, name, status=401, error="Wrong login or password.")
-    limiter.succeeded(name)
+    limiter.succeeded(attempt)
     sessions = app[SESSIONS]
     try:
         old = await sessions.end(request.cookies.get(session_cookie(app)))  # no fixation
@@ -333,10 +338,24 @@ async def _close(sockets: set[web.WebSocketResponse]) -> None:
 
 
 def _local_target(value: str | None) -> str:
-    """Only a path on this site: never an open redirect to another host."""
-    if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
+    """``value`` if it is a path on this site, else ``/``: never an open redirect, never a
+    header aiohttp refuses to write. Browsers drop tab, CR and LF from a URL and read ``\\``
+    as ``/`` (so ``/\\t/host`` becomes ``//host``, another origin): any control character or
+    backslash is refused outright, not cleaned. Other non-ASCII is percent-encoded (a header
+    is ASCII); a lone surrogate cannot be, and is refused."""
+    if (
+        not value
+        or len(value) > MAX_TARGET
+        or not value.startswith("/")
+        or value.startswith("//")
+        or _NOT_IN_TARGET.search(value)
+    ):
         return "/"
-    return value
+    try:
+        target = quote(value, safe=_PRINTABLE_ASCII)
+    except UnicodeEncodeError:
+        return "/"
+    return target if len(target) <= MAX_TARGET else "/"
 
 
 def _field(value: Any, limit: int) -> str:

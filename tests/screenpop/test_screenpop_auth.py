@@ -8,7 +8,14 @@ import pytest
 
 from cti.hashing import HashError, hash_password, verify_password
 from cti.settings import AgentSettings
-from screenpop.auth import Account, Accounts, AccountsError, LoginLimiter, SessionStore
+from screenpop.auth import (
+    Account,
+    Accounts,
+    AccountsError,
+    LoginLimiter,
+    SessionStore,
+    Throttle,
+)
 from screenpop.dispositions import Dispositions, DispositionsError
 
 ROOT = Path(__file__).parent.parent.parent
@@ -123,28 +130,33 @@ async def test_sessions_have_their_own_tokens_and_expire_when_idle() -> None:
     assert await store.load(None) is None and await store.load("forged") is None
 
 
-def test_login_limiter_allows_five_failures_a_minute_per_login() -> None:
+def test_login_limiter_slows_a_login_from_an_address_and_never_locks_it() -> None:
     clock = FakeClock()
-    limiter = LoginLimiter(failures=5, window=60, clock=clock)
+    limiter = LoginLimiter(pair=Throttle(5, 1.0, 60.0, 300.0), clock=clock)
     for _ in range(5):
-        assert limiter.retry_after("alice") == 0
-        limiter.failed("Alice")
-        clock.t += 1
-    assert limiter.retry_after("ALICE") == pytest.approx(55)
-    assert limiter.retry_after("bob") == 0  # per login
-    clock.t += 55
-    assert limiter.retry_after("alice") == 0  # the oldest failure left the window
-    limiter.failed("alice")
-    assert limiter.retry_after("alice") > 0
-    limiter.succeeded("alice")
-    assert limiter.retry_after("alice") == 0
+        assert limiter.start("Alice", "192.0.2.1").wait == 0  # charged before any check
+    clock.t += 0.25
+    refused = limiter.start("ALICE", "192.0.2.1")
+    assert refused.wait == pytest.approx(0.75)  # 1 s after the last attempt
+    limiter.succeeded(refused)  # a refused attempt was never charged: nothing to refund
+    assert limiter.start("alice", "192.0.2.1").wait == pytest.approx(0.75)
+    assert limiter.start("bob", "192.0.2.1").wait == 0  # per login
+    assert limiter.start("alice", "192.0.2.2").wait == 0  # per address
+    clock.t += 1
+    right = limiter.start("alice", "192.0.2.1")
+    assert right.wait == 0
+    limiter.succeeded(right)  # the pair's failures are forgotten
+    assert [limiter.start("alice", "192.0.2.1").wait for _ in range(5)] == [0.0] * 5
 
 
 def test_login_limiter_memory_is_bounded() -> None:
-    limiter = LoginLimiter(max_logins=100, clock=FakeClock())
+    limiter = LoginLimiter(max_keys=100, clock=FakeClock())
     for i in range(1000):
-        limiter.failed(f"guess{i}")
-    assert len(limiter._seen) == 100
+        limiter.succeeded(limiter.start(f"guess{i}", f"10.0.{i // 250}.{i % 250}"))
+        limiter.start(f"guess{i}", "192.0.2.1")
+    counts = [limiter._pairs.seen, limiter._addresses.seen, limiter._logins.seen]
+    assert [len(c) <= 100 for c in counts] == [True] * 3
+    assert len(limiter._trusted) == 100
 
 
 def test_dispositions_file_loads() -> None:
