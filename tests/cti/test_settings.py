@@ -55,6 +55,13 @@ def test_wallboard_rules(tmp_path: Path) -> None:
         ("not toml = = =", "cannot read config"),
         ("[ivr]\nmenu_dir = 'typo'\n", "[ivr]: unknown keys ['menu_dir']"),
         ("[ivr]\nport = 'x'\n", "[ivr]"),
+        ("[ivr]\nallowed_peers = []\n", "[ivr]: allowed_peers is empty"),
+        ("[ivr]\nallowed_peers = ['pbx.example']\n", "'pbx.example' is not an IP address"),
+        ("[ivr]\nallowed_peers = ['10.0.0.1/8']\n", "'10.0.0.1/8' is not an IP address"),
+        ("[ivr]\nallowed_peers = '10.0.0.5'\n", "allowed_peers must be a list"),
+        ("[ivr]\nsecret = 'a&b'\n", "[ivr]: secret must be ASCII"),
+        ("[ivr]\npin_failures = 0\n", "[ivr]: pin_failures must be ≥ 1"),
+        ("[ivr]\npin_lockout = 0\n", "pin_lockout > 0"),
         ("[wallboard]\nshort = 3\n", "[wallboard]: unknown keys ['short']"),
         ("[wallboard]\ntimezone = 'Mars/Base'\n", "timezone 'Mars/Base' unknown"),
         ("[wallboard.weights]\nluck = 1.0\n", "[wallboard]"),
@@ -72,3 +79,14 @@ def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, message: str) ->
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="cannot read config"):
         load(tmp_path / "nope.toml", env={})
+
+
+def test_ivr_peers_default_to_loopback_and_the_pbx_hosts(tmp_path: Path) -> None:
+    path = tmp_path / "cti.toml"
+    path.write_text("[pbx.paris]\nhost = '10.0.0.5'\n[pbx.lyon]\nhost = 'pbx.lyon.example'\n")
+    ivr = load(path, env={"CTI_IVR_SECRET": "from-env"}).ivr
+    assert ivr.allowed_peers == ("127.0.0.0/8", "::1", "10.0.0.5", "pbx.lyon.example")
+    assert ivr.secret == "from-env" and "from-env" not in repr(ivr)
+    path.write_text("[ivr]\nallowed_peers = [' 10.0.0.0/24 ', '::1']\npin_failures = 3\n")
+    ivr = load(path, env={}).ivr
+    assert (ivr.allowed_peers, ivr.pin_failures, ivr.secret) == (("10.0.0.0/24", "::1"), 3, "")
