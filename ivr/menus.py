@@ -38,6 +38,7 @@ MAX_PRIORITY: Final = 1000
 _SOUND = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_/-]*")
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 MAX_LABEL: Final = 80
+MAX_MESSAGE: Final = 300  # characters of a key or a problem an error message quotes
 
 
 class MenuError(ValueError):
@@ -217,6 +218,8 @@ def load_menu(path: str | Path) -> Menu:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise MenuError(f"{path}: cannot read menu: {exc}") from exc
+    except RecursionError as exc:  # tomllib recurses once per level of nested arrays/tables
+        raise MenuError(f"{path}: cannot read menu: values nested too deeply") from exc
     return _menu(path, raw)
 
 
@@ -246,8 +249,9 @@ class _Table:
         return iter(self._body)
 
     def fail(self, key: str, problem: str) -> MenuError:
+        """The error for ``key``; a huge value quoted in ``problem`` is cut (a log line each)."""
         dotted = f"{self.where}.{key}" if self.where else key
-        return MenuError(f"{self.scope.file}: key {dotted!r}: {problem}")
+        return MenuError(f"{self.scope.file}: key {_cut(repr(dotted))}: {_cut(problem)}")
 
     def finish(self) -> None:
         unknown = sorted(set(self._body) - self._taken)
@@ -362,6 +366,10 @@ class _Table:
         if not isinstance(value, str) or not _SOUND.fullmatch(value):
             raise self.fail(key, f"{value!r} is not a sound name like 'ivr/main-menu'")
         return value
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else f"{text[:MAX_MESSAGE]}... ({len(text)} characters)"
 
 
 def _menu(file: Path, raw: Mapping[str, Any]) -> Menu:
