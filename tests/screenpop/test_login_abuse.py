@@ -17,10 +17,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from playwright.async_api import Browser, expect
 
 from screenpop.auth import ADDRESS, LOGIN, PAIR, Account, LoginLimiter, Throttle
 from screenpop.keys import ACCOUNTS
-from tests.support.screenpop import PASSWORDS, build_app, new_pop
+from tests.support.screenpop import PASSWORDS, build_app, new_pop, served
 
 Client = TestClient[web.Request, web.Application]
 
@@ -283,3 +284,28 @@ async def test_a_very_long_next_in_the_form_sends_home(client: Client, size: int
     }
     response = await client.post("/login", data=form, allow_redirects=False)
     assert (response.status, response.headers["Location"]) == (303, "/")
+
+
+async def test_a_browser_sent_to_next_stays_on_the_site(
+    browser: Browser, app: web.Application
+) -> None:
+    """The finding as a person meets it: a logged-in browser opening ``/login?next=/%09/host``
+    is sent straight on to ``next``; Chromium drops the tab of ``/\\t/host`` and went to
+    another origin (here another port on loopback). After the form, CSP's form-action
+    happens to stop the same redirect; this path has no such net."""
+
+    async def other_site(_: web.Request) -> web.Response:
+        return web.Response(text="elsewhere")
+
+    elsewhere = web.Application()
+    elsewhere.router.add_get("/{tail:.*}", other_site)
+    async with served(app) as site, served(elsewhere) as other:
+        hostile = f"{site}/login?next=/%09/{other.removeprefix('http://')}/x"
+        page = await (await browser.new_context()).new_page()
+        await page.goto(hostile)
+        await page.get_by_label("Login").fill("alice")
+        await page.get_by_label("Password").fill(PASSWORDS["alice"])
+        await page.get_by_role("button", name="Log in").click()
+        await expect(page).to_have_url(f"{site}/")
+        await page.goto(hostile)  # logged in: redirected at once
+        await expect(page).to_have_url(f"{site}/")
