@@ -34,8 +34,9 @@ class FakeClock:
         return self.t
 
 
-def waits_after_failures(limiter: LoginLimiter, clock: FakeClock, login: str, address: str,
-                         tries: int) -> list[float]:  # fmt: skip
+def waits_after_failures(
+    limiter: LoginLimiter, clock: FakeClock, login: str, address: str, tries: int
+) -> list[float]:
     """Fail ``tries`` times as fast as allowed; the wait met before each try."""
     met = []
     for _ in range(tries):
