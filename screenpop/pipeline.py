@@ -20,20 +20,20 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from crm_sync.call_writes import record_calls
 from crm_sync.followups import Followups
 from crm_sync.store import CustomerStore, Lookup, StoreUnavailable
-from crm_sync.timeline import record_call
 from crm_sync.workday import owed_calls
 from cti.events import AgentRinging, CallEnded, CallerIdentified, CallQueued, DomainEvent
 from cti.waits import wait_set
+from screenpop.call_writer import CallWriter, EndedCall
 from screenpop.cards import CardUpdate, PopBook, card_view
 from screenpop.hub import Hub
 from screenpop.links import PbxLinks
 
 log = logging.getLogger(__name__)
 REMEMBERED_CALLS = 20_000
-WRITE_RETRY_FIRST, WRITE_RETRY_MAX = 1.0, 30.0  # seconds between attempts at a call's write
-MAX_PENDING_WRITES = 10_000  # calls whose write waits for the store (an hour at 3 calls/s)
+WRITE_RETRY_FIRST, WRITE_RETRY_MAX = 1.0, 30.0  # seconds between attempts at a callback's write
 T = TypeVar("T")
 
 
@@ -94,7 +94,8 @@ class PopService:
         self._by_ivr: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._lookups_running: set[asyncio.Task[Any]] = set()
         self._looking: dict[tuple[str, str], asyncio.Task[Lookup | None]] = {}  # in flight
-        self._writes: set[asyncio.Task[None]] = set()
+        self.calls = CallWriter(self._write_ended)  # finished calls, to the timeline
+        self._writes: set[asyncio.Task[None]] = set()  # missed calls' callbacks
         self._closing = asyncio.Event()  # close(): writes waiting to retry give up
         self.wrapup = wrapup
         self._owed: set[tuple[str, str, str]] = set()  # (pbx, agent, call) in wrap-up
@@ -153,15 +154,18 @@ class PopService:
             return
         customer_id = lookup.cards[0].id if lookup is not None and known else None
         e164 = lookup.e164 if lookup is not None else None
-        if len(self._writes) < MAX_PENDING_WRITES:
-            self._spawn(self._writes, self._record(store, customer_id, event, e164))
-        else:  # the store has been away for hours of calls: memory comes first
-            log.error(
-                "call %s not written: %d writes already wait for the store",
+        if not self.calls.add(EndedCall(customer_id, event.record, e164)):
+            log.error(  # the store has been away for hours of calls: memory comes first
+                "call %s not written: %d calls already wait for the store",
                 event.call_id,
-                len(self._writes),
+                self.calls.pending,
                 extra={"call_id": event.call_id, "pbx": event.pbx},
             )
+
+    @property
+    def writes_pending(self) -> int:
+        """Finished calls and callbacks not yet in the store."""
+        return self.calls.pending + len(self._writes)
 
     def dismiss(self, pbx: str, call_id: str, agent: str) -> bool:
         """Close a wrap-up card from a call that ended while the agent was away; False if
@@ -317,7 +321,8 @@ class PopService:
         for task in list(self._lookups_running):
             task.cancel()
         await asyncio.gather(*self._lookups_running, *self._writes, return_exceptions=True)
-        await asyncio.gather(*self._writes, return_exceptions=True)  # of calls ended meanwhile
+        await self.calls.close()  # with the calls ended meanwhile
+        await asyncio.gather(*self._writes, return_exceptions=True)  # their callbacks
         if self.store is not None:
             await self.store.close()
 
@@ -370,29 +375,32 @@ class PopService:
         self._tell_tier(key, lookup)
         self.send(self.book.enrich(key[0], key[1], lookup))
 
-    async def _record(
-        self, store: CustomerStore, customer_id: int | None, event: CallEnded, number: str | None
-    ) -> None:
-        """Write the finished call (and, for a known customer's missed queue call, its
-        callback), retrying while the store is unreachable: a call must not vanish from the
-        timeline, nor its outcome become impossible to record, because the database was
-        restarting when it ended."""
-        extra = {"call_id": event.call_id, "pbx": event.pbx}
-        if not await self._retrying(
-            f"call {event.call_id}",
-            lambda: record_call(store.sessions, customer_id, event.record, now=self.clock()),
-            extra,
-        ):
+    async def _write_ended(self, batch: list[EndedCall]) -> None:
+        """CallWriter's write: the batch in one transaction, then, for a known customer's
+        missed queue call, its callback (retried on its own while the store is away). A call
+        must not vanish from the timeline, nor its outcome become impossible to record,
+        because the database was restarting when it ended."""
+        if self.store is None:
             return
-        if self.followups is None or customer_id is None:
-            return
+        calls = [(call.customer_id, call.record) for call in batch]
+        await record_calls(self.store.sessions, calls, now=self.clock())
         followups = self.followups
+        if followups is None:
+            return
+        for call in batch:
+            if call.customer_id is not None:
+                self._spawn(self._writes, self._file_callback(followups, call))
+
+    async def _file_callback(self, followups: Followups, call: EndedCall) -> None:
+        customer_id, record = call.customer_id, call.record
+        if customer_id is None:
+            return
         await self._retrying(
-            f"callback for missed call {event.call_id}",
+            f"callback for missed call {record.call_id}",
             lambda: followups.file_missed_call(
-                customer_id, event.record, number=number, now=self.clock()
+                customer_id, record, number=call.number, now=self.clock()
             ),
-            extra,
+            {"call_id": record.call_id, "pbx": record.pbx},
         )
 
     async def _retrying(

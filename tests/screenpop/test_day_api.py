@@ -257,7 +257,7 @@ async def test_after_a_restart_an_unknown_callers_call_still_takes_its_outcome(
         async with client_for(build_app(before, store)) as client:
             await login(client, "alice")
             await take(World(client, before, Calls(before), seeded), "c9", NOBODY)
-            await eventually(lambda: not before._writes)  # the call's row is written
+            await eventually(lambda: not before.writes_pending)  # the call's row is written
     finally:
         await before.close()
     after = new_pop(store)

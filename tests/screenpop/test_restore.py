@@ -23,7 +23,7 @@ async def test_owed_wrapups_come_back_held_and_an_outcome_releases(engine: Async
             await eventually(lambda c=call_id: before.lookup_for(PBX, c) is not None)
             calls.answer(call_id, "Alice")
             calls.end(call_id, "Alice", number)
-        await eventually(lambda: not before._writes)
+        await eventually(lambda: not before.writes_pending)
     finally:
         await before.close()
 
