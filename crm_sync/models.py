@@ -157,7 +157,10 @@ class AuditEntry(Base):
     """One supervisor or agent control: who asked what of which PBX, and how it ended."""
 
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_at", "at"),)  # the listing: newest first
+    __table_args__ = (
+        Index("ix_audit_log_at", "at"),  # the listing: newest first
+        Index("ix_audit_log_login_at", "login", "at"),  # an actor's denied attempts, folded
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime]  # UTC
@@ -169,6 +172,9 @@ class AuditEntry(Base):
     pbx: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(String(200))  # the reason, the mode, the penalty
     result: Mapped[str] = mapped_column(String(300))  # ok | denied: … | refused: … | failed: …
+    sent: Mapped[list[dict[str, str]] | None] = mapped_column(JSON)  # the AMI actions, as sent
+    attempts: Mapped[int] = mapped_column(default=1, server_default="1")  # denied ones folded
+    last_at: Mapped[datetime | None]  # UTC: the last attempt this row counts (None: before 0010)
 
 
 class AgentRating(Base):

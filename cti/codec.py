@@ -20,6 +20,7 @@ keeps all its values joined with ``\\n``, which cannot occur inside one AMI line
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ Message = dict[str, str]
 
 BANNER_PREFIX = "Asterisk Call Manager/"
 DEFAULT_MAX_FRAME = 256 * 1024
+_NOT_IN_HEADER = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 _C_ESCAPES = {
     "n": "\n",
@@ -250,17 +252,38 @@ def escape(value: str) -> str:
     )
 
 
+def header_problem(text: str) -> str | None:
+    """Why ``text`` may not be an AMI header key or value, or None when it may.
+
+    A CR or LF would end the line and start a header (or, doubled, an action) of the
+    sender's choosing; any other control character (U+0000-U+001F, U+007F-U+009F) has no
+    business in a header either; a lone surrogate cannot be written as UTF-8 at all.
+    """
+    found = _NOT_IN_HEADER.search(text)
+    if found is None:
+        return None
+    code = ord(found.group())
+    if code in (0x0A, 0x0D):
+        return "a line break (CR or LF)"
+    if 0xD800 <= code <= 0xDFFF:
+        return f"a lone surrogate (U+{code:04X})"
+    return f"a control character (U+{code:04X})"
+
+
 def encode(fields: Mapping[str, str | Iterable[str]]) -> bytes:
     """Encode an action or event as CRLF lines ended by a blank line.
 
-    Raises ValueError on a CR or LF inside a key or value: it would split the message.
+    Raises ValueError on a key or value that :func:`header_problem` refuses (a CR or LF would
+    split the message), and on a key with ``:`` (it would name another header).
     """
     lines: list[str] = []
     for key, value in fields.items():
         values = [value] if isinstance(value, str) else list(value)
+        if ":" in key or (problem := header_problem(key)) is not None:
+            raise ValueError(f"AMI header name {key!r} is not a name")
         for item in values:
-            if "\n" in item or "\r" in item or "\n" in key or "\r" in key:
-                raise ValueError(f"line break in AMI header {key!r}")
+            if (problem := header_problem(item)) is not None:
+                raise ValueError(f"AMI header {key!r} holds {problem}")
             lines.append(f"{key}: {item}")
     lines.append("")
     lines.append("")

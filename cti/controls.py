@@ -18,8 +18,13 @@ spies on the first channel whose name starts with its prefix; channel names are 
 followed by ``-`` and a sequence number (``PJSIP/1001-0000002a``), so the prefix ends with
 ``-`` and ``PJSIP/1001`` never spies on ``PJSIP/10010``.
 
-Every text that becomes an AMI header is checked here too (printable, at most 64
-characters), whatever the caller checked: a CR or LF would start a header of its own.
+Every text that becomes an AMI header is checked *as received* (:func:`check_text`): a CR
+or LF would start a header of its own, so a control character anywhere in it (U+0000-U+001F,
+U+007F-U+009F), a line separator or a lone surrogate refuses the control; only surrounding
+spaces are taken off. Then every header of every action is checked once more just before it
+is sent (:func:`check_action`), whatever built it, configured interfaces included. Each
+control returns the actions it handed to Asterisk (a :class:`ControlError` carries those it
+tried), so the audit log can say what was sent rather than what was asked.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from cti.ami import AmiClient, AmiError
+from cti.codec import header_problem
 from cti.settings import AgentSettings
 
 ACTION_TIMEOUT = 5.0  # seconds Asterisk has to answer a control
@@ -44,19 +50,37 @@ _ORIGINATE_REASONS = {  # OriginateResponse Reason: the control frame that ended
     "8": "the network is congested",
 }
 
+_FIELDS = {  # AMI header -> the name the API knows the value by, for a 422's ``field``
+    "Channel": "device",
+    "Interface": "interface",
+    "MemberName": "member name",
+    "StateInterface": "interface",
+    "CallerID": "agent",
+    "Data": "interface",
+}
+
 Failure = Literal["invalid", "refused", "failed"]
 Mode = Literal["listen", "whisper", "barge"]
+Action = dict[str, str]
+Sent = tuple[Action, ...]  # the actions handed to Asterisk, in order
 
 
 class ControlError(Exception):
     """A control that was not done. ``kind``: ``invalid`` (bad input, nothing sent),
     ``refused`` (Asterisk said no), ``failed`` (Asterisk could not be asked)."""
 
-    def __init__(self, message: str, kind: Failure = "refused", field: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        kind: Failure = "refused",
+        field: str | None = None,
+        sent: Sent = (),
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.kind = kind
         self.field = field
+        self.sent = sent  # what was handed to Asterisk before it said no (none if invalid)
 
     @classmethod
     def invalid(cls, field: str, expected: str) -> ControlError:
@@ -77,13 +101,35 @@ def pick_pbx(clients: Mapping[str, AmiClient], requested: str | None) -> str:
 
 
 def check_text(name: str, value: str, *, required: bool = True) -> str:
-    """``value`` stripped, if it may go into an AMI header. Raises ControlError (invalid)."""
-    text = value.strip()
+    """``value`` without surrounding spaces, if it may go into an AMI header.
+
+    Checked as received, before anything is taken off: a CR/LF at either end is refused like
+    one in the middle, never trimmed. Raises ControlError (invalid).
+    """
+    problem = header_problem(value)
+    if problem is None and not value.isprintable():  # U+2028, U+2029, U+00A0, format chars
+        problem = f"a character that is not printable (U+{_unprintable(value):04X})"
+    if problem is not None:
+        raise ControlError.invalid(name, f"holds {problem}; nothing was sent")
+    text = value.strip(" ")
     if not text and required:
         raise ControlError.invalid(name, "required")
-    if len(text) > MAX_TEXT or not text.isprintable():
-        raise ControlError.invalid(name, f"at most {MAX_TEXT} printable characters, no line breaks")
+    if len(text) > MAX_TEXT:
+        raise ControlError.invalid(name, f"at most {MAX_TEXT} characters")
     return text
+
+
+def check_action(action: Mapping[str, str]) -> None:
+    """Refuse an action with a header that could break its frame, whoever built it (a
+    configured interface or agent name too). Raises ControlError (invalid), naming the field."""
+    for key, value in action.items():
+        problem = header_problem(key) or header_problem(value)
+        if problem is not None:
+            raise ControlError.invalid(_FIELDS.get(key, key.lower()), f"holds {problem}")
+
+
+def _unprintable(text: str) -> int:
+    return next(ord(c) for c in text if not c.isprintable())
 
 
 def spy_prefix(interfaces: Sequence[str]) -> str | None:
@@ -128,7 +174,7 @@ class MemberControls:
 
     async def pause(
         self, pbx: str, agent: str, paused: bool, reason: str, queue: str | None = None
-    ) -> None:
+    ) -> Sent:
         """Pause (or unpause) the agent in ``queue``, or in all its queues."""
         client = self._client(pbx)
         interfaces = self._interfaces(agent)
@@ -143,7 +189,7 @@ class MemberControls:
             if queue:
                 action["Queue"] = queue
             actions.append(action)
-        await _to_any(client, actions, self.timeout)
+        return await _to_any(client, actions, self.timeout)
 
     async def paused_in(self, pbx: str, agent: str) -> dict[str, str | None]:
         """Where the agent is a member, as Asterisk says now (``QueueStatus``): queue name ->
@@ -160,7 +206,7 @@ class MemberControls:
             if m.get("Event") == "QueueMember" and m.get("Location") in interfaces
         }
 
-    async def add(self, pbx: str, agent: str, queue: str, penalty: int | None = None) -> None:
+    async def add(self, pbx: str, agent: str, queue: str, penalty: int | None = None) -> Sent:
         """Log the agent in to ``queue`` (a dynamic member, under its first interface)."""
         client = self._client(pbx)
         interfaces = self._interfaces(agent)
@@ -177,9 +223,9 @@ class MemberControls:
             if not 0 <= penalty < 2**31:
                 raise ControlError.invalid("penalty", "a whole number from 0")
             action["Penalty"] = str(penalty)
-        await _to_any(client, [action], self.timeout)
+        return await _to_any(client, [action], self.timeout)
 
-    async def remove(self, pbx: str, agent: str, queue: str) -> None:
+    async def remove(self, pbx: str, agent: str, queue: str) -> Sent:
         """Log the agent out of ``queue`` (whichever of its interfaces is the member)."""
         client = self._client(pbx)
         queue = check_text("queue", queue)
@@ -187,9 +233,9 @@ class MemberControls:
             {"Action": "QueueRemove", "Queue": queue, "Interface": interface}
             for interface in self._interfaces(agent)
         ]
-        await _to_any(client, actions, self.timeout)
+        return await _to_any(client, actions, self.timeout)
 
-    async def listen(self, pbx: str, agent: str, device: str, mode: Mode) -> None:
+    async def listen(self, pbx: str, agent: str, device: str, mode: Mode) -> Sent:
         """Ring ``device`` (the supervisor's phone) and, once answered, spy on the agent."""
         client = self._client(pbx)
         prefix = spy_prefix(self._interfaces(agent))
@@ -208,17 +254,20 @@ class MemberControls:
             "Timeout": str(int(self.ring_timeout * 1000)),
             "Async": "true",
         }
+        sent = (action,)
         replies = await _send(client, action, self.ring_timeout + self.timeout)
         first = replies[0]
         if first.get("Response") != "Success":
-            raise ControlError(first.get("Message", "") or "Originate refused")
+            raise ControlError(first.get("Message", "") or "Originate refused", sent=sent)
         outcome = next((r for r in replies[1:] if r.get("Event") == "OriginateResponse"), None)
         if outcome is None:
-            raise ControlError("Asterisk did not report how the Originate ended", "failed")
+            message = "Asterisk did not report how the Originate ended"
+            raise ControlError(message, "failed", sent=sent)
         if outcome.get("Response") != "Success":
             reason = outcome.get("Reason", "")
             why = _ORIGINATE_REASONS.get(reason, f"reason {reason or 'unknown'}")
-            raise ControlError(f"could not call {device}: {why}")
+            raise ControlError(f"could not call {action['Channel']}: {why}", sent=sent)
+        return sent
 
     def _client(self, pbx: str) -> AmiClient:
         client = self._clients.get(pbx)
@@ -241,14 +290,16 @@ class MemberControls:
 
 async def _send(
     client: AmiClient,
-    action: dict[str, str],
+    action: Action,
     timeout: float,  # noqa: ASYNC109
 ) -> list[dict[str, str]]:
+    """The one way out to Asterisk: every action is checked here, whatever built it."""
+    check_action(action)
     try:
         reply = await client.send_action(action, timeout=timeout)
     except AmiError as exc:
-        raise ControlError(str(exc), "failed") from exc
-    except ValueError as exc:  # a header with CR/LF: check_text should have caught it
+        raise ControlError(str(exc), "failed", sent=(action,)) from exc
+    except ValueError as exc:  # the client's own check: check_action should have caught it
         raise ControlError(str(exc), "invalid") from exc
     return reply if isinstance(reply, list) else [reply]
 
@@ -270,14 +321,23 @@ _IN_WORDS = {
 
 async def _to_any(
     client: AmiClient,
-    actions: Sequence[dict[str, str]],
+    actions: Sequence[Action],
     timeout: float,  # noqa: ASYNC109
-) -> None:
-    """Send the actions one after the other; done when Asterisk accepted at least one."""
+) -> Sent:
+    """Send the actions one after the other; done when Asterisk accepted at least one.
+    Every action is checked before the first is sent: a control is done whole or not at all."""
+    for action in actions:
+        check_action(action)
     refusals: list[str] = []
     said: set[str] = set()
+    sent: list[Action] = []
     for action in actions:
-        first = (await _send(client, action, timeout))[0]
+        try:
+            first = (await _send(client, action, timeout))[0]
+        except ControlError as exc:
+            exc.sent = (*sent, *exc.sent)
+            raise
+        sent.append(action)
         if first.get("Response") == "Success":
             continue
         message = first.get("Message", "") or "refused"
@@ -286,4 +346,6 @@ async def _to_any(
     if len(refusals) == len(actions):
         asterisk = "; ".join(refusals) or "nothing to send"
         words = _IN_WORDS.get(said.pop()) if len(said) == 1 else None
-        raise ControlError(f"{words} (Asterisk: {asterisk})" if words else asterisk)
+        message = f"{words} (Asterisk: {asterisk})" if words else asterisk
+        raise ControlError(message, sent=tuple(sent))
+    return tuple(sent)

@@ -4,11 +4,13 @@ the supervisors' ratings of agents (stored, not audited: a rating row says who g
 Every control goes the same way: the permission first (a supervisor may control any agent;
 an agent may only pause and unpause themselves), then the input (through
 :class:`cti.controls.MemberControls`, which refuses anything that is not a configured agent,
-PBX or a printable short text), then the AMI action, then one audit row, committed before
-the answer. A refused permission is audited too (``denied: …``; its body is not read, so a
-denied pause is logged as ``pause`` either way); bad input is answered 422 and not audited,
-since nothing was asked of the PBX. Without a customer store there is nowhere to audit, so
-no control is done (503).
+PBX or a printable short text, checked as received), then the AMI action, then one audit row
+holding what was sent, committed before the answer. A refused permission is audited too
+(``denied: …``; its body is not read, so a denied pause is logged as ``pause`` either way),
+but bounded per login (:func:`crm_sync.audit.record_denied`): identical ones fold into one
+row, and past the limit the answer is 429. Bad input is answered 422 and not audited, since
+nothing was asked of the PBX. Without a customer store there is nowhere to audit, so no
+control is done (503).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from crm_sync import audit, ratings
 from crm_sync.models import AgentRating, AuditEntry
 from crm_sync.store import CustomerStore
-from cti.controls import SPY_OPTIONS, ControlError, MemberControls, Mode
+from cti.controls import SPY_OPTIONS, ControlError, MemberControls, Mode, Sent, check_text
 from screenpop.api import _body
 from screenpop.errors import ApiError
 from screenpop.keys import CLOCK, CONTROLS, POP, SESSION, STORE, WORK_CHANGED
@@ -68,8 +70,9 @@ async def pause(request: web.Request) -> web.StreamResponse:
     paused = body.get("paused")
     if not isinstance(paused, bool):
         raise _invalid("paused", "true or false")
-    reason = _text(body, "reason") or ""
+    reason = _checked("reason", _text(body, "reason") or "", required=paused)
     queue = _text(body, "queue")
+    queue = _checked("queue", queue) if queue is not None else None
     pbx = _pbx(controls, _text(body, "pbx"))
     attempt = _Attempt("pause" if paused else "unpause", agent, queue, pbx, reason)
     return await _run(request, attempt, lambda: controls.pause(pbx, agent, paused, reason, queue))
@@ -110,7 +113,7 @@ async def queue_add(request: web.Request) -> web.StreamResponse:
         raise _invalid("penalty", "a whole number from 0")
     pbx = _pbx(controls, _text(body, "pbx"))
     detail = f"penalty {penalty}" if penalty is not None else ""
-    attempt = _Attempt("queue_add", agent, queue, pbx, detail)
+    attempt = _Attempt("queue_add", agent, _checked("queue", queue), pbx, detail)
     return await _run(request, attempt, lambda: controls.add(pbx, agent, queue, penalty))
 
 
@@ -120,7 +123,7 @@ async def queue_remove(request: web.Request) -> web.StreamResponse:
     await _permit(request, _Attempt("queue_remove", agent, queue))
     controls = _ready(request)
     pbx = _pbx(controls, request.query.get("pbx"))
-    attempt = _Attempt("queue_remove", agent, queue, pbx)
+    attempt = _Attempt("queue_remove", agent, _checked("queue", queue), pbx)
     return await _run(request, attempt, lambda: controls.remove(pbx, agent, queue))
 
 
@@ -146,15 +149,30 @@ async def listen(request: web.Request) -> web.StreamResponse:
 
 
 async def audit_log(request: web.Request) -> web.StreamResponse:
-    """``?limit=N`` (1 to 500, default 100): the newest entries first. Supervisors only."""
+    """``?limit=N`` (1 to 500, default 100), ``?before=<id>`` (the page after that entry),
+    ``?login=``, ``?action=``, ``?agent=``, ``?outcome=`` (ok, denied, refused, failed): the
+    newest entries first, and ``next`` (the ``before`` of the next page, or null).
+    Supervisors only."""
     if request[SESSION].account.role != "supervisor":
         raise ApiError(403, "supervisors_only", "Only supervisors may read the audit log.")
     store = _store(request)
-    raw = request.query.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= audit.MAX_LIMIT:
-        raise _invalid("limit", f"a whole number from 1 to {audit.MAX_LIMIT}")
-    entries = await audit.recent(store.sessions, int(raw))
-    return web.json_response({"entries": [_entry(e) for e in entries]})
+    query = request.query
+    limit = _whole(query.get("limit", "100"), "limit", audit.MAX_LIMIT)
+    before = _whole(query["before"], "before", 2**63 - 1) if "before" in query else None
+    outcome = query.get("outcome")
+    if outcome is not None and outcome not in audit.OUTCOMES:
+        raise _invalid("outcome", f"one of {', '.join(audit.OUTCOMES)}")
+    entries = await audit.page(
+        store.sessions,
+        limit,
+        before=before,
+        login=query.get("login"),
+        action=query.get("action"),
+        agent=query.get("agent"),
+        outcome=outcome,
+    )
+    after = entries[-1].id if len(entries) == limit else None
+    return web.json_response({"entries": [_entry(e) for e in entries], "next": after})
 
 
 async def rate(request: web.Request) -> web.StreamResponse:
@@ -198,18 +216,39 @@ def _rated_agent(request: web.Request) -> str:
 
 
 async def _permit(request: web.Request, attempt: _Attempt, *, own: bool = False) -> None:
-    """Raise 403 (and audit the refusal) unless the account may do this."""
+    """Raise 403 (and audit the refusal, bounded per login) unless the account may do this;
+    429 once the login was refused too often of late."""
     account = request[SESSION].account
     if account.role == "supervisor" or (own and account.agent_id == attempt.agent):
         return
     message = (
         "Agents may pause and unpause only themselves." if own else "Only supervisors may do this."
     )
-    if request.app[STORE] is not None:
+    store = request.app[STORE]
+    if store is not None:
         try:
-            await _record(request, attempt, f"denied: {message}")
+            denied = await audit.record_denied(
+                store.sessions,
+                at=request.app[CLOCK](),
+                login=account.login,
+                role=account.role,
+                action=attempt.action,
+                agent=attempt.agent,
+                queue=attempt.queue,
+                pbx=attempt.pbx,
+                result=f"denied: {message}",
+            )
         except (SQLAlchemyError, OSError) as exc:
             log.error("audit entry not written: %s %s", attempt, exc)
+        else:
+            if denied.limited:
+                seconds = int(audit.DENIED_WINDOW.total_seconds())
+                raise ApiError(
+                    429,
+                    "too_many_attempts",
+                    f"{message} Too many refused attempts: wait {seconds} s.",
+                    retry_after=seconds,
+                )
     raise ApiError(403, "not_allowed", message)
 
 
@@ -232,21 +271,22 @@ def _store(request: web.Request) -> CustomerStore:
 
 
 async def _run(
-    request: web.Request, attempt: _Attempt, act: Callable[[], Awaitable[None]]
+    request: web.Request, attempt: _Attempt, act: Callable[[], Awaitable[Sent]]
 ) -> web.StreamResponse:
-    """Do the control, audit how it ended, answer. Bad input is neither done nor audited."""
+    """Do the control, audit how it ended and what was sent, answer. Bad input is neither
+    done nor audited."""
     try:
-        await act()
+        sent = await act()
     except ControlError as exc:
         if exc.kind == "invalid":
             raise _api_error(exc) from exc
         try:
-            await _record(request, attempt, f"{exc.kind}: {exc.message}")
+            await _record(request, attempt, f"{exc.kind}: {exc.message}", exc.sent)
         except (SQLAlchemyError, OSError) as audit_exc:
             log.error("audit entry not written: %s %s: %s", attempt, exc.kind, audit_exc)
         raise _api_error(exc) from exc
     try:
-        await _record(request, attempt, "ok")
+        await _record(request, attempt, "ok", sent)
     except (SQLAlchemyError, OSError) as exc:
         log.error("audit entry not written: %s ok: %s", attempt, exc)
         raise ApiError(
@@ -265,7 +305,7 @@ def _api_error(exc: ControlError) -> ApiError:
     return ApiError(_STATUS[exc.kind], _IDS[exc.kind], exc.message)
 
 
-async def _record(request: web.Request, attempt: _Attempt, result: str) -> None:
+async def _record(request: web.Request, attempt: _Attempt, result: str, sent: Sent) -> None:
     account = request[SESSION].account
     await audit.record(
         _store(request).sessions,
@@ -278,6 +318,7 @@ async def _record(request: web.Request, attempt: _Attempt, result: str) -> None:
         pbx=attempt.pbx,
         detail=attempt.detail,
         result=result,
+        sent=sent,
     )
 
 
@@ -286,6 +327,21 @@ def _pbx(controls: MemberControls, requested: str | None) -> str:
         return controls.pbx_for(requested)
     except ControlError as exc:
         raise ApiError(422, "invalid_field", exc.message, field=exc.field) from exc
+
+
+def _checked(name: str, value: str, *, required: bool = True) -> str:
+    """The text as it will be sent (see :func:`cti.controls.check_text`), for the audit row;
+    the controls check it again, whatever the caller did."""
+    try:
+        return check_text(name, value, required=required)
+    except ControlError as exc:
+        raise _api_error(exc) from exc
+
+
+def _whole(raw: str, name: str, most: int) -> int:
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise _invalid(name, f"a whole number from 1 to {most}")
+    return int(raw)
 
 
 def _text(body: dict[str, Any], name: str) -> str | None:
@@ -325,4 +381,7 @@ def _entry(entry: AuditEntry) -> dict[str, Any]:
         "pbx": entry.pbx,
         "detail": entry.detail,
         "result": entry.result,
+        "sent": entry.sent,
+        "attempts": entry.attempts,
+        "last_at": (entry.last_at or entry.at).isoformat(),
     }

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cti.codec import AmiDecoder, encode, escape, unescape
+from cti.codec import AmiDecoder, encode, escape, header_problem, unescape
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
@@ -156,3 +156,32 @@ def test_encode_refuses_header_injection() -> None:
     assert encode({"Action": "Ping", "ActionID": "1"}) == b"Action: Ping\r\nActionID: 1\r\n\r\n"
     with pytest.raises(ValueError):
         encode({"Action": "Originate", "CallerID": "x\r\nAction: Hangup"})
+
+
+@pytest.mark.parametrize("char", ["\r", "\n", "\r\n", "\x00", "\x1b", "\x7f", "\x85", "\ud800"])
+@pytest.mark.parametrize("where", ["{}x", "x{}y", "y{}"])
+def test_encode_refuses_a_control_character_anywhere(char: str, where: str) -> None:
+    """At the start or end too: nothing is trimmed on the way out, it is refused."""
+    bad = where.format(char)
+    assert header_problem(bad) is not None
+    with pytest.raises(ValueError):
+        encode({"Action": "QueuePause", "Reason": bad})
+    with pytest.raises(ValueError):
+        encode({"Action": "QueuePause", bad: "x"})
+    with pytest.raises(ValueError):
+        encode({"Event": "X", "Output": ["fine", bad]})
+
+
+def test_encode_refuses_a_key_that_names_another_header() -> None:
+    with pytest.raises(ValueError):
+        encode({"Action": "Ping", "Reason: x\r\nAction": "Logoff"})
+    with pytest.raises(ValueError):
+        encode({"Action: Logoff": "x"})
+
+
+def test_header_problem_allows_any_printable_text() -> None:
+    for text in ("", "lunch break", "张伟 José O\\'Brien 😀", "Local/1001@agents/n", '"A" <1>'):
+        assert header_problem(text) is None
+    assert "line break" in (header_problem("a\rb") or "")
+    assert "U+0000" in (header_problem("\x00") or "")
+    assert "surrogate" in (header_problem("\udfff") or "")

@@ -8,9 +8,10 @@ injection included) is answered 422, reaches no PBX and is not audited.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -62,6 +63,7 @@ class Lab:
     engine: AsyncEngine
     emitted: list[Mapping[str, str]]
     woken: list[str]  # one entry each time the app said the store's figures changed
+    received: list[Mapping[str, str]]  # every action the simulator was asked, keys lowered
 
     async def login(self, name: str) -> dict[str, str]:
         """Log in; the headers an unsafe request of that session needs."""
@@ -90,11 +92,18 @@ def accounts(device: str) -> Accounts:
 
 @asynccontextmanager
 async def open_lab(
-    engine: AsyncEngine, *, device: str = "PJSIP/2001", action_timeout: float = 5.0
+    engine: AsyncEngine,
+    *,
+    device: str = "PJSIP/2001",
+    action_timeout: float = 5.0,
+    clock: Callable[[], datetime] = now,
 ) -> AsyncIterator[Lab]:
     async with simulated_pbx() as (server, ami):
         emitted: list[Mapping[str, str]] = []
         server.observers.append(emitted.append)
+        received: list[Mapping[str, str]] = []
+        for name, handler in list(server.actions.items()):
+            server.actions[name] = _recording(handler, received)
         store = new_store(engine)
         pop = new_pop(store)
         woken: list[str] = []
@@ -103,15 +112,25 @@ async def open_lab(
             accounts=accounts(device),
             dispositions=dispositions(),
             store=store,
-            now=now,
+            now=clock,
             controls=MemberControls({PBX: ami}, AGENTS, timeout=action_timeout),
             work_changed=lambda: woken.append("rated"),
         )
         try:
             async with client_for(app) as client:
-                yield Lab(server, ami, client, pop, engine, emitted, woken)
+                yield Lab(server, ami, client, pop, engine, emitted, woken, received)
         finally:
             await pop.close()
+
+
+def _recording(handler: Any, into: list[Mapping[str, str]]) -> Any:
+    """The simulator's action handler, noting each action it is asked first."""
+
+    async def recorded(client: Any, action: Mapping[str, str]) -> None:
+        into.append(dict(action))
+        await handler(client, action)
+
+    return recorded
 
 
 @pytest.fixture
@@ -444,9 +463,18 @@ async def test_audit_listing_for_supervisors(lab: Lab) -> None:
     entries = (await response.json())["entries"]
     assert [e["detail"] for e in entries] == ["three", "two"]
     assert set(entries[0]) == {
-        "id", "at", "login", "role", "action", "agent", "queue", "pbx", "detail", "result"
+        "id", "at", "login", "role", "action", "agent", "queue", "pbx", "detail", "result",
+        "sent", "attempts", "last_at",
     }  # fmt: skip
     assert entries[0]["at"].endswith("+00:00")
+    assert entries[0]["attempts"] == 1 and entries[0]["last_at"] == entries[0]["at"]
+    assert [a["Reason"] for a in entries[0]["sent"]] == ["three"]  # what Asterisk was sent
+    page = await (await lab.client.get(f"/api/audit?limit=2&before={entries[1]['id']}")).json()
+    assert [e["detail"] for e in page["entries"]] == ["one"]
+    assert (body := await (await lab.client.get("/api/audit?limit=2")).json())["next"] == (
+        entries[1]["id"]
+    ) and body["entries"] == entries
+    assert page["next"] is None
     assert (await lab.client.get("/api/audit?limit=0")).status == 422
     assert (await lab.client.get("/api/audit?limit=many")).status == 422
 
