@@ -177,8 +177,9 @@ class _AgentClient:
 
     async def log_in(self) -> None:
         """Log in through the form (CSRF double-submit): the session cookie is in ``http``.
-        A 503 (the store did not take the session in time, as under a storm of logins) is
-        tried again, as a person would, up to ``LOGIN_TRIES`` times; ``refused`` counts them."""
+        A 503 (the store did not take the session in time, as under a storm of logins) or a
+        429 (the login limiter's budget for one address) is tried again after its
+        ``Retry-After``, as a person would, up to ``LOGIN_TRIES`` times; ``refused`` counts them."""
         for attempt in range(1, LOGIN_TRIES + 1):
             async with self.http.get("/login") as page:
                 match = _CSRF.search(await page.text())
@@ -188,10 +189,11 @@ class _AgentClient:
             async with self.http.post("/login", data=form, allow_redirects=False) as reply:
                 if reply.status == 303:
                     return
-                if reply.status != 503 or attempt == LOGIN_TRIES:
+                if reply.status not in (429, 503) or attempt == LOGIN_TRIES:
                     raise RuntimeError(f"login {self.login}: HTTP {reply.status}")
+                wait = float(reply.headers.get("Retry-After", 0.5 * attempt))
             self.refused += 1
-            await asyncio.sleep(0.5 * attempt)
+            await asyncio.sleep(min(wait, 10.0))
 
     async def _listen(self, socket: aiohttp.ClientWebSocketResponse, run: _Run) -> None:
         async for message in socket:

@@ -443,7 +443,7 @@ class SoakReport:
             f"  open fds: start {self.fds_start}, max {self.fds_max}, end {self.fds_end}",
             f"  errors: cards lost {self.missing}, AMI reconnects {self.ami_reconnects} "
             f"(product's counter {self.product_reconnects:g}), "
-            f"logged errors {len(self.log_errors)}; agents' logins refused (503) and "
+            f"logged errors {len(self.log_errors)}; agents' logins refused (429/503) and "
             f"tried again {self.logins_refused}",
             f"  outcomes: saved {self.outcomes.saved:,}, refused "
             f"{sum(self.outcomes.failed.values())} {dict(sorted(self.outcomes.failed.items()))}, "
