@@ -35,6 +35,7 @@ from screenpop import (
     crm_api,
     day_api,
     followups_api,
+    openapi,
     outbox_api,
     search,
     views,
@@ -139,6 +140,7 @@ def create_app(
     day_api.add_routes(app)
     outbox_api.add_routes(app)
     search.add_routes(app)
+    openapi.add_routes(app)
     app.router.add_get("/ws", ws.websocket, name="ws")
     app.router.add_static("/static/", STATIC, name="static")
     return app
