@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -91,6 +92,44 @@ async def _admin() -> asyncpg.Connection:
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         _missing(f"PostgreSQL stopped answering: {exc}")
         raise
+
+
+# --- fuzz case counts (issue 22: "CI runs a stated number of cases", printed) -----------------
+
+FUZZ_CASES = "fuzz cases"  # a user property: (how many cases a fuzz test ran, of what kind)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+    """Note how many cases each hypothesis test ran (the plugin's statistics for the test,
+    set while it ran); tests/fuzz/test_atheris.py notes its own counts."""
+    stats = getattr(item, "hypothesis_statistics", None)
+    if call.when == "call" and stats:
+        counts = re.findall(r"(\d+) passing, (\d+) failing", stats)  # per phase
+        cases = sum(int(passed) + int(failed) for passed, failed in counts)
+        item.user_properties.append((FUZZ_CASES, (cases, "hypothesis examples")))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line per fuzz test with the cases it ran, and the totals, so a CI log states them."""
+    found = [
+        (report.nodeid, *value)
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "call"
+        for key, value in getattr(report, "user_properties", [])
+        if key == FUZZ_CASES
+    ]
+    if not found:
+        return
+    terminalreporter.write_sep("=", f"{FUZZ_CASES} ({len(found)} tests)")
+    totals: dict[str, int] = {}
+    for nodeid, cases, kind in sorted(found):
+        terminalreporter.write_line(f"{nodeid}: {cases} {kind}")
+        totals[kind] = totals.get(kind, 0) + cases
+    terminalreporter.write_line(
+        "total: " + ", ".join(f"{cases} {kind}" for kind, cases in sorted(totals.items()))
+    )
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
