@@ -25,9 +25,9 @@ What a FastAGI peer says is not trusted (docs/ivr.md, Security). PIN checks go t
 findings are held back until the AMI side knows the call *and* this session's channel as one
 of its channels; a callback or survey for the call waits for the same proof. Because AMI
 events may come in just after the AGI session starts, the check is made again at each
-report, and when it finally matters (a callback, the end of the session) it waits up to
-``call_wait`` seconds for the call to show. A call never proven: nothing reaches the card,
-no callback, no scores, one WARNING.
+report; a callback waits up to ``call_wait`` seconds for the call to show, and so do the last
+findings, in the background once the session is over (the dialplan goes on meanwhile). A
+call never proven: nothing reaches the card, no callback, no scores, one WARNING.
 """
 
 from __future__ import annotations
@@ -158,6 +158,7 @@ class MenuHandler:
         self.pins = pins
         self.calls = calls
         self.call_wait = call_wait
+        self._late: set[asyncio.Task[None]] = set()  # finish() of calls AMI does not show yet
 
     async def __call__(self, session: AgiSession) -> None:
         request = session.request
@@ -171,7 +172,16 @@ class MenuHandler:
             walk.hung_up()
             raise
         finally:
-            await call.finish()
+            if call.check() or call.refused:
+                await call.finish()
+            else:  # AMI is behind: the dialplan goes on, the findings wait for the call
+                task = asyncio.create_task(call.finish())
+                self._late.add(task)
+                task.add_done_callback(self._late.discard)
+
+    async def settle(self) -> None:
+        """Wait for the findings still waiting for AMI (each at most ``call_wait``)."""
+        await asyncio.gather(*self._late, return_exceptions=True)
 
 
 class _Call:

@@ -106,6 +106,7 @@ class Ivr:
     server: AgiServer
     store: Store
     sink: Sink
+    handlers: list[MenuHandler]
 
     async def call(self, call: AgiCall, caller: CallerScript) -> AgiTranscript:
         async with asyncio.timeout(10):
@@ -122,6 +123,7 @@ async def serve(
 ) -> AsyncIterator[Ivr]:
     store, sink = Store(), Sink()
     server = AgiServer(hangup_grace=0.05, peers=peers, secret=secret)
+    handlers = []
     for name, menu in MENUS.items():
         handler = MenuHandler(
             menu,
@@ -133,11 +135,14 @@ async def serve(
             call_wait=call_wait,
         )
         server.add_route(name, handler)
+        handlers.append(handler)
     _, port = await server.start("127.0.0.1", 0)
     try:
-        yield Ivr(port, server, store, sink)
+        yield Ivr(port, server, store, sink, handlers)
     finally:
         await server.stop()
+        for handler in handlers:
+            await handler.settle()
 
 
 # --- who may connect ----------------------------------------------------------------------
@@ -327,7 +332,11 @@ async def test_ami_events_arriving_after_the_agi_session_starts_still_prove_the_
 
     async for ivr in serve(calls=calls_of(tracker), call_wait=2.0):
         late = asyncio.ensure_future(feed_late())
-        await ivr.call(REAL, CallerScript([TIMEOUT, "3"]))
+        transcript = await ivr.call(REAL, CallerScript([TIMEOUT, "3"]))
+        assert transcript.variables.get("IVR_QUEUE") == "support"  # the dialplan goes on
         await late
+        async with asyncio.timeout(5):
+            for handler in ivr.handlers:
+                await handler.settle()
         assert ivr.sink.reports and ivr.sink.reports[-1][1] == REAL.linkedid
         assert ivr.sink.reports[-1][2]["route"]["queue"] == "support"
