@@ -264,7 +264,7 @@ async def _agi_peers(settings: Settings) -> PeerAllowList:
         except OSError as exc:
             log.warning("[ivr] allowed_peers: PBX host %r not resolved (%s); left out", entry, exc)
             continue
-        addresses += dict.fromkeys(str(info[4][0]) for info in infos)
+        addresses += dict.fromkeys(str(info[4][0]).split("%")[0] for info in infos)  # no scope
     return PeerAllowList(addresses)
 
 
