@@ -67,7 +67,7 @@ from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.manager import Manager
 from panoramisk.message import Message
 
-from cti.codec import AmiDecoder
+from cti.codec import AmiDecoder, header_problem
 from cti.settings import PbxSettings
 from cti.waits import wait_set
 from cti.wire import open_threaded
@@ -225,12 +225,16 @@ class _Message(Message):  # type: ignore[misc]
 
 
 def _new_action(fields: Mapping[str, str]) -> Any:
-    """Build a panoramisk action. Raises ValueError on a header that would break the frame."""
+    """Build a panoramisk action. Raises ValueError on a header that would break the frame
+    (the same rule as :func:`cti.codec.encode`: every action sent goes through one of them)."""
     if not fields.get("Action"):
         raise ValueError("an AMI action needs an 'Action' header")
     for key, value in fields.items():
-        if not isinstance(value, str) or any(c in key + value for c in "\r\n"):
-            raise ValueError(f"AMI header {key!r} must be a str without CR or LF")
+        if not isinstance(value, str):
+            raise ValueError(f"AMI header {key!r} must be a str")
+        problem = header_problem(key) or header_problem(value) or (":" in key and "a colon")
+        if problem:
+            raise ValueError(f"AMI header {key!r} holds {problem}")
     return (_Command if "Command" in fields else _Action)(dict(fields))
 
 

@@ -421,6 +421,26 @@ async def test_send_action_refuses_when_not_connected_or_header_injection() -> N
     assert not client.connected
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"Action": "QueuePause", "Reason": "lunch\x00"},
+        {"Action": "QueuePause", "Reason": "\x1b[2Jlunch"},
+        {"Action": "QueuePause", "Reason": "lunch\x85"},
+        {"Action": "QueuePause", "Reason": "lunch\ud800"},
+        {"Action": "QueuePause", "Reason\t": "lunch"},
+        {"Action": "QueuePause", "Reason: x": "lunch"},
+        {"Action": "QueuePause", "Reason": "\nlunch"},
+    ],
+)
+async def test_every_action_sent_refuses_what_encode_refuses(fields: dict[str, str]) -> None:
+    """The client's own send path (panoramisk's action objects) holds the codec's rule: no
+    control character, lone surrogate or colon in a key, wherever the action was built."""
+    client = AmiClient(ami_settings(), asyncio.Queue())
+    with pytest.raises(ValueError, match="AMI header"):
+        await client.send_action(fields)
+
+
 # --- 7. bad input -------------------------------------------------------------------------------
 
 
