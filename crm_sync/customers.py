@@ -5,10 +5,11 @@ Data from outside (CSV files, the demo seeder, a CRM) comes in as :class:`Custom
 (trimmed text, known codes, E.164 numbers) or raises :class:`CustomerError` naming the field;
 :func:`upsert_customer` and :func:`add_interaction` then write it, so importing the same
 record twice updates it instead of duplicating it. Text is stored as given (HTML, quotes,
-emoji): escaping is the display layer's job; only control characters are refused.
+emoji): escaping is the display layer's job; what text may hold is crm_sync.text's one rule.
 
 Times are stored in UTC: SQLite keeps no time zone, so an aware time in another zone would
-compare wrongly there.
+compare wrongly there. They must fall in ``TIMES`` (years 1900 to 2199): a year 1 or 9999
+with an offset overflows when converted, and no customer's data is that old or far off.
 
 Who wins a conflict (crm_sync.conflicts): an update only writes the fields the CRM owns
 (tier and lifecycle only when the customer is new), an update older than the stored version
@@ -50,6 +51,7 @@ from crm_sync.models import (
 )
 from crm_sync.phones import PhoneNormalizer
 from crm_sync.search import index_names
+from crm_sync.text import FieldError, line, lines
 
 INTERACTION_STATUSES = ("open", "closed")
 # an order's own states; the IVR says the last one (sound ivr/order-<status>)
@@ -58,20 +60,13 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
 _LANGUAGE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 _CURRENCY = re.compile(r"[A-Z]{3}")  # ISO 4217
-# the control characters (Unicode categories Cc and Cs, fixed by the standard's stability
-# policy), and the same but line breaks and tabs
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-_CONTROL_IN_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+TIMES = (datetime(1900, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC))
 _MAX_AMOUNT = Decimal("9999999999.99")  # Numeric(12, 2)
 _CHUNK = 2000  # customers per statement: well inside every driver's bind-parameter limit
 
 
-class CustomerError(ValueError):
+class CustomerError(FieldError):
     """Input that the store refuses; ``field`` names what is wrong, the message says why."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
 
 
 @dataclass(frozen=True)
@@ -153,7 +148,7 @@ def validate(raw: CustomerIn, phones: PhoneNormalizer) -> CustomerIn:
         tags=_tags(raw.tags),
         phones=_phones(raw.phones, phones),
         **_balance(raw.balance, raw.currency),
-        updated_at=None if raw.updated_at is None else _utc(raw.updated_at, "updated_at"),
+        updated_at=None if raw.updated_at is None else utc(raw.updated_at, "updated_at"),
     )
 
 
@@ -181,11 +176,11 @@ def validate_interaction(raw: InteractionIn) -> InteractionIn:
         raw,
         customer_external_id=_text(raw.customer_external_id, "customer_external_id", 64),
         kind=_code(raw.kind, "kind", INTERACTION_KINDS, default=None),
-        occurred_at=_utc(raw.occurred_at, "occurred_at"),
+        occurred_at=utc(raw.occurred_at, "occurred_at"),
         title=_required(raw.title, "title", 200),
         body=_text(raw.body, "body", 100_000, multiline=True),
         status=status,
-        due_at=None if raw.due_at is None else _utc(raw.due_at, "due_at"),
+        due_at=None if raw.due_at is None else utc(raw.due_at, "due_at"),
         owner=_text(raw.owner, "owner", 64),
         amount=_amount(raw.amount, "amount"),
         call_id=_text(raw.call_id, "call_id", 80),
@@ -213,7 +208,7 @@ async def save_customers(
     not E.164, an external id given twice); the others are saved regardless. Contacts are
     written after the companies of the same list. An unchanged customer keeps its
     ``updated_at`` (or takes the newer version given). The caller commits."""
-    now = _utc(now, "now")
+    now = utc(now, "now")
     results: dict[int, Saved | CustomerError] = {}
     seen: set[str] = set()
     groups: tuple[list[int], list[int]] = ([], [])  # companies and consumers, then contacts
@@ -507,19 +502,11 @@ async def _customer_id(session: AsyncSession, i: InteractionIn) -> int:
 
 
 def _text(value: str | None, field: str, limit: int, *, multiline: bool = False) -> str | None:
-    """Trimmed text, None when empty. Control characters (NUL breaks PostgreSQL, the others
-    break display) are refused; line breaks and tabs only where ``multiline``."""
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    if len(text) > limit:
-        raise CustomerError(field, f"longer than {limit} characters ({len(text)})")
-    bad = (_CONTROL_IN_TEXT if multiline else _CONTROL).search(text)
-    if bad is not None:
-        raise CustomerError(field, f"contains the control character {bad.group()!r}")
-    return text
+    """crm_sync.text's rule (a line, or ``multiline`` free text), its refusal a CustomerError."""
+    try:
+        return (lines if multiline else line)(value, field, limit)
+    except FieldError as exc:
+        raise CustomerError(exc.field, exc.problem) from None
 
 
 def _required(value: str | None, field: str, limit: int) -> str:
@@ -574,10 +561,20 @@ def _phones(values: tuple[str, ...], phones: PhoneNormalizer) -> tuple[str, ...]
     return tuple(numbers)
 
 
-def _utc(value: datetime, field: str) -> datetime:
+def utc(value: datetime, field: str) -> datetime:
+    """``value`` in UTC. Raises CustomerError: no time zone, or outside ``TIMES``."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise CustomerError(field, "needs a time zone")
-    return value.astimezone(UTC)
+    out_of_range = CustomerError(
+        field, f"must be in the years {TIMES[0].year} to {TIMES[1].year - 1}"
+    )
+    try:
+        when = value.astimezone(UTC)
+    except OverflowError:
+        raise out_of_range from None
+    if not TIMES[0] <= when < TIMES[1]:
+        raise out_of_range
+    return when
 
 
 def _amount(value: Decimal | None, field: str) -> Decimal | None:

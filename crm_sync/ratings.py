@@ -1,5 +1,6 @@
 """Supervisors' ratings of agents (1..5, with a note): added, listed, and averaged for the
-wallboard's score over the last ``WINDOW`` (ratings come seldom; one day would hold few)."""
+wallboard's score over the last ``WINDOW`` (ratings come seldom; one day would hold few).
+The note is free text by crm_sync.text's rule, whichever handler passes it on."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crm_sync.models import AgentRating
+from crm_sync.text import lines
 
 WINDOW = timedelta(days=30)
 SCORES = range(1, 6)
@@ -25,13 +27,15 @@ async def record(
     score: int,
     note: str,
 ) -> int:
-    """Commit one rating; its id. Raises ValueError for a score or note out of range."""
+    """Commit one rating; its id. Raises ValueError for a score out of range,
+    crm_sync.text.FieldError (``note``) for a note too long or with characters refused."""
     if at.tzinfo is None:
         raise ValueError("a rating time needs its time zone")
-    if score not in SCORES or len(note) > MAX_NOTE:
-        raise ValueError(f"score 1..5 and a note of at most {MAX_NOTE} characters")
+    if score not in SCORES:
+        raise ValueError("score 1..5")
+    text = lines(note, "note", MAX_NOTE) or ""
     rating = AgentRating(
-        at=at.astimezone(UTC), agent=agent[:64], rater=rater[:64], score=score, note=note
+        at=at.astimezone(UTC), agent=agent[:64], rater=rater[:64], score=score, note=text
     )
     async with sessions() as session, session.begin():
         session.add(rating)

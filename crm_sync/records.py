@@ -18,6 +18,7 @@ from typing import Any
 
 from crm_sync.customers import CustomerError, CustomerIn, InteractionIn
 from crm_sync.inbound import ENTRY_FIELDS
+from crm_sync.text import line, required_line
 
 CUSTOMER_FIELDS = (
     "external_id",
@@ -93,20 +94,14 @@ def entry_record(kind: str, body: Any, external_id: str | None = None) -> Intera
 
 def merge_record(body: Any) -> tuple[str, str, str]:
     """A merge object: (survivor's external id, merged one's, who asked: ``by`` or "crm").
-    Raises CustomerError."""
+    Raises CustomerError, or crm_sync.text.FieldError for text it refuses."""
     record = _object(body, MERGE_FIELDS, "merge")
     ids = []
     for name in ("survivor_external_id", "merged_external_id"):
-        value = _text(record, name)
-        if value is None or not value.strip():
-            raise CustomerError(name, "must not be empty")
-        ids.append(value.strip())
+        ids.append(required_line(_text(record, name), name, 64))
     if ids[0] == ids[1]:
         raise CustomerError("merged_external_id", "a customer cannot be merged into itself")
-    by = (_text(record, "by") or "").strip() or "crm"
-    if len(by) > 64:
-        raise CustomerError("by", "longer than 64 characters")
-    return ids[0], ids[1], by
+    return ids[0], ids[1], line(_text(record, "by"), "by", 64) or "crm"
 
 
 def _object(body: Any, fields: tuple[str, ...], what: str) -> Mapping[str, Any]:

@@ -3,7 +3,8 @@
 Writes are idempotent by a key (``external_id``): a retried POST, a replayed CallEnded or a
 restarted service never writes twice. An outcome is committed before the caller of
 :func:`save_outcome` returns, so "saved" on the agent's screen means it is on disk; what the
-external CRM must hear of it is in the outbox from that same commit.
+external CRM must hear of it is in the outbox from that same commit. Notes and a new
+customer's name follow crm_sync.text's rule, checked before anything is written.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from crm_sync.models import Customer, Interaction, Phone
 from crm_sync.outbox import enqueue
 from crm_sync.search import index_names
+from crm_sync.text import FieldError, line, lines
 from cti.events import CallRecord
+
+MAX_NOTES = 4000  # an outcome's or a note's text
+MAX_NAME = 200  # Customer.name
 
 
 class OutcomeError(ValueError):
@@ -144,7 +149,10 @@ async def save_outcome(
 
 
 def check_outcome(outcome: OutcomeIn) -> None:
-    """Raise OutcomeError for what no store would take."""
+    """Raise OutcomeError for what no store would take, crm_sync.text.FieldError for text
+    it refuses (``notes``, ``new_customer_name``)."""
+    lines(outcome.notes, "notes", MAX_NOTES)
+    line(outcome.new_customer_name, "new_customer_name", MAX_NAME)
     if not outcome.disposition.strip():
         raise OutcomeError("a disposition code is required")
     if outcome.followup_due is not None and outcome.followup_due.tzinfo is None:
@@ -159,12 +167,13 @@ def outcome_rows(
 ) -> tuple[Interaction, Interaction | None]:
     """Add the outcome's timeline entry, and its follow-up if one is due, to ``session``."""
     key = f"outcome:{outcome.key}"
+    notes = lines(outcome.notes, "notes", MAX_NOTES)
     row = Interaction(
         customer_id=customer_id,
         kind="outcome",
         occurred_at=now,
         title=outcome.disposition.strip()[:200],
-        body=outcome.notes or None,
+        body=notes,
         status="closed",
         call_id=outcome.call_id,
         agent=outcome.agent,
@@ -178,7 +187,7 @@ def outcome_rows(
         kind="followup",
         occurred_at=now,
         title=f"Follow up: {(outcome.label or outcome.disposition).strip()}"[:200],
-        body=outcome.notes or None,
+        body=notes,
         status="open",
         due_at=outcome.followup_due.astimezone(UTC),
         owner=outcome.followup_owner or outcome.agent,
@@ -263,10 +272,14 @@ async def add_note(
     """A note on the customer's timeline written without a call (what the agent learned by
     other means), told to the CRM through the outbox in the same transaction. Idempotent by
     ``key`` (a retried submission): ``(interaction id, added now)``. Raises OutcomeError for an
-    empty text or an unknown customer."""
-    text = text.replace("\r\n", "\n").strip()  # a browser's form sends CR LF line ends
-    if not text:
+    empty text, one crm_sync.text refuses, or an unknown customer."""
+    try:
+        checked = lines(text, "text", MAX_NOTES)  # a browser's form sends CR LF line ends
+    except FieldError as exc:  # the page shows the message, next to the text kept
+        raise OutcomeError(exc.problem) from exc
+    if checked is None:
         raise OutcomeError("the note is empty")
+    text = checked
     external_id = f"note:{key}"
     try:
         async with sessions() as session, session.begin():
@@ -317,14 +330,14 @@ async def _customer_for(session: AsyncSession, outcome: OutcomeIn, now: datetime
         if found is None:
             raise OutcomeError(f"no customer {outcome.customer_id}")
         return found
-    name = (outcome.new_customer_name or "").strip()
+    name = line(outcome.new_customer_name, "new_customer_name", MAX_NAME) or ""
     if not name and not outcome.needs_customer:
         return None
     if not name:
         raise OutcomeError("pick the customer, or give the new customer's name")
     customer = Customer(
         kind="person",
-        name=name[:200],
+        name=name,
         tier="regular",
         lifecycle="prospect",
         tags=[],

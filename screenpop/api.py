@@ -13,24 +13,26 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
 from crm_sync.store import CustomerCard, CustomerStore, Lookup, StoreUnavailable
-from crm_sync.timeline import OutcomeError, OutcomeIn, handled_by
+from crm_sync.text import FieldError
+from crm_sync.timeline import MAX_NAME, OutcomeError, OutcomeIn, handled_by
+from crm_sync.timeline import MAX_NOTES as MAX_NOTES  # views: the note form's limit
 from screenpop.auth import Account
 from screenpop.cards import Card, card_view
 from screenpop.errors import ApiError, store_unavailable
+from screenpop.inputs import ident, invalid, json_object, text, when
 from screenpop.keys import ACCOUNTS, CLOCK, DISPOSITIONS, FOLLOWUP_OWNERS, POP, SESSION, STORE
 from screenpop.pipeline import PopService
 
 log = logging.getLogger(__name__)
 
 _KEY = re.compile(r"[A-Za-z0-9_-]{8,40}")  # fits Interaction.external_id with its prefixes
-MAX_NOTES = 4000
 LOOKUP_BUDGET = 2.0  # an API caller may wait longer than a ringing phone
 
 
@@ -134,20 +136,16 @@ async def outcome(request: web.Request) -> web.StreamResponse:
     pbx, call_id = request.match_info["pbx"], request.match_info["call_id"]
     account = request[SESSION].account
     pop = request.app[POP]
-    body = await _body(request)
+    body = await json_object(request)
     store = request.app[STORE]
     if store is None:
         raise store_unavailable()
     handled = pop.book.handled_by(pbx, call_id) or await _stored_handler(store, pbx, call_id)
     agent = _agent_for(account, body, handled)
     lookup = _lookup(pop, pbx, call_id, agent)
-    customer_id = _optional_int(body, "customer_id")
-    if (
-        customer_id is None
-        and not body.get("new_customer_name")
-        and lookup
-        and len(lookup.cards) == 1
-    ):
+    customer_id = ident(body, "customer_id")
+    new_name = text(body, "new_customer_name", MAX_NAME)
+    if customer_id is None and not new_name and lookup and len(lookup.cards) == 1:
         customer_id = lookup.cards[0].id  # the one match, when the client did not say
     number = pop.book.caller_number(pbx, call_id) or ""
     key, code = _key(body), _disposition(request, body)
@@ -158,11 +156,11 @@ async def outcome(request: web.Request) -> web.StreamResponse:
         call_id=call_id,
         agent=agent,
         disposition=code,
-        notes=_text(body, "notes", MAX_NOTES) or "",
+        notes=text(body, "notes", MAX_NOTES, multiline=True) or "",
         customer_id=customer_id,
-        new_customer_name=_text(body, "new_customer_name", 200),
+        new_customer_name=new_name,
         caller_e164=lookup.e164 if lookup and lookup.e164 else store.phones.to_e164(number),
-        followup_due=_followup_due(body),
+        followup_due=when(body, "followup_due"),
         followup_owner=_followup_owner(request, body),
         label=chosen.label if chosen else None,
         needs_customer=chosen.needs_customer if chosen else True,
@@ -171,6 +169,8 @@ async def outcome(request: web.Request) -> web.StreamResponse:
         saved = await store.outcomes.save(item, now=request.app[CLOCK]())
     except OutcomeError as exc:
         raise ApiError(422, "outcome_rejected", str(exc)) from exc
+    except FieldError as exc:
+        raise invalid(exc.field, exc.problem) from exc
     except (SQLAlchemyError, OSError) as exc:
         log.warning("outcome of %s/%s not saved: %s", pbx, call_id, exc)
         raise store_unavailable() from exc
@@ -189,7 +189,7 @@ async def dismiss(request: web.Request) -> web.StreamResponse:
     pbx, call_id = request.match_info["pbx"], request.match_info["call_id"]
     account = request[SESSION].account
     pop = request.app[POP]
-    body = await _body(request) if request.can_read_body else {}
+    body = await json_object(request) if request.can_read_body else {}
     agent = _agent_for(account, body, pop.book.handled_by(pbx, call_id))
     if not pop.dismiss(pbx, call_id, agent):
         raise ApiError(
@@ -223,7 +223,7 @@ async def _stored_handler(store: CustomerStore, pbx: str, call_id: str) -> tuple
 def _agent_for(account: Account, body: Mapping[str, Any], handled_by: tuple[str, ...]) -> str:
     """Whose outcome this is: the agent's own, or (for a supervisor) the agent named."""
     if account.role == "supervisor":
-        named = _text(body, "agent", 64)
+        named = text(body, "agent", 64)
         if named is not None and named not in handled_by:
             raise ApiError(
                 422, "invalid_field", "That agent did not handle the call.", field="agent"
@@ -236,20 +236,14 @@ def _agent_for(account: Account, body: Mapping[str, Any], handled_by: tuple[str,
     return account.agent_id
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "bad_json", "The body must be a JSON object.") from exc
-    if not isinstance(body, dict):
-        raise ApiError(400, "bad_json", "The body must be a JSON object.")
-    return body
+# screenpop.controls_api reads its bodies by this name
+_body = json_object
 
 
 def _key(body: Mapping[str, Any]) -> str:
     key = body.get("key")
     if not isinstance(key, str) or not _KEY.fullmatch(key):
-        raise _invalid("key", "an idempotency key of 8 to 40 letters, digits, _ or - is required")
+        raise invalid("key", "expected an idempotency key of 8 to 40 letters, digits, _ or -")
     return key
 
 
@@ -264,7 +258,7 @@ def _disposition(request: web.Request, body: Mapping[str, Any]) -> str:
 
 def _followup_owner(request: web.Request, body: Mapping[str, Any]) -> str | None:
     """An agent or a queue offered on the form; None: the agent who saves the outcome."""
-    owner = _text(body, "followup_owner", 64)
+    owner = text(body, "followup_owner", 64)
     if owner is not None and owner not in request.app[FOLLOWUP_OWNERS]():
         raise ApiError(
             422,
@@ -273,41 +267,6 @@ def _followup_owner(request: web.Request, body: Mapping[str, Any]) -> str | None
             field="followup_owner",
         )
     return owner
-
-
-def _text(body: Mapping[str, Any], name: str, limit: int) -> str | None:
-    value = body.get(name)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or len(value) > limit:
-        raise _invalid(name, f"text of at most {limit} characters")
-    return value
-
-
-def _optional_int(body: Mapping[str, Any], name: str) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _invalid(name, "a customer id")
-    return value
-
-
-def _followup_due(body: Mapping[str, Any]) -> datetime | None:
-    text = _text(body, "followup_due", 40)
-    if text is None:
-        return None
-    try:
-        due = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise _invalid("followup_due", "an ISO 8601 date and time") from exc
-    if due.tzinfo is None:
-        raise _invalid("followup_due", "a date and time with its time zone")
-    return due.astimezone(UTC)  # SQLite keeps no zone: the store holds UTC
-
-
-def _invalid(field: str, expected: str) -> ApiError:
-    return ApiError(422, "invalid_field", f"{field}: expected {expected}.", field=field)
 
 
 def _cards(request: web.Request, cards: list[Card]) -> list[dict[str, Any]]:

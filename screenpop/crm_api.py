@@ -5,8 +5,10 @@ Not a browser's API: no session cookie counts and no CSRF token is asked; every 
 carries ``Authorization: Bearer <token>``, compared in constant time with ``[crm]
 inbound_token``. Without a configured token every route answers 503 ``crm_api_off``; a
 missing or wrong token 401. The token is checked before the body is read. Bodies are JSON
-objects of at most MAX_BODY bytes (a batch MAX_BATCH_BODY, MAX_BATCH items), validated field
-by field: 422 ``invalid_field`` naming the field, or, in a batch, per item. Each request is
+objects of at most MAX_BODY bytes (a batch MAX_BATCH_BODY, MAX_BATCH items), read by
+screenpop.inputs (400 ``bad_json``: not JSON, too deep, a lone surrogate), validated field by
+field (text by crm_sync.text's rule): 422 ``invalid_field`` naming the field, or, in a batch,
+per item. Each request is
 one transaction (crm_sync.inbound.write), answered after its commit; nothing written here
 goes to the outbox (the CRM is not told what it said).
 """
@@ -15,9 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections import Counter
-from decimal import Decimal
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -35,7 +35,9 @@ from crm_sync.inbound import link_external_id, save_entries, validate_entry, wri
 from crm_sync.merges import MergeError, MergeResult, merge_external
 from crm_sync.records import customer_record, entry_record, merge_record
 from crm_sync.store import CustomerStore
+from crm_sync.text import FieldError
 from screenpop.errors import ApiError, store_unavailable
+from screenpop.inputs import json_body
 from screenpop.keys import CLOCK, CRM_TOKEN, STORE
 
 # the session middleware lets these through: they check their own bearer token
@@ -127,7 +129,7 @@ async def post_merge(request: web.Request) -> web.StreamResponse:
     store = _authorized(request)
     try:
         survivor, merged, by = merge_record(await _read(request, MAX_BODY))
-    except CustomerError as exc:
+    except FieldError as exc:
         raise _invalid(exc) from exc
     now = request.app[CLOCK]()
     try:
@@ -177,24 +179,8 @@ def _same_secret(presented: str, token: str) -> bool:
 
 
 async def _read(request: web.Request, limit: int) -> Any:
-    """The JSON body, at most ``limit`` bytes (decimals kept exact). Raises ApiError 413 or
-    400 ``bad_json``."""
-    too_large = ApiError(413, "too_large", f"The body is over {limit} bytes; send less at once.")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    data = bytearray()
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        data += chunk
-        if len(data) > limit:
-            raise too_large
-    try:
-        return json.loads(data.decode("utf-8"), parse_float=Decimal, parse_constant=_no_constant)
-    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise ApiError(400, "bad_json", "The body must be JSON in UTF-8.") from exc
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number")
+    """The JSON body, at most ``limit`` bytes, decimals kept exact (screenpop.inputs)."""
+    return await json_body(request, limit, decimals=True)
 
 
 def _items(body: Any) -> list[Any]:
@@ -265,5 +251,5 @@ def _batch(
     return {"results": answers, "counts": dict(sorted(counts.items()))}
 
 
-def _invalid(error: CustomerError) -> ApiError:
+def _invalid(error: FieldError) -> ApiError:
     return ApiError(422, "invalid_field", str(error), field=error.field)

@@ -2,6 +2,8 @@
 
 Handlers raise :class:`ApiError` (or let aiohttp raise its HTTP errors, or let the database
 fail); the middleware answers JSON for the API and the WebSocket, an HTML page otherwise.
+Text the store refuses (crm_sync.text.FieldError, raised by its write paths whichever handler
+called them) is ``422 invalid_field`` naming the field.
 Nothing unexpected leaks: an unhandled exception is logged with its traceback and answered
 ``500 internal`` with no detail.
 """
@@ -15,6 +17,8 @@ import aiohttp_jinja2
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from sqlalchemy.exc import SQLAlchemyError
+
+from crm_sync.text import FieldError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as exc:
         return render_error(request, exc)
+    except FieldError as exc:
+        return render_error(request, ApiError(422, "invalid_field", str(exc), field=exc.field))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise  # redirects

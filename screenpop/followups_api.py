@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from crm_sync import audit
 from crm_sync.followups import (
+    MAX_NOTE,
     MAX_PAGE,
     PAGE,
     QUEUE_OWNER,
@@ -46,10 +47,10 @@ from crm_sync.followups import (
 )
 from cti.callbacks import CallbackDialer, DialOutcome
 from cti.controls import ControlError
-from screenpop.api import _body
 from screenpop.auth import Account, Accounts
 from screenpop.day_api import day_bounds
 from screenpop.errors import ApiError, store_unavailable
+from screenpop.inputs import json_object, text, when
 from screenpop.keys import CLOCK, FOLLOWUP_OWNERS, POP, SESSION, STORE, WORK_CHANGED
 
 log = logging.getLogger(__name__)
@@ -218,12 +219,11 @@ async def close(request: web.Request) -> web.StreamResponse:
     agent = account.agent_id or account.login
     queue = _queue(item)
     await _permit(request, desk, item, "followup_close", agent, queue)
-    body = await _body(request)
-    result, note = body.get("result"), body.get("note", "")
+    body = await json_object(request)
+    result = body.get("result")
     if not isinstance(result, str):
         raise ApiError(422, "invalid_field", "result: done, cancelled or no_answer", field="result")
-    if not isinstance(note, str):
-        raise ApiError(422, "invalid_field", "note: a text", field="note")
+    note = text(body, "note", MAX_NOTE, multiline=True) or ""
     try:
         closed = await desk.followups.close(
             item.id, result=result, note=note, by=agent, now=request.app[CLOCK]()
@@ -245,15 +245,10 @@ async def reschedule(request: web.Request) -> web.StreamResponse:
     agent = account.agent_id or account.login
     queue = _queue(item)
     await _permit(request, desk, item, "followup_due", agent, queue)
-    body = await _body(request)
-    text = body.get("due_at")
-    message = "due_at: a date and time with its UTC offset, e.g. 2026-12-05T09:00:00+01:00"
-    if not isinstance(text, str):
+    due_at = when(await json_object(request), "due_at")
+    if due_at is None:
+        message = "due_at: a date and time with its UTC offset, e.g. 2026-12-05T09:00:00+01:00"
         raise ApiError(422, "invalid_field", message, field="due_at")
-    try:
-        due_at = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise ApiError(422, "invalid_field", message, field="due_at") from exc
     try:
         moved, before = await desk.followups.reschedule(
             item.id, due_at=due_at, by=agent, now=request.app[CLOCK]()
@@ -276,9 +271,9 @@ async def call_customer(request: web.Request) -> web.StreamResponse:
     store = request.app[STORE]
     assert store is not None  # _desk checked it
     customer_id = int(request.match_info["customer_id"])
-    body = await _body(request)
-    raw = _text(body, "number") or ""
-    number = store.phones.to_e164(raw) if len(raw) <= 40 else None
+    body = await json_object(request)
+    raw = text(body, "number", 40) or ""
+    number = store.phones.to_e164(raw)
     if number is None:
         message = "number: a phone number (an internal extension is not a customer's)"
         raise ApiError(422, "invalid_field", message, field="number")
@@ -321,9 +316,9 @@ async def _ready(
     if dialer is None:
         raise ApiError(503, "no_pbx", "No PBX is configured: calls cannot be placed.")
     if body is None:
-        body = await _body(request) if request.can_read_body else {}
+        body = await json_object(request) if request.can_read_body else {}
     try:
-        pbx = dialer.pbx_for(_text(body, "pbx"))
+        pbx = dialer.pbx_for(text(body, "pbx", 64))
     except ControlError as exc:
         raise ApiError(422, "invalid_field", exc.message, field=exc.field) from exc
     device = account.device or (dialer.device_for(account.agent_id) or "")
@@ -533,15 +528,6 @@ def _iso(value: datetime | None) -> str:
 def _rule(desk: FollowupDesk) -> dict[str, Any]:
     settings = desk.followups.settings
     return {"contact_max": settings.contact_max, "window_hours": settings.contact_window_hours}
-
-
-def _text(body: dict[str, Any], name: str) -> str | None:
-    value = body.get(name)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ApiError(422, "invalid_field", f"{name}: a string", field=name)
-    return value
 
 
 async def _close_desk(app: web.Application) -> None:

@@ -1,12 +1,10 @@
 """What makes a bulk import fast, and must not change what it does: the bulk statements of
 crm_sync.bulk (on SQLite and PostgreSQL), the worker process that checks a big file's rows
 (the same rows, in the same order, as this process checks them), the transaction settings
-of inbound writes on PostgreSQL, and the control-character rule of the field checks."""
+of inbound writes on PostgreSQL (the text rule itself: test_text_rules)."""
 
 from __future__ import annotations
 
-import sys
-import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -16,7 +14,6 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from crm_sync.bulk import insert_rows, one_of
-from crm_sync.customers import _CONTROL, _CONTROL_IN_TEXT
 from crm_sync.import_rows import Checked, checked_rows
 from crm_sync.importer import import_csv
 from crm_sync.inbound import begin_write
@@ -167,12 +164,3 @@ async def test_a_file_checked_by_the_worker_imports_as_one_checked_here(
         (7, "phones: '1001' is an internal extension, not a customer's"),
     ]
     assert again.rejected == report.rejected and len(report.rejected) == 5 + 10
-
-
-def test_control_characters_are_exactly_unicodes_cc_and_cs() -> None:
-    control = {
-        chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) in ("Cc", "Cs")
-    }
-    matched = {chr(c) for c in range(sys.maxunicode + 1) if _CONTROL.fullmatch(chr(c))}
-    in_text = {chr(c) for c in range(sys.maxunicode + 1) if _CONTROL_IN_TEXT.fullmatch(chr(c))}
-    assert matched == control and in_text == control - {"\n", "\r", "\t"}
