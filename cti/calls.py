@@ -351,6 +351,15 @@ class CallTracker:
     def channel_count(self) -> int:
         return len(self._channels)
 
+    def has_channel(self, call_id: str, uniqueid: str, name: str) -> bool:
+        """Whether ``call_id`` (a linkedid) is a live call and the channel ``uniqueid`` named
+        ``name`` is one of its own (the IVR's check that a FastAGI session is on that call)."""
+        call = self._by_linkedid.get(call_id)
+        if call is None or uniqueid not in call.channels:
+            return False
+        channel = self._channels.get(uniqueid)
+        return channel is not None and channel.name == name
+
     # ---------------------------------------------------------------- channels and calls
 
     def _touch(

@@ -170,10 +170,7 @@ class PinLimiter:
 
 
 class TrackedCalls:
-    """The live-call query the IVR needs, over the AMI side's call trackers (one per PBX).
-
-    Reads the tracker's channel map directly: :class:`~cti.calls.CallTracker` has no public
-    "channels of a call" query yet."""
+    """The live-call query the IVR needs, over the AMI side's call trackers (one per PBX)."""
 
     def __init__(self, trackers: Mapping[str, CallTracker]) -> None:
         self.trackers = trackers
@@ -183,8 +180,4 @@ class TrackedCalls:
         one of its channels: uniqueid *and* name must match, since the first channel's
         uniqueid is the linkedid itself and naming it alone would prove nothing."""
         tracker = self.trackers.get(pbx)
-        call = None if tracker is None else tracker._by_linkedid.get(call_id)
-        if tracker is None or call is None or uniqueid not in call.channels:
-            return False
-        known = tracker._channels.get(uniqueid)
-        return known is not None and known.name == channel
+        return tracker is not None and tracker.has_channel(call_id, uniqueid, channel)

@@ -428,6 +428,7 @@ _OUTCOMES: dict[str, str] = {
     "pin-timeout": "typed no PIN in time",
     "pin-invalid": "typed a PIN that is not valid",
     "pin-wrong": "typed a wrong PIN",
+    "pin-locked": "PIN not asked: too many wrong PINs for this customer lately",
     "store-timeout": "the store was too slow to answer",
     "store-error": "the store failed",
     "said": "was told",

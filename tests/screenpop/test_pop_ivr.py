@@ -179,6 +179,7 @@ def test_labels_and_outcomes_of_failed_steps_read_in_words(tmp_path: Path) -> No
     path = (
         ("identify", "caller-id-unknown"),
         ("identify", "pin-wrong"),
+        ("identify", "pin-locked"),
         ("identify", "account"),
         ("main", "7"),
         ("main", "timeout"),
@@ -193,6 +194,7 @@ def test_labels_and_outcomes_of_failed_steps_read_in_words(tmp_path: Path) -> No
     assert [(s["label"], s["text"]) for s in ivr["steps"]] == [
         (HOSTILE, "caller ID not on record"),  # any text: the page shows it as text
         (HOSTILE, "typed a wrong PIN"),
+        (HOSTILE, "PIN not asked: too many wrong PINs for this customer lately"),
         (HOSTILE, "identified by customer number and PIN"),
         ("Main", "pressed 7"),  # not an option
         ("Main", "pressed nothing in time"),
