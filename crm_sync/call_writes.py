@@ -8,7 +8,7 @@ while the last batch committed), a burst of calls costs a few commits.
 
 A call already in the timeline (a replay, a restart) makes the batch fail on its unique key;
 the batch is then written one call at a time, so the others still go in and that one is
-reported as known, as :func:`record_call` does for one call.
+reported as known (False), as :func:`record_call` reports one call.
 """
 
 from __future__ import annotations
@@ -45,6 +45,23 @@ def call_row(customer_id: int | None, record: CallRecord) -> Interaction:
         # calls that ended within the longest wrap-up (crm_sync.workday.owed_calls)
         closed_at=datetime.fromtimestamp(record.ended_at, UTC) if record.ended_at else None,
     )
+
+
+async def record_call(
+    sessions: async_sessionmaker[AsyncSession],
+    customer_id: int | None,
+    record: CallRecord,
+    *,
+    now: datetime,
+) -> bool:
+    """Add one finished call to the customer's timeline; False if it was already there.
+
+    ``customer_id`` None: a caller the store could not name (unknown, several matches, the
+    lookup failed). The row is kept all the same, so a restarted service still knows who
+    took the call and its outcome can be recorded; the CRM is told nothing (it has no
+    customer to attach it to: the outcome, which may create one, tells it)."""
+    (written,) = await record_calls(sessions, [(customer_id, record)], now=now)
+    return written
 
 
 async def record_calls(

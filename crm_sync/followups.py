@@ -23,7 +23,7 @@ Every callback is an outbound call on the customer's timeline (kind ``call``, di
 that changes nothing), so two agents dialling one customer at once cannot both pass the rule.
 The call's ``call_id`` is the Uniqueid the Originate gives the channel
 (``cti-cb-<follow-up id>-<random>``), hence the call id the call model reports for it, and its
-``external_id`` is the one ``crm_sync.timeline.record_call`` would use for that call: it is
+``external_id`` is the one ``crm_sync.call_writes.record_call`` would use for that call: it is
 on the timeline once.
 
 The outbox (crm_sync.outbox) hears, each in the transaction of its change:

@@ -21,7 +21,6 @@ from crm_sync.models import Customer, Interaction, Phone
 from crm_sync.outbox import enqueue
 from crm_sync.search import index_names
 from crm_sync.text import FieldError, line, lines
-from cti.events import CallRecord
 
 MAX_NOTES = 4000  # an outcome's or a note's text
 MAX_NAME = 200  # Customer.name
@@ -56,56 +55,6 @@ class OutcomeSaved:
     customer_id: int | None  # None: a disposition that needs no customer, and none was named
     followup_id: int | None
     duplicate: bool
-
-
-async def record_call(
-    sessions: async_sessionmaker[AsyncSession],
-    customer_id: int | None,
-    record: CallRecord,
-    *,
-    now: datetime,
-) -> bool:
-    """Add a finished call to the customer's timeline; False if it was already there. The
-    call's own times come from the record; ``now`` stamps the outbox row.
-
-    ``customer_id`` None: a caller the store could not name (unknown, several matches, the
-    lookup failed). The row is kept all the same, so a restarted service still knows who
-    took the call and its outcome can be recorded; the CRM is told nothing (it has no
-    customer to attach it to: the outcome, which may create one, tells it)."""
-    when = datetime.fromtimestamp(record.started_at or record.ended_at or 0, UTC)
-    who = ", ".join(record.handled_by) or "nobody"
-    queues = ", ".join(record.queues) or "no queue"
-    title = f"Call {record.outcome or 'unknown'} ({queues}; {who})"
-    row = Interaction(
-        customer_id=customer_id,
-        kind="call",
-        occurred_at=when,
-        title=title[:200],
-        body=None,
-        call_id=record.call_id,
-        agent=record.answered_by,
-        external_id=f"call:{record.pbx}:{record.call_id}",
-        # when the agent's wrap-up began: a restarted service gives back the wrap-ups of
-        # calls that ended within the longest wrap-up (crm_sync.workday.owed_calls)
-        closed_at=datetime.fromtimestamp(record.ended_at, UTC) if record.ended_at else None,
-    )
-    async with sessions() as session:
-        try:
-            async with session.begin():
-                session.add(row)
-                await session.flush()
-                if customer_id is not None:
-                    enqueue(
-                        session,
-                        topic="call.ended",
-                        key=row.external_id or f"call:{row.id}",
-                        customer_id=customer_id,
-                        data={"interaction_id": row.id, "call": record.to_json()},
-                        now=now,
-                    )
-        except IntegrityError:
-            return False  # this call's end was recorded before (a replay, a restart)
-    return True
 
 
 async def handled_by(

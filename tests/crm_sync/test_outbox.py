@@ -10,10 +10,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from crm_sync.call_writes import record_call
 from crm_sync.models import Customer, Interaction, OutboxRow
 from crm_sync.outbox import Outbox, enqueue
 from crm_sync.relay import retry_after, retry_delay, sign, verify
-from crm_sync.timeline import OutcomeError, record_call, save_outcome
+from crm_sync.timeline import OutcomeError, save_outcome
 from tests.crm_sync.test_timeline import outcome, record
 
 NOW = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)

@@ -10,10 +10,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from crm_sync.call_writes import record_call
 from crm_sync.models import Customer, Interaction, OutboxRow, Phone
 from crm_sync.phones import PhoneNormalizer
 from crm_sync.store import CustomerStore
-from crm_sync.timeline import OutcomeError, OutcomeIn, record_call, save_outcome
+from crm_sync.timeline import OutcomeError, OutcomeIn, save_outcome
 from cti.events import (
     AgentRinging,
     CallAnswered,

@@ -10,10 +10,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from crm_sync.call_writes import record_call
 from crm_sync.models import Customer, Interaction
 from crm_sync.phones import PhoneNormalizer
 from crm_sync.store import CustomerStore
-from crm_sync.timeline import OutcomeIn, record_call, save_outcome
+from crm_sync.timeline import OutcomeIn, save_outcome
 from crm_sync.workday import agent_day, owed_calls
 from cti.events import CallRecord
 
