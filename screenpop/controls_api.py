@@ -27,8 +27,8 @@ from crm_sync import audit, ratings
 from crm_sync.models import AgentRating, AuditEntry
 from crm_sync.store import CustomerStore
 from cti.controls import SPY_OPTIONS, ControlError, MemberControls, Mode, Sent, check_text
-from screenpop.api import _body
 from screenpop.errors import ApiError
+from screenpop.inputs import json_object
 from screenpop.keys import CLOCK, CONTROLS, POP, SESSION, STORE, WORK_CHANGED
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ async def pause(request: web.Request) -> web.StreamResponse:
     agent = request.match_info["agent_id"]
     await _permit(request, _Attempt("pause", agent), own=True)
     controls = _ready(request)
-    body = await _body(request)
+    body = await json_object(request)
     paused = body.get("paused")
     if not isinstance(paused, bool):
         raise _invalid("paused", "true or false")
@@ -104,7 +104,7 @@ async def queue_add(request: web.Request) -> web.StreamResponse:
     queue = request.match_info["queue"]
     await _permit(request, _Attempt("queue_add", "", queue))
     controls = _ready(request)
-    body = await _body(request)
+    body = await json_object(request)
     agent = _text(body, "agent")
     if agent is None:
         raise _invalid("agent", "the agent to log in")
@@ -135,7 +135,7 @@ async def listen(request: web.Request) -> web.StreamResponse:
     agent = handled[-1] if handled else ""
     await _permit(request, _Attempt("listen", agent, None, pbx))
     controls = _ready(request)
-    body = await _body(request)
+    body = await json_object(request)
     raw = body.get("mode", "listen")
     if not isinstance(raw, str) or raw not in SPY_OPTIONS:  # a list is no key: not a 500
         raise _invalid("mode", f"one of {', '.join(SPY_OPTIONS)}")
@@ -179,7 +179,7 @@ async def rate(request: web.Request) -> web.StreamResponse:
     """``{"score": 1..5, "note"?: str}``: a supervisor's rating of a configured agent. The
     wallboard's figures are refreshed from the store at once."""
     agent = _rated_agent(request)
-    body = await _body(request)
+    body = await json_object(request)
     score = body.get("score")
     if isinstance(score, bool) or not isinstance(score, int) or score not in ratings.SCORES:
         raise _invalid("score", "a whole number from 1 to 5")

@@ -16,6 +16,7 @@ from crm_sync.models import OutboxRow
 from crm_sync.outbox import Outbox
 from crm_sync.store import CustomerStore
 from screenpop.errors import ApiError, store_unavailable
+from screenpop.inputs import MAX_ID, json_object
 from screenpop.keys import CLOCK, SESSION, STORE
 
 STATES = ("dead", "pending", "delivered")
@@ -59,14 +60,11 @@ async def listing(request: web.Request) -> web.StreamResponse:
 async def retry(request: web.Request) -> web.StreamResponse:
     """``{"ids": [n, …]}`` or ``{"all_dead": true}``: dead rows go out again."""
     outbox = _outbox(request)
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise ApiError(400, "invalid_json", "The body is not JSON.") from exc
-    ids = body.get("ids") if isinstance(body, dict) else None
-    everything = isinstance(body, dict) and body.get("all_dead") is True
+    body = await json_object(request)
+    ids = body.get("ids")
+    everything = body.get("all_dead") is True
     valid = isinstance(ids, list) and 0 < len(ids) <= MAX_LIMIT
-    if not everything and not (valid and all(type(i) is int for i in ids)):  # type: ignore[union-attr]
+    if not everything and not (valid and all(_row_id(i) for i in ids)):  # type: ignore[union-attr]
         raise _invalid("ids", f'a list of 1 to {MAX_LIMIT} row ids, or "all_dead": true')
     account = request[SESSION].account
     now = request.app[CLOCK]()
@@ -114,3 +112,8 @@ def _row(row: OutboxRow) -> dict[str, Any]:
 
 def _invalid(field: str, expected: str) -> ApiError:
     return ApiError(422, "invalid_field", f"{field}: {expected}.", field=field)
+
+
+def _row_id(value: object) -> bool:
+    """A row id the database can hold (a bigger one overflowed SQLite: a 500 before)."""
+    return type(value) is int and 1 <= value <= MAX_ID

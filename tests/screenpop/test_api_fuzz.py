@@ -73,10 +73,7 @@ CHECKS = [
 ]
 # Known failures, by "METHOD path": the reason, and who fixes it. Each is reported by the test
 # (xfail) while it fails, and the test fails once it passes (remove it then).
-KNOWN: dict[str, str] = {
-    "POST /api/outbox/retry": "500 for an id past SQLite's 64-bit INTEGER (OverflowError in "
-    "crm_sync/outbox.py retry): screenpop/outbox_api.py must bound ids (not this helper's file)",
-}
+KNOWN: dict[str, str] = {}  # operation -> why it still fails (none now)
 
 
 @dataclass

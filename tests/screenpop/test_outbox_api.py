@@ -61,10 +61,21 @@ async def test_bad_requests_and_agents_are_refused(lab: Lab) -> None:
     sue = await lab.login("sue")
     for query in ("?state=gone", "?limit=0", "?limit=501", "?limit=x"):
         assert (await lab.client.get("/api/outbox" + query)).status == 422
-    bodies: list[object] = [{}, {"ids": []}, {"ids": ["1"]}, {"ids": [True]}, {"all_dead": 1}, [1]]
+    bodies: list[object] = [
+        {},
+        {"ids": []},
+        {"ids": ["1"]},
+        {"ids": [True]},
+        {"all_dead": 1},
+        {"ids": [0]},
+        {"ids": [2**63]},  # past a 64-bit INTEGER: an OverflowError and a 500 before
+        {"ids": [10**30]},
+    ]
     for body in bodies:
         status, answer = await post(lab, "/api/outbox/retry", sue, body)
         assert (status, answer["error_id"]) == (422, "invalid_field"), body
+    status, answer = await post(lab, "/api/outbox/retry", sue, [1])  # not an object
+    assert (status, answer["error_id"]) == (400, "bad_json")
 
 
 async def test_agents_may_not_see_or_revive_the_outbox(lab: Lab) -> None:
