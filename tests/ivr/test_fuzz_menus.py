@@ -206,7 +206,7 @@ def test_any_toml_loads_or_raises_menu_error(tmp_path: Path, document: dict[str,
     assert toml_document(tomllib.loads(text)) == text  # what was drawn is what the loader reads
     result = outcome(path)
     if isinstance(result, MenuError):
-        assert re.search(r": (key '|cannot read menu)", str(result)), result
+        assert re.search(r": (key ['\"]|cannot read menu)", str(result)), result
 
 
 @FUZZ
@@ -218,7 +218,7 @@ def test_mutated_real_menu_loads_or_raises_menu_error(tmp_path: Path, menu: dict
     path.write_text(toml_document(menu), encoding="utf-8")
     result = outcome(path)
     if isinstance(result, MenuError):
-        assert ": key '" in str(result), result
+        assert re.search(r": key ['\"]", str(result)), result  # repr: "'" if the key has one
 
 
 def test_the_mutation_leaves_a_loadable_menu_alone(tmp_path: Path) -> None:
