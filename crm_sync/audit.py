@@ -1,4 +1,5 @@
-"""The audit log of member controls: one committed row per control, newest read first.
+"""The audit log of member controls and customer reads: one committed row per control,
+newest read first.
 
 Rows are only ever added (and a denied row's count raised); none is pruned. Texts are cut to
 their columns' sizes here, so a long error message from a PBX can never make the row (and so
@@ -13,6 +14,10 @@ raises that row's ``attempts`` and ``last_at`` instead of adding one; and once a
 ``DENIED_LIMIT`` denied attempts in the window, each further one is counted on its latest
 denied row and reported as *limited* (the API answers 429). The count is read before the
 attempt is written, with the caller's clock.
+
+Reads are folded too (:func:`record_read`): a supervisor's reads of one customer within
+``READ_WINDOW`` of the first are one row whose ``attempts`` counts them, so paging through a
+customer's timeline does not write a row per request, and each read is still counted.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from crm_sync.models import AuditEntry
 MAX_LIMIT = 500
 DENIED_WINDOW = timedelta(seconds=60)
 DENIED_LIMIT = 20  # denied attempts of one login per window before it is answered 429
+READ_WINDOW = timedelta(minutes=10)  # one row per login, customer and this span of reads
 OUTCOMES = ("ok", "denied", "refused", "failed")
 Target = AsyncEngine | async_sessionmaker[AsyncSession]
 
@@ -79,12 +85,14 @@ async def record_denied(
     queue: str | None,
     pbx: str | None,
     result: str,
+    detail: str = "",
     window: timedelta = DENIED_WINDOW,
     limit: int = DENIED_LIMIT,
 ) -> Denied:
-    """Count one denied attempt: on an identical recent row, on the login's latest denied
-    row once past ``limit``, else on a new row (see the module's docstring)."""
-    entry = _entry(at, login, role, action, agent, queue, pbx, "", result)
+    """Count one denied attempt: on an identical recent row (``detail`` included), on the
+    login's latest denied row once past ``limit``, else on a new row (see the module's
+    docstring)."""
+    entry = _entry(at, login, role, action, agent, queue, pbx, detail, result)
     since = entry.at - window
     recent = and_(
         AuditEntry.login == entry.login,
@@ -97,6 +105,7 @@ async def record_denied(
         AuditEntry.agent == entry.agent,
         _equal(AuditEntry.queue, entry.queue),
         _equal(AuditEntry.pbx, entry.pbx),
+        AuditEntry.detail == entry.detail,
         AuditEntry.result == entry.result,
     )
     async with _sessions(target)() as session, session.begin():
@@ -115,6 +124,41 @@ async def record_denied(
         row.attempts += 1
         row.last_at = entry.at
         return Denied(row.id, row.attempts, limited)
+
+
+async def record_read(
+    target: Target,
+    *,
+    at: datetime,
+    login: str,
+    role: str,
+    action: str,
+    agent: str,
+    detail: str,
+    window: timedelta = READ_WINDOW,
+) -> int:
+    """Count one allowed read (result ``ok``): on the login's row of the same action and
+    detail begun within ``window`` before ``at``, else on a new row; that row's id."""
+    entry = _entry(at, login, role, action, agent, None, None, detail, "ok")
+    same = and_(
+        AuditEntry.login == entry.login,
+        AuditEntry.action == entry.action,
+        AuditEntry.agent == entry.agent,
+        AuditEntry.detail == entry.detail,
+        AuditEntry.result == "ok",
+        AuditEntry.at >= entry.at - window,
+    )
+    async with _sessions(target)() as session, session.begin():
+        row = await session.scalar(
+            select(AuditEntry).where(same).order_by(AuditEntry.id.desc()).limit(1)
+        )
+        if row is None:
+            session.add(entry)
+            await session.flush()
+            return entry.id
+        row.attempts += 1
+        row.last_at = entry.at
+        return row.id
 
 
 async def page(

@@ -1,7 +1,9 @@
 """The JSON API: the agent's calls, customers, and the outcome of a call.
 
 Authorisation follows the call: an agent sees only the cards of calls offered to them and
-writes the outcome only of calls they handled; a supervisor may do both for any call. An
+writes the outcome only of calls they handled; a supervisor may do both for any call. A
+customer's card is read under screenpop.access (an agent: the customers of their work and
+searches; a supervisor: any, audited). An
 outcome is answered 200 only after the database committed it, so "saved" on the page is
 true; a retry with the same idempotency ``key`` gets the first answer and writes nothing.
 """
@@ -23,6 +25,7 @@ from crm_sync.store import CustomerCard, CustomerStore, Lookup, StoreUnavailable
 from crm_sync.text import FieldError
 from crm_sync.timeline import MAX_NAME, OutcomeError, OutcomeIn, handled_by
 from crm_sync.timeline import MAX_NOTES as MAX_NOTES  # views: the note form's limit
+from screenpop import access
 from screenpop.auth import Account
 from screenpop.cards import Card, card_view
 from screenpop.errors import ApiError, store_unavailable
@@ -111,11 +114,14 @@ async def customer_card(request: web.Request) -> CustomerCard:
 
 
 async def customer(request: web.Request) -> web.StreamResponse:
+    """One customer's card, if screenpop.access lets the account read it (403 otherwise)."""
+    await access.check(request, int(request.match_info["customer_id"]))
     return _json(dataclasses.asdict(await customer_card(request)))
 
 
 async def customers(request: web.Request) -> web.StreamResponse:
-    """Who has this phone number: the same lookup as the pop, with its status."""
+    """Who has this phone number: the same lookup as the pop, with its status. The agent may
+    then read the customers found (screenpop.access: a search grant)."""
     store = request.app[STORE]
     phone = request.query.get("phone", "").strip()
     if not phone or len(phone) > 40:
@@ -125,6 +131,7 @@ async def customers(request: web.Request) -> web.StreamResponse:
     result = await store.lookup(phone, now=request.app[CLOCK](), budget=LOOKUP_BUDGET)
     if result.status in ("timeout", "error"):
         raise store_unavailable()
+    access.granted(request, (c.id for c in result.cards))
     body = dataclasses.asdict(result)
     body["display_number"] = store.phones.display(result.e164) if result.e164 else phone
     return _json(body)
@@ -234,10 +241,6 @@ def _agent_for(account: Account, body: Mapping[str, Any], handled_by: tuple[str,
             403, "call_not_yours", "Only an agent who handled the call records its outcome."
         )
     return account.agent_id
-
-
-# screenpop.controls_api reads its bodies by this name
-_body = json_object
 
 
 def _key(body: Mapping[str, Any]) -> str:

@@ -30,6 +30,7 @@ from crm_sync.sessions import SessionTable
 from crm_sync.store import CustomerStore, StoreUnavailable
 from cti.controls import MemberControls
 from screenpop import (
+    access,
     api,
     controls_api,
     crm_api,
@@ -119,6 +120,7 @@ def create_app(
     app[EPOCH] = secrets.token_hex(8)
     app[CRM_TOKEN] = crm_token
     app[followups_api.FOLLOWUPS] = followups
+    app[access.GRANTS] = access.SearchGrants()  # what each agent's searches let them read
     app[FOLLOWUP_OWNERS] = lambda: followups_api.owners_offered(accounts, followups)
     aiohttp_jinja2.setup(
         app,

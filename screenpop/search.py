@@ -1,7 +1,8 @@
 """Finding a customer without a call: the search page and its JSON twin.
 
 The header of every page has the search box, so an agent can look anyone up between calls
-(by name, number or CRM id: crm_sync.search) and open their page.
+(by name, number or CRM id: crm_sync.search) and open their page: what a search shows, the
+agent may read for an hour (screenpop.access).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
 from crm_sync.search import CustomerSearch, Results
+from screenpop import access
 from screenpop.errors import store_unavailable
 from screenpop.keys import SESSION, STORE
 
@@ -32,10 +34,12 @@ async def _find(request: web.Request) -> Results:
         raise store_unavailable()
     query = request.query.get("q", "")[: MAX_QUERY * 2]
     try:
-        return await CustomerSearch(store.sessions, store.phones).find(query)
+        results = await CustomerSearch(store.sessions, store.phones).find(query)
     except (SQLAlchemyError, OSError) as exc:
         log.warning("customer search %r failed: %s", query[:40], exc)
         raise store_unavailable() from exc
+    access.granted(request, (f.id for f in results.found))
+    return results
 
 
 async def search_page(request: web.Request) -> web.StreamResponse:

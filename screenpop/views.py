@@ -28,6 +28,7 @@ from crm_sync.corrections import ContactIn, CorrectionError, contact_of, correct
 from crm_sync.store import CustomerStore, StoreUnavailable
 from crm_sync.timeline import OutcomeError
 from crm_sync.timeline import add_note as add_note_to
+from screenpop import access
 from screenpop.api import MAX_NOTES as MAX_NOTE
 from screenpop.api import customer_card
 from screenpop.errors import store_unavailable
@@ -183,7 +184,13 @@ async def agent_page(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def customer_page(
+async def customer_page(request: web.Request) -> web.StreamResponse:
+    """One customer's page, if screenpop.access lets the account read it (403 otherwise)."""
+    await access.check(request, int(request.match_info["customer_id"]))
+    return await _customer_page(request)
+
+
+async def _customer_page(
     request: web.Request,
     *,
     error: str | None = None,
@@ -231,11 +238,12 @@ async def correct(request: web.Request) -> web.StreamResponse:
     )
     key = _field(form.get("key"), 40)
     customer_id = int(request.match_info["customer_id"])
+    await access.check(request, customer_id, access.CONTACT)
     store = request.app[STORE]
     if store is None:
         raise store_unavailable()
     if not _NOTE_KEY.fullmatch(key):
-        return await customer_page(
+        return await _customer_page(
             request, contact_error="The form had expired; please try again.", contact=given
         )
     account = request[SESSION].account
@@ -250,7 +258,7 @@ async def correct(request: web.Request) -> web.StreamResponse:
             now=request.app[CLOCK](),
         )
     except CorrectionError as exc:
-        return await customer_page(request, contact_error=f"Not sent: {exc}", contact=given)
+        return await _customer_page(request, contact_error=f"Not sent: {exc}", contact=given)
     except (SQLAlchemyError, OSError) as exc:
         log.warning("contact correction of customer %s not saved: %s", customer_id, exc)
         raise store_unavailable() from exc
@@ -274,15 +282,16 @@ async def add_note(request: web.Request) -> web.StreamResponse:
     text = _field(form.get("text"), MAX_NOTE + 1)
     key = _field(form.get("key"), 40)
     customer_id = int(request.match_info["customer_id"])
+    await access.check(request, customer_id, access.NOTE)
     store = request.app[STORE]
     if store is None:
         raise store_unavailable()
     if len(text) > MAX_NOTE:
-        return await customer_page(
+        return await _customer_page(
             request, error=f"A note has at most {MAX_NOTE} characters.", text=text
         )
     if not _NOTE_KEY.fullmatch(key):
-        return await customer_page(
+        return await _customer_page(
             request, error="The form had expired; please try again.", text=text
         )
     account = request[SESSION].account
@@ -296,7 +305,7 @@ async def add_note(request: web.Request) -> web.StreamResponse:
             now=request.app[CLOCK](),
         )
     except OutcomeError as exc:
-        return await customer_page(request, error=f"Not added: {exc}.", text=text)
+        return await _customer_page(request, error=f"Not added: {exc}.", text=text)
     except (SQLAlchemyError, OSError) as exc:
         log.warning("note on customer %s not saved: %s", customer_id, exc)
         raise store_unavailable() from exc

@@ -285,7 +285,7 @@ async def test_agents_see_only_their_calls_supervisors_all(world: World) -> None
 
 
 async def test_customer_api(world: World) -> None:
-    await login(world.client, "bob")
+    csrf = await login(world.client, "bob")
     card = await (await world.client.get(f"/api/customers/{world.seeded.wei}")).json()
     assert (card["name"], card["company"], card["tier"], card["repeat_caller"]) == (
         "张伟",
@@ -297,8 +297,9 @@ async def test_customer_api(world: World) -> None:
         "Call back about the refund",
         "Broken hinge",
     ]
+    # to an agent, a customer that does not exist is one more that is not theirs
     missing = await world.client.get("/api/customers/999999")
-    assert (missing.status, (await missing.json())["error_id"]) == (404, "no_customer")
+    assert (missing.status, (await missing.json())["error_id"]) == (403, "not_your_customer")
     found = await (await world.client.get("/api/customers?phone=13800138000")).json()
     assert (found["status"], found["e164"], found["display_number"]) == (
         "found",
@@ -311,6 +312,10 @@ async def test_customer_api(world: World) -> None:
     assert (none["status"], none["cards"]) == ("none", [])
     bad = await world.client.get("/api/customers")
     assert (bad.status, (await bad.json())["error_id"]) == (400, "phone_required")
+    await world.client.post("/logout", data={"csrf_token": csrf})
+    await login(world.client, "sue")  # a supervisor reads any id, so learns it is missing
+    missing = await world.client.get("/api/customers/999999")
+    assert (missing.status, (await missing.json())["error_id"]) == (404, "no_customer")
 
 
 # ---------------------------------------------------------------------- outcomes
@@ -496,8 +501,9 @@ async def test_unexpected_errors_show_no_trace(
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("internal detail /srv/secret.py")
 
-    monkeypatch.setattr(world.store, "card", broken)
     await login(world.client, "alice")
+    await world.client.get("/api/customers", params={"phone": WEI})  # she may read Wei
+    monkeypatch.setattr(world.store, "card", broken)
     for path in (f"/api/customers/{world.seeded.wei}", f"/customers/{world.seeded.wei}"):
         response = await world.client.get(path)
         text = await response.text()
@@ -516,6 +522,7 @@ async def test_hostile_text_is_escaped_in_server_rendered_pages(world: World) ->
         "&lt;img src=x onerror=&#34;alert(1)&#34;&gt; &#34;O&#39;Brien&#34; &amp; Co"
     )
     await login(world.client, "alice")
+    await world.client.get("/search", params={"q": HOSTILE_PHONE})  # she may read its finds
     page = await (await world.client.get(f"/customers/{world.seeded.hostile}")).text()
     assert "<script>alert" not in page and "<img src=x" not in page
     assert page.count(escaped) == 4  # title, heading, the note, the Call button: all as text
