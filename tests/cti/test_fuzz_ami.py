@@ -74,7 +74,9 @@ def marks(messages: list[Message]) -> list[Message]:
 # --- strategies -------------------------------------------------------------------------------
 
 NAMES = st.text(string.ascii_letters + string.digits + "-_()/;@.", min_size=1, max_size=16)
-VALUES = st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=30)
+# what encode writes (cti.codec.header_problem): no control character; the decoder meets
+# those as raw bytes, in the corpus and in test_random_bytes_never_raise_and_split_the_same
+VALUES = st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), max_size=30)
 MESSAGES = st.dictionaries(NAMES, st.lists(VALUES, min_size=1, max_size=3), min_size=1, max_size=6)
 ENDINGS = st.sampled_from([b"\r\n", b"\n"])
 
