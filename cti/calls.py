@@ -1074,11 +1074,22 @@ def _outcome(call: _Call) -> Outcome | None:
     return "unanswered"
 
 
+MAX_STAMP = 1e11  # seconds since 1970: the year 5138; past it a Timestamp is no time at all
+MAX_SKEW = 86_400.0  # a Timestamp further than this from when it was read is not believed
+
+
 def _timestamp(msg: Message, received_at: float | None) -> float | None:
     """The message's own time, else ``received_at``. A ``Timestamp`` that is not a finite
-    number is no time at all: ``inf`` would stop the idle check for good, ``nan`` never ages."""
+    number is no time at all: ``inf`` would stop the idle check for good, ``nan`` never ages.
+    Nor is one absurdly far off (past :data:`MAX_STAMP`, or :data:`MAX_SKEW` from when it was
+    read): one such event would move the model's clock ahead, expire every call at once and
+    hold the idle check back until real time caught up."""
     stamp = _float(msg.get("Timestamp"))
-    return received_at if stamp is None else stamp
+    if stamp is None or not 0 <= stamp < MAX_STAMP:
+        return received_at
+    if received_at is not None and abs(stamp - received_at) > MAX_SKEW:
+        return received_at
+    return stamp
 
 
 def _float(value: str | None) -> float | None:

@@ -343,3 +343,26 @@ def test_regression_non_finite_hold_time_is_no_number() -> None:
             {"Event": "QueueCallerAbandon", "Queue": "q", "HoldTime": hold, **base}
         )
         assert event.hold_seconds is None  # type: ignore[attr-defined]
+
+
+def test_regression_a_far_off_timestamp_does_not_move_the_clock() -> None:
+    """Left by the fuzzing (a finite ``Timestamp`` far ahead, e.g. ``1e300``, moved the model's
+    clock: every open call expired at once and the idle check waited for that time). Fix:
+    cti/calls.py's ``_timestamp`` believes a Timestamp only before the year 5138 and within a
+    day of when it was read."""
+    stream = list(CAPTURES["capture_10calls"])
+    stream = apply(stream, ("prefix", 300))  # calls in progress
+    start = first_time(stream)
+    for odd in ("1e300", "99999999999", f"{start + 3 * 86_400:.6f}", "-5"):
+        tracker, events, latest = run(stream, start)
+        open_calls = {c.call_id for c in tracker.active_calls()}
+        assert open_calls
+        said = tracker.on_event(
+            {"Event": "Newexten", "Uniqueid": "x.1", "Linkedid": "x.1", "Timestamp": odd},
+            latest + TICK,
+        )
+        said += tracker.expire(latest + 10.0)  # ten seconds on: nothing is that old
+        assert not [e for e in said if isinstance(e, CallEnded)], odd
+        assert {c.call_id for c in tracker.active_calls()} >= open_calls
+        events += said + wind_down(tracker, latest)
+        check(tracker, events)
