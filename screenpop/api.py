@@ -211,9 +211,7 @@ async def dismiss(request: web.Request) -> web.StreamResponse:
 def _lookup(pop: PopService, pbx: str, call_id: str, agent: str) -> Lookup | None:
     """Who the caller was found to be: the pop forgets it when the call ends, the agent's
     wrap-up card still shows it."""
-    card = next(
-        (c for c in pop.book.cards_for(agent) if (c.pbx, c.call_id) == (pbx, call_id)), None
-    )
+    card = pop.book.card(pbx, call_id, agent)
     return card.lookup if card is not None and card.lookup else pop.lookup_for(pbx, call_id)
 
 

@@ -122,6 +122,12 @@ class PopBook:
             if (card := call.cards.get(agent)) is not None and card.state != "closed"
         ]
 
+    def card(self, pbx: str, call_id: str, agent: str) -> Card | None:
+        """The agent's card of that call, if the book still has the call (any state). One
+        dict read: the outcome path asks this for every save, whatever the book holds."""
+        call = self._calls.get((pbx, call_id))
+        return call.cards.get(agent) if call is not None else None
+
     def handled_by(self, pbx: str, call_id: str) -> tuple[str, ...]:
         """Agents who had the customer on this call (who may record its outcome)."""
         call = self._calls.get((pbx, call_id))

@@ -104,6 +104,16 @@ def test_enrich_updates_open_cards_and_outcome_closes_wrapup() -> None:
     assert book.cards_for("alice") == []
 
 
+def test_one_agents_card_of_one_call_is_found_without_walking_the_book() -> None:
+    book = PopBook()
+    for n in range(3):
+        book.apply(AgentRinging("p", f"c{n}", 2.0, "alice", "Alice", "x", "q", "+86138", ""))
+    (answered,) = book.apply(CallAnswered("p", "c1", 3.0, "alice", "q", 1.0, 1.0))
+    assert book.card("p", "c1", "alice") == answered.card
+    assert book.card("p", "c1", "bob") is None  # never offered to bob
+    assert book.card("p", "c9", "alice") is None and book.card("q", "c1", "alice") is None
+
+
 def test_an_outcome_saved_during_the_call_keeps_the_card_until_it_ends() -> None:
     book = PopBook()
     book.apply(AgentRinging("p", "c1", 2.0, "alice", "Alice", "x", "q", "+86138", "张伟"))
