@@ -538,7 +538,11 @@ async def test_an_agent_adds_a_note_without_a_call(browser: Browser, site: Site)
     dialogs: list[str] = []
     page.on("dialog", lambda d: dialogs.append(d.message))
     await log_in(page, site)
-    await page.goto(f"{site.url}/customers/{site.seeded.wei}")
+    box = page.get_by_role("searchbox", name="Find a customer")  # no call: she looks him up
+    await box.fill("张伟")
+    await box.press("Enter")
+    await page.get_by_role("link", name="张伟").click()
+    await expect(page).to_have_url(f"{site.url}/customers/{site.seeded.wei}")
     text = "Prefers WeChat <img src=x onerror=alert(1)>\nAsk for Mr Zhang's assistant"
     await page.get_by_label("Add a note (no call needed)").fill(text)
     form = await page.locator("form.add-note").evaluate("f => Object.fromEntries(new FormData(f))")

@@ -113,7 +113,9 @@ async def test_an_agent_corrects_contact_data(
     """'A writable history': the agent corrects how to reach a customer. One born here (no
     CRM id) changes at once; one the CRM owns is only sent to the CRM, as the page says."""
     page = await logged_in(browser, site, "alice")
-    await page.goto(f"{site.url}/customers/{site.seeded.twin_a}")
+    await find(page, "twin")  # what her search shows, she may open and correct
+    await page.get_by_role("link", name="Ana Twin").click()
+    await expect(page).to_have_url(f"{site.url}/customers/{site.seeded.twin_a}")
     form = page.locator(".correct-contact")
     await form.locator("summary").click()
     await expect(form).to_contain_text("not in the CRM yet: your correction applies at once")
@@ -137,7 +139,9 @@ async def test_an_agent_corrects_contact_data(
         await conn.execute(
             update(Customer).where(Customer.id == site.seeded.wei).values(external_id="CRM-7")
         )
-    await page.goto(f"{site.url}/customers/{site.seeded.wei}")
+    await find(page, "张")
+    await page.get_by_role("link", name="张伟").click()
+    await expect(page).to_have_url(f"{site.url}/customers/{site.seeded.wei}")
     form = page.locator(".correct-contact")
     await form.locator("summary").click()
     await expect(form).to_contain_text("The CRM owns these")
