@@ -106,6 +106,9 @@ class PopBook:
 
     def __init__(self) -> None:
         self._calls: OrderedDict[tuple[str, str], _Call] = OrderedDict()
+        # each agent's calls with a card not closed, in the order they opened: what a page
+        # asks for (snapshot, API) is the agent's few cards, not a walk of every call held
+        self._open: dict[str, dict[tuple[str, str], None]] = {}
         # calls settled (ended, every card closed): only the caller's number and who handled
         # them (for an outcome saved again), strings the collector does not walk; a late
         # duplicate event cannot bring such a call back
@@ -116,11 +119,7 @@ class PopBook:
 
     def cards_for(self, agent: str) -> list[Card]:
         """The agent's cards that are not closed (what a new browser tab shows)."""
-        return [
-            card
-            for call in self._calls.values()
-            if (card := call.cards.get(agent)) is not None and card.state != "closed"
-        ]
+        return [self._calls[key].cards[agent] for key in self._open.get(agent, ())]
 
     def card(self, pbx: str, call_id: str, agent: str) -> Card | None:
         """The agent's card of that call, if the book still has the call (any state). One
@@ -298,8 +297,21 @@ class PopBook:
         if call is None:
             call = self._calls[key] = _Call(*key, ivr=self._early.pop(key, None))
             while len(self._calls) > MAX_CALLS:
-                self._calls.popitem(last=False)
+                self._drop(self._calls.popitem(last=False)[1])
         return call
+
+    def _drop(self, call: _Call) -> None:
+        """A call forgotten: its cards leave the agents' open lists with it."""
+        key = (call.pbx, call.call_id)
+        for agent in call.cards:
+            self._closed(agent, key)
+
+    def _closed(self, agent: str, key: tuple[str, str]) -> None:
+        opened = self._open.get(agent)
+        if opened is not None:
+            opened.pop(key, None)
+            if not opened:
+                del self._open[agent]
 
     def _settle(self, call: _Call) -> None:
         """An ended call with every card closed can change no more: forget all but its key.
@@ -307,7 +319,8 @@ class PopBook:
         that every full garbage collection walks, stalling every pop meanwhile.)"""
         if call.ended and all(card.state == "closed" for card in call.cards.values()):
             key = (call.pbx, call.call_id)
-            self._calls.pop(key, None)
+            if self._calls.pop(key, None) is not None:
+                self._drop(call)
             settled = (call.caller_number, tuple(call.handled_by))
             _bounded(self._settled, key, settled, MAX_CALLS)
 
@@ -386,6 +399,11 @@ class PopBook:
             **changes,
         )
         call.cards[agent] = card
+        key = (call.pbx, call.call_id)
+        if state == "closed":
+            self._closed(agent, key)
+        else:
+            self._open.setdefault(agent, {})[key] = None
         return [CardUpdate(agent, card)]
 
     def _touch_all(self, call: _Call) -> list[CardUpdate]:
@@ -406,6 +424,7 @@ class PopBook:
         absorbed = self._calls.pop(absorbed_key, None)
         if absorbed is None:
             return []
+        self._drop(absorbed)
         updates: list[CardUpdate] = []
         for agent, card in absorbed.cards.items():
             if card.state != "closed":

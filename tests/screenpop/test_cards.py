@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 from crm_sync.store import Lookup
 from cti.events import (
     AgentRinging,
@@ -15,6 +17,7 @@ from cti.events import (
     Transfer,
 )
 from cti.replay import replay_file
+from screenpop import cards
 from screenpop.cards import CardUpdate, PopBook, ivr_view
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -102,6 +105,35 @@ def test_enrich_updates_open_cards_and_outcome_closes_wrapup() -> None:
     assert enriched.card.lookup is not None and enriched.card.lookup.status == "none"
     assert book.outcome_saved("p", "c1", "alice")[0].card.state == "closed"
     assert book.cards_for("alice") == []
+
+
+def _open_cards_by_walking(book: PopBook, agent: str) -> set[str]:
+    return {
+        card.id
+        for call in book._calls.values()
+        if (card := call.cards.get(agent)) is not None and card.state != "closed"
+    }
+
+
+@pytest.mark.parametrize("limit", [20_000, 3])
+def test_an_agents_open_cards_are_indexed_through_every_change(
+    limit: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cards_for reads an index kept by every change (rings, answers, wrap-ups, outcomes,
+    merges, calls forgotten past MAX_CALLS): after each event it says what a walk would."""
+    monkeypatch.setattr(cards, "MAX_CALLS", limit)
+    book = PopBook()
+    agents: set[str] = set()
+    for name in ("capture_10calls", "capture_extra", "capture_agi_down"):
+        for event in replay_file(FIXTURES / f"{name}.txt").events:
+            updates = book.apply(event)
+            agents |= {u.agent for u in updates}
+            for u in updates:
+                if u.card.state == "wrapup" and u.card.call_id.endswith("3"):
+                    book.outcome_saved(u.card.pbx, u.card.call_id, u.agent)
+            for agent in agents:
+                assert {c.id for c in book.cards_for(agent)} == _open_cards_by_walking(book, agent)
+    assert agents and any(book.cards_for(a) for a in agents)  # wrap-ups left open
 
 
 def test_one_agents_card_of_one_call_is_found_without_walking_the_book() -> None:
