@@ -37,8 +37,7 @@ from crm_sync import audit
 from crm_sync.customer_access import in_agent_work
 from crm_sync.followups import owners_for
 from screenpop.errors import ApiError, store_unavailable
-from screenpop.followups_api import FOLLOWUPS
-from screenpop.keys import CLOCK, POP, SESSION, STORE
+from screenpop.keys import AGENT_QUEUES, CLOCK, POP, SESSION, STORE
 from screenpop.pipeline import PopService
 
 log = logging.getLogger(__name__)
@@ -141,8 +140,7 @@ async def check(request: web.Request, customer_id: int, action: str = READ) -> N
                 detail=detail,
             )
             return
-        desk = app[FOLLOWUPS]
-        queues = desk.queues_of(account.agent_id) if desk is not None else frozenset()
+        queues = app[AGENT_QUEUES](account.agent_id)
         in_work = await in_agent_work(
             store.sessions,
             customer_id,

@@ -48,6 +48,7 @@ from screenpop.dispositions import Dispositions
 from screenpop.errors import ApiError, error_middleware, store_unavailable, wants_json
 from screenpop.keys import (
     ACCOUNTS,
+    AGENT_QUEUES,
     CLOCK,
     CONTROLS,
     CRM_TOKEN,
@@ -120,6 +121,7 @@ def create_app(
     app[EPOCH] = secrets.token_hex(8)
     app[CRM_TOKEN] = crm_token
     app[followups_api.FOLLOWUPS] = followups
+    app[AGENT_QUEUES] = followups.queues_of if followups is not None else _no_queues
     app[access.GRANTS] = access.SearchGrants()  # what each agent's searches let them read
     app[FOLLOWUP_OWNERS] = lambda: followups_api.owners_offered(accounts, followups)
     aiohttp_jinja2.setup(
@@ -195,3 +197,7 @@ async def _close_sockets(app: web.Application) -> None:
     """Browsers reconnect (and resume) after a restart; say it is one, don't just vanish."""
     for socket in app[SESSIONS].sockets():
         await socket.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+
+def _no_queues(agent: str) -> frozenset[str]:
+    return frozenset()

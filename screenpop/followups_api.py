@@ -47,6 +47,7 @@ from crm_sync.followups import (
 )
 from cti.callbacks import CallbackDialer, DialOutcome
 from cti.controls import ControlError
+from screenpop import access
 from screenpop.auth import Account, Accounts
 from screenpop.day_api import day_bounds
 from screenpop.errors import ApiError, store_unavailable
@@ -271,6 +272,7 @@ async def call_customer(request: web.Request) -> web.StreamResponse:
     store = request.app[STORE]
     assert store is not None  # _desk checked it
     customer_id = int(request.match_info["customer_id"])
+    await access.check(request, customer_id, "customer.call")
     body = await json_object(request)
     raw = text(body, "number", 40) or ""
     number = store.phones.to_e164(raw)

@@ -36,3 +36,5 @@ SESSION = web.RequestKey("session", Session)
 # who may own a follow-up, value -> what the agent reads ("Bob", "queue support"): the outcome
 # form offers these and the API takes nothing else, so a typo never hides a follow-up
 FOLLOWUP_OWNERS = web.AppKey[Callable[[], dict[str, str]]]("followup_owners")
+# the queues an agent is in (their queues' follow-ups are theirs too; empty without a desk)
+AGENT_QUEUES = web.AppKey[Callable[[str], frozenset[str]]]("agent_queues")

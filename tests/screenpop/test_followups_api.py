@@ -330,8 +330,12 @@ async def test_bad_numbers_and_customers_place_nothing(lab: Lab) -> None:
     for bad in ("", "1001", "<script>", "+86 138 0013 8000" * 5, 42):
         status, body = await lab.post(url, alice, {"number": bad})
         assert (status, body.get("field")) == (422, "number"), bad
+    # a customer outside her work (here: none at all) is refused and audited, not dialled
     status, body = await lab.post("/api/customers/99999/call", alice, {"number": WEI})
-    assert (status, body["error_id"]) == (404, "no_customer")
+    assert (status, body["error_id"]) == (403, "not_your_customer")
+    assert [(e.action, e.result) for e in await lab.audit()][-1] == (
+        "customer.call", "denied: not your customer",
+    )  # fmt: skip
     sue = await lab.login("sue")  # no phone of her own
     status, body = await lab.post(url, sue, {"number": WEI})
     assert (status, body["error_id"]) == (409, "no_device")
