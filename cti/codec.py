@@ -271,19 +271,29 @@ def header_problem(text: str) -> str | None:
 
 
 def encode(fields: Mapping[str, str | Iterable[str]]) -> bytes:
-    """Encode an action or event as CRLF lines ended by a blank line.
+    """Encode an action we send as CRLF lines ended by a blank line.
 
     Raises ValueError on a key or value that :func:`header_problem` refuses (a CR or LF would
     split the message), and on a key with ``:`` (it would name another header).
     """
-    lines: list[str] = []
     for key, value in fields.items():
-        values = [value] if isinstance(value, str) else list(value)
-        if ":" in key or (problem := header_problem(key)) is not None:
+        if ":" in key or header_problem(key) is not None:
             raise ValueError(f"AMI header name {key!r} is not a name")
-        for item in values:
+        for item in [value] if isinstance(value, str) else value:
             if (problem := header_problem(item)) is not None:
                 raise ValueError(f"AMI header {key!r} holds {problem}")
+    return frame(fields)
+
+
+def frame(fields: Mapping[str, str | Iterable[str]]) -> bytes:
+    """A message as Asterisk writes it (the simulator's and the benchmarks' side): CRLF lines
+    ended by a blank line, the values as they are (Asterisk passes a caller's control
+    characters on). Raises ValueError only on a line break, which would split the message."""
+    lines: list[str] = []
+    for key, value in fields.items():
+        for item in [value] if isinstance(value, str) else list(value):
+            if "\n" in item or "\r" in item or "\n" in key or "\r" in key:
+                raise ValueError(f"line break in AMI header {key!r}")
             lines.append(f"{key}: {item}")
     lines.append("")
     lines.append("")

@@ -39,7 +39,7 @@ from crm_sync.phones import PhoneNormalizer
 from crm_sync.store import CustomerStore
 from cti.ami import AmiClient, AmiEvent, Item, ResyncEnd
 from cti.calls import CallTracker, frame_filter
-from cti.codec import AmiDecoder, encode
+from cti.codec import AmiDecoder, frame
 from cti.settings import PbxSettings
 from cti_bench.data import load_postgres, load_sqlite, number
 from cti_bench.search import measure_search
@@ -164,13 +164,13 @@ def _reply(action: str, action_id: str) -> bytes:
     """What Asterisk answers to the few actions the client sends (snapshots: empty lists)."""
     head = {"Response": "Success", "ActionID": action_id}
     if action == "Login":
-        return encode({**head, "Message": "Authentication accepted"})
+        return frame({**head, "Message": "Authentication accepted"})
     if action in ("CoreShowChannels", "QueueStatus"):
         done = {"Event": f"{action}Complete", "ActionID": action_id, "EventList": "Complete"}
-        return encode({**head, "EventList": "start", "Message": "will follow"}) + encode(
+        return frame({**head, "EventList": "start", "Message": "will follow"}) + frame(
             {**done, "ListItems": "0"}
         )
-    return encode({**head, "Ping": "Pong"})
+    return frame({**head, "Ping": "Pong"})
 
 
 async def _blaster(

@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from cti.codec import AmiDecoder, encode, unescape
+from cti.codec import AmiDecoder, frame, unescape
 from cti.waits import wait_set
 from pbxsim.scenarios import (
     AGENTS,
@@ -295,7 +295,7 @@ class _Client:
             self.abort("too much unsent data")
 
     def send_message(self, message: Mapping[str, str]) -> None:
-        self.send(encode(message))
+        self.send(frame(message))
 
     def finish(self) -> None:
         """Close once everything queued so far is written (Logoff, failed login, shutdown)."""
@@ -556,7 +556,7 @@ class AmiServer:
             self._own_pause_state(stamped)
         self.live.apply(stamped, now)
         classes = _classes(stamped)
-        data = encode(stamped)
+        data = frame(stamped)
         for client in list(self._clients):
             if client.logged_in and client.mask and classes <= client.mask:
                 client.send(data)

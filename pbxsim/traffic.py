@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from dataclasses import field as dataclass_field
 from types import MappingProxyType
 
-from cti.codec import encode
+from cti.codec import frame
 from cti.waits import wait_set
 from pbxsim.scenarios import SCENARIOS, Agent, Pbx, TimedEvent, Timings, with_timestamp
 from pbxsim.server import AmiServer
@@ -517,10 +517,10 @@ def generate_stream(n_calls: int, seed: int, *, system_name: str = "sim") -> byt
     planner = _Planner(pbx, rng, None)
     out = [
         b"Asterisk Call Manager/11.0.0\r\n",
-        encode(
+        frame(
             {"Response": "Success", "ActionID": "bench-login", "Message": "Authentication accepted"}
         ),
-        encode(
+        frame(
             {
                 "Event": "FullyBooted",
                 "Privilege": "system,all",
@@ -545,7 +545,7 @@ def generate_stream(n_calls: int, seed: int, *, system_name: str = "sim") -> byt
             continue
         at, call, index = heapq.heappop(heap)
         begin, events = calls[call]
-        out.append(encode(with_timestamp(events[index][1], at, system_name)))
+        out.append(frame(with_timestamp(events[index][1], at, system_name)))
         if index + 1 < len(events):
             heapq.heappush(heap, (begin + events[index + 1][0], call, index + 1))
         else:

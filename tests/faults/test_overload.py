@@ -41,7 +41,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from cti.codec import encode
+from cti.codec import frame
 from cti_bench.data import load_sqlite
 from cti_bench.harness import harness_without_collections
 from cti_bench.pop import QUEUE, _agents
@@ -144,7 +144,7 @@ def _encoded(calls: list[Call], shift: float) -> list[Tick]:
         at, data, rings = ticks[-1]
         if event.get("Event") == "AgentCalled":
             rings.append((event.get("Linkedid", ""), event.get("MemberName", "")))
-        ticks[-1] = (at, data + encode(with_timestamp(event, wall + due, "sim")), rings)
+        ticks[-1] = (at, data + frame(with_timestamp(event, wall + due, "sim")), rings)
     return ticks
 
 

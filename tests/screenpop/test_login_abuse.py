@@ -183,7 +183,9 @@ async def test_parallel_guesses_get_no_more_checks_than_the_budget(
         pass  # the old code gets here: more checks queued than the thread pool runs at once
     release.set()
     await asyncio.gather(*posts)
-    assert 0 < len(checked) <= PAIR.free
+    # a success gives its attempt back, so the right password may let one more be checked
+    # when the machine is slow to bring every request to the limiter before it is judged
+    assert 0 < len(checked) <= PAIR.free + right
     assert statuses.count(429) == len(passwords) - len(checked)
     assert set(statuses) <= {401, 303, 429}
 
