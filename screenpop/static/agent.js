@@ -1262,8 +1262,15 @@
       message.setAttribute("role", "status");
       result.append(message);
     }
-    row.li.replaceChildren(at, who, meta, result);
-    if (row.entry) row.li.append(row.entry.form);
+    const form = row.entry ? row.entry.form : null;
+    if (form === null || form.parentNode !== row.li) {
+      row.li.replaceChildren(at, who, meta, result);
+      if (form) row.li.append(form);
+      return;
+    }
+    // the open form stays where it is: moving it would take the focus from what the agent types
+    for (const child of [...row.li.children]) if (child !== form) child.remove();
+    form.before(at, who, meta, result);
   }
 
   // The cards' own outcome form, for a call of the day: same fields, same POST, same retries.

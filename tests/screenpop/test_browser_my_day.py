@@ -145,6 +145,30 @@ async def test_calls_of_the_day_with_outcomes_and_one_finished_there(
     assert errors == []
 
 
+async def test_what_the_agent_types_in_my_day_survives_a_refresh_of_the_list(
+    browser: Browser, site: Site
+) -> None:
+    """My day is read again whenever a call of the agent ends: the open form keeps its place,
+    its text and the keyboard focus (a refresh once took the focus, and the notes typed next
+    went nowhere)."""
+    await unattended(site, "c1", WEI)
+    page = await open_page(browser, site)
+    day = page.locator("#my-day")
+    wei = day.locator('[data-call-id="c1"]')
+    await wei.get_by_role("button", name="Finish the outcome of the call from 张伟").click()
+    notes = wei.locator("form.outcome").get_by_label("Notes")
+    await notes.click()
+    await page.keyboard.type("asked about ")
+    site.calls.ring("c2", "Alice", NOBODY)  # the page is open: a card, then a wrap-up
+    await eventually(lambda: site.pop.lookup_for(PBX, "c2") is not None)
+    site.calls.answer("c2", "Alice")
+    site.calls.end("c2", "Alice", NOBODY)
+    await expect(day.locator('[data-call-id="c2"]')).to_have_count(1)  # the list was read again
+    await expect(notes).to_be_focused()
+    await page.keyboard.type("the invoice")
+    await expect(notes).to_have_value("asked about the invoice")
+
+
 async def test_a_live_call_goes_to_my_day_when_its_outcome_is_saved(
     browser: Browser, site: Site
 ) -> None:
