@@ -6,9 +6,13 @@ Each connection is a :class:`_Client` with two tasks. The reader task decodes ac
 :class:`~cti.codec.AmiDecoder` (so garbage and oversized frames are skipped, never fatal)
 and answers them. Every byte for the peer - banner, responses, events, raw test bytes -
 goes through the client's outgoing queue, emptied by the writer task, which waits for the
-socket with a deadline like Asterisk's ``writetimeout``: a peer that does not take our data
-within ``write_timeout`` is dropped and its events are lost. So :meth:`AmiServer.emit` never
-blocks and one slow peer never delays another.
+socket with a deadline like Asterisk's ``writetimeout``: Asterisk gives each write (one
+event) ``writetimeout`` to find room in the socket, so the writer hands the socket
+``WRITE_PIECE`` bytes at a time and drops a peer that does not take one piece within
+``write_timeout``; its events are lost. A peer that keeps reading, however far behind, is
+not dropped for being behind (Asterisk keeps a session's events queued for it); only the
+simulator's own memory bound (``MAX_PENDING_BYTES``) ends it. So :meth:`AmiServer.emit`
+never blocks and one slow peer never delays another.
 
 :meth:`AmiServer.emit` is synchronous: it stamps the event (``Timestamp`` after
 ``Privilege``, then ``SystemName``), applies it to the live state that ``CoreShowChannels``
@@ -92,7 +96,8 @@ SNAPSHOT_KEYS = (
     "Uniqueid",
     "Linkedid",
 )
-MAX_PENDING_BYTES = 16 * 1024 * 1024
+MAX_PENDING_BYTES = 128 * 1024 * 1024  # the simulator's memory, not a limit of Asterisk's
+WRITE_PIECE = 8 * 1024  # a few events: what Asterisk's few writes must fit in the socket
 
 
 def parse_event_mask(value: str) -> frozenset[str] | None:
@@ -262,6 +267,8 @@ class _Client:
         self._wake = asyncio.Event()
         self._dead = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
+        # no buffering in the transport: each drain waits until the kernel took the piece
+        writer.transport.set_write_buffer_limits(high=0)
 
     async def until_thawed(self) -> bool:
         """Wait out a freeze; False when this client was closed meanwhile."""
@@ -336,19 +343,26 @@ class _Client:
                     if not batch:  # the close marker left by finish()
                         self.close()
                         return
-                    data = bytes(batch)
-                    self._pending -= len(data)
-                    self.writer.write(data)
-                    timeout = self.server.write_timeout
-                    try:
-                        async with asyncio.timeout(timeout):
-                            await self.writer.drain()
-                    except TimeoutError:
-                        self.abort(f"write timeout ({timeout} s)")
-                    except (ConnectionError, OSError):
-                        self.abort("connection lost while writing")
+                    self._pending -= len(batch)
+                    await self._write(memoryview(batch))
         finally:
             self.server._forget(self)
+
+    async def _write(self, data: memoryview) -> None:
+        """``data`` piece by piece, each given ``write_timeout`` to find room (a stalled
+        reader is dropped, a slow one that keeps taking pieces is not)."""
+        timeout = self.server.write_timeout
+        for start in range(0, len(data), WRITE_PIECE):
+            if self.closed:
+                return
+            self.writer.write(data[start : start + WRITE_PIECE])
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.writer.drain()
+            except TimeoutError:
+                self.abort(f"write timeout ({timeout} s)")
+            except (ConnectionError, OSError):
+                self.abort("connection lost while writing")
 
     # -- incoming --------------------------------------------------------------------------
     async def read_loop(self) -> None:
