@@ -225,6 +225,7 @@ class _Channel:
     bridge: str = ""
     confirmed: bool = True
     ringing: bool = False  # ChannelState 5 in the latest resync snapshot (CoreShowChannel)
+    queue: str | None = None  # the queue it last joined as a caller
 
 
 Handler = Callable[[Message, float | None, list[DomainEvent]], None]
@@ -770,6 +771,7 @@ class CallTracker:
         call.queues.append(queue)
         call.caller_hungup = call.withdraw_info = False
         channel = self._channels[uid]
+        channel.queue = queue
         self._update_caller(channel, msg, "", at, out)
         out.append(
             CallQueued(
@@ -908,7 +910,14 @@ class CallTracker:
         to_agent = target.agent if target is not None else None
         if to_agent is None and target is not None:
             to_agent = self.agents.agent_for_device(target.name)
-        to = to_agent or msg.get("TransferTargetCallerIDNum") or msg.get("DestApp", "")
+        # what the consult dialled: a queue (its Local leg joined it), an agent, a number
+        to = (
+            self._queue_behind(target)
+            or to_agent
+            or _known(msg.get("TransferTargetCallerIDNum"))
+            or _known(msg.get("TransferTargetExten"))
+            or msg.get("DestApp", "")
+        )
         transfer = Transfer("attended", from_agent, to, at)
         call.transfers.append(transfer)
         out.append(CallTransferred(self.pbx, call.call_id, at, transfer))
@@ -920,6 +929,20 @@ class CallTracker:
                 target.uniqueid, to_agent, to_agent, interface_key(target.name), None, True
             )
             self._answer(call, ring, at, None, None, out)
+
+    def _queue_behind(self, target: _Channel | None) -> str | None:
+        """The queue a consult leg joined: the target's own, or its Local other half's
+        (``Local/600@xfer;1`` is the target, its ``;2`` runs ``Queue(sales)``)."""
+        if target is None or target.queue:
+            return target.queue if target is not None else None
+        if not target.name.startswith("Local/") or target.name[-2:] not in (";1", ";2"):
+            return None
+        base = target.name[:-2]
+        for uid in target.call.channels:
+            other = self._channels.get(uid)
+            if other is not None and other is not target and other.name[:-2] == base:
+                return other.queue
+        return None
 
     def _current_agent(self, call: _Call) -> str | None:
         segments = call.open_segments() or call.segments
@@ -1106,3 +1129,8 @@ def _int(value: str | None) -> int | None:
         return int(value) if value not in (None, "") else None
     except ValueError:
         return None
+
+
+def _known(value: str | None) -> str | None:
+    """A field's value unless Asterisk's word for nothing (``<unknown>``, empty)."""
+    return value if value is not None and value.strip().lower() not in _UNKNOWN else None
