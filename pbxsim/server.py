@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 
 from cti.codec import AmiDecoder, frame, unescape
 from cti.waits import wait_set
+from pbxsim.held import DEFAULT_RING, HeldCall, HeldCalls
 from pbxsim.scenarios import (
     AGENTS,
     QUEUES,
@@ -49,6 +50,7 @@ from pbxsim.scenarios import (
     CallbackRequest,
     Pbx,
     QueueSpec,
+    Timings,
     callback,
     with_timestamp,
 )
@@ -498,7 +500,11 @@ class AmiServer:
             "queueadd": _queue_add,
             "queueremove": _queue_remove,
             "originate": _originate,
+            "blindtransfer": _blind_transfer,
+            "hangup": _hangup,
         }
+        # answered calls that wait for an action (hold_call), by their channels
+        self.held = HeldCalls(self)
         # Originate channels that never answer (OriginateResponse Failure, Reason 3) or are
         # busy (Reason 5, callbacks only)
         self.silent_devices: set[str] = set()
@@ -672,6 +678,35 @@ class AmiServer:
         self._booted = time.time()
         self.pbx = self._new_pbx()
         self.live = _Live(self._agents, self._queues, self._booted)
+        self.held.clear()
+
+    def hold_call(
+        self,
+        *,
+        number: str | None,
+        name: str | None,
+        queue: str = "support",
+        agent: str | None = None,
+        ring: float = DEFAULT_RING,
+        timings: Timings | None = None,
+    ) -> HeldCall:
+        """Start a queue call that is answered by ``agent`` (a member's name; by default the
+        queue's next member) after ``ring`` seconds and then stays up until an AMI action
+        (``BlindTransfer``, ``Hangup``) moves or ends it. Its events are played at
+        :attr:`speed` from now; ``await held.wait_held()`` until the answer went out,
+        ``await held.wait_ended()`` until the call's last event did. Needs a running loop;
+        raises ValueError for an unknown queue or an agent who is not one of its members.
+        See :mod:`pbxsim.held`."""
+        live = self.live.queues.get(queue)
+        return self.held.start(
+            number=number,
+            name=name,
+            queue=queue,
+            agent=agent,
+            ring=ring,
+            timings=timings,
+            position=1 + (len(live.waiting) if live is not None else 0),
+        )
 
 
 # -- actions ---------------------------------------------------------------------------------
@@ -1039,3 +1074,59 @@ async def _originate(client: _Client, action: Message) -> None:
             "CallerIDName": _one_line(caller.group(1)) if caller else "<unknown>",
         }
     )
+
+
+def _live_channel(server: AmiServer, name: str) -> _Channel | None:
+    """A channel Asterisk has now, by name (any case) or Uniqueid (ast_channel_get_by_name)."""
+    key = name.lower()
+    for uid, chan in server.live.channels.items():
+        if key in (uid.lower(), chan.snapshot.get("Channel", "").lower()):
+            return chan
+    return None
+
+
+async def _blind_transfer(client: _Client, action: Message) -> None:
+    """manager.c action_blind_transfer. Only a held call's member ``;1`` (in its two-party
+    bridge) can transfer (:mod:`pbxsim.held`); any other channel that exists (a scripted
+    call's, a held call's other channels, a call being moved) answers "Transfer invalid"."""
+    server = client.server
+    channel = _one_line(action.get("channel", "")).strip()
+    exten = _one_line(action.get("exten", "")).strip()
+    context = _one_line(action.get("context", "")).strip()
+    if not channel:
+        client.respond(action, "Error", Message="No channel specified")
+        return
+    if not exten:
+        client.respond(action, "Error", Message="No extension specified")
+        return
+    live = _live_channel(server, channel)
+    if live is None:
+        client.respond(action, "Error", Message="Channel specified does not exist")
+        return
+    context = context or live.snapshot.get("Context", "")
+    held = server.held.find(channel)
+    if held is None or not live.bridge or not server.held.can_transfer(held, channel):
+        client.respond(action, "Error", Message="Transfer invalid")
+        return
+    client.respond(action, "Success", Message="Transfer succeeded")
+    server.held.blind_transfer(held, exten, context)
+
+
+async def _hangup(client: _Client, action: Message) -> None:
+    """manager.c ast_manager_hangup_helper, for a held call's channels (:mod:`pbxsim.held`).
+    Not simulated: the ``/regex/`` form, and hanging up a scripted call's channel (both
+    answer "No such channel", as for a channel that is gone)."""
+    server = client.server
+    channel = _one_line(action.get("channel", "")).strip()
+    cause_header = action.get("cause", "").strip()
+    if not channel:
+        client.respond(action, "Error", Message="No channel specified")
+        return
+    # an invalid Cause is logged and ignored: the channel is hung up without one
+    cause = int(cause_header) if cause_header.isdigit() and int(cause_header) <= 127 else 0
+    held = server.held.find(channel)
+    if held is None or _live_channel(server, channel) is None:
+        client.respond(action, "Error", Message="No such channel")
+        return
+    client.respond(action, "Success", Message="Channel Hungup")
+    server.held.hangup(held, channel, cause)
