@@ -337,6 +337,10 @@ class Board:
         """The queues ``agent_id`` is a member of on any PBX, as Asterisk last said."""
         return frozenset(q for a in self._agents.values() if a.id == agent_id for q in a.members)
 
+    def queue_names(self, pbx: str) -> list[str]:
+        """The queues of ``pbx`` the board has seen (status, members or calls), by name."""
+        return sorted(name for at, name in self._queues if at == pbx)
+
     def set_quality(self, agent_id: str, quality: Quality) -> None:
         """FCR, survey score and supervisor rating of an agent, on every PBX."""
         self.version += 1

@@ -228,6 +228,14 @@ class _Channel:
     queue: str | None = None  # the queue it last joined as a caller
 
 
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """An agent's side of a live call, as the channels Asterisk knows it by."""
+
+    agent_channel: str  # bridged with the caller (or the consult's other party)
+    other_channel: str
+
+
 Handler = Callable[[Message, float | None, list[DomainEvent]], None]
 
 
@@ -360,6 +368,23 @@ class CallTracker:
             return False
         channel = self._channels.get(uniqueid)
         return channel is not None and channel.name == name
+
+    def leg(self, call_id: str, agent: str) -> Leg | None:
+        """The agent's side of the live call ``call_id``: the agent's channel in a bridge with
+        a channel that is not the agent's (the one AMI's ``BlindTransfer``, ``Atxfer`` and
+        ``Hangup`` act on for that agent: a member's ``Local/…;1`` or its device channel), and
+        that other channel. None when the agent is not talking on the call now."""
+        call = self._calls.get(call_id)
+        if call is None:
+            return None
+        channels = [c for uid in call.channels if (c := self._channels.get(uid)) is not None]
+        for mine in channels:
+            if mine.agent != agent or not mine.bridge:
+                continue
+            for other in channels:
+                if other.bridge == mine.bridge and other.agent != agent:
+                    return Leg(mine.name, other.name)
+        return None
 
     # ---------------------------------------------------------------- channels and calls
 

@@ -197,7 +197,7 @@ class MemberControls:
         page reads it on load, so a reload shows a pause the service or a supervisor put."""
         client = self._client(pbx)
         interfaces = set(self._interfaces(agent))
-        replies = await _send(client, {"Action": "QueueStatus"}, self.timeout)
+        replies = await send_checked(client, {"Action": "QueueStatus"}, self.timeout)
         if replies[0].get("Response") not in (None, "Success"):
             raise ControlError(replies[0].get("Message", "") or "QueueStatus refused")
         return {
@@ -255,7 +255,7 @@ class MemberControls:
             "Async": "true",
         }
         sent = (action,)
-        replies = await _send(client, action, self.ring_timeout + self.timeout)
+        replies = await send_checked(client, action, self.ring_timeout + self.timeout)
         first = replies[0]
         if first.get("Response") != "Success":
             raise ControlError(first.get("Message", "") or "Originate refused", sent=sent)
@@ -288,7 +288,7 @@ class MemberControls:
         return next((m for m in self._agents[agent].members if "/" not in m), agent)
 
 
-async def _send(
+async def send_checked(
     client: AmiClient,
     action: Action,
     timeout: float,  # noqa: ASYNC109
@@ -333,7 +333,7 @@ async def _to_any(
     sent: list[Action] = []
     for action in actions:
         try:
-            first = (await _send(client, action, timeout))[0]
+            first = (await send_checked(client, action, timeout))[0]
         except ControlError as exc:
             exc.sent = (*sent, *exc.sent)
             raise

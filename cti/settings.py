@@ -53,6 +53,12 @@ class PbxSettings:
     # seconds a link must stay up before the backoff starts again from backoff_initial: a peer
     # that accepts the login and drops at once is retried with growing delays, not in a storm
     stable_after: float = 30.0
+    # where a blind transfer sends the caller (cti.call_control): a queue's name is an
+    # extension in queue_context; an agent is dialled at its Local member's exten@context
+    # (agent_context, if set, instead of that context); numbers only if number_context is set
+    queue_context: str = "incoming"
+    agent_context: str = ""
+    number_context: str = ""
 
 
 @dataclass(frozen=True)

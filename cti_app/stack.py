@@ -29,7 +29,9 @@ from crm_sync.segments import rules_from
 from crm_sync.store import CustomerStore
 from crm_sync.work_figures import WorkFigures
 from cti.board import Board, Quality
+from cti.call_control import CallControls
 from cti.callbacks import CallbackDialer
+from cti.calls import Leg
 from cti.controls import MemberControls
 from cti.service import CtiService, EventSink, StateSink
 from cti.settings import Settings
@@ -117,6 +119,12 @@ async def run_stack(
     segmenter = asyncio.create_task(keep_segments(store.sessions, rules, clock=utc_now))
     relay = _relay(settings, store)
     clients = {f.settings.name: f.client for f in service.followers}
+    trackers = {f.settings.name: f.tracker for f in service.followers}
+
+    def leg(pbx: str, call_id: str, agent: str) -> Leg | None:
+        tracker = trackers.get(pbx)
+        return tracker.leg(call_id, agent) if tracker is not None else None
+
     wrapup = QueuePauseWrapup(
         clients,
         settings.agents,
@@ -132,7 +140,7 @@ async def run_stack(
         if settings.ivr.menus_dir:
             peers = await _agi_peers(settings)
             ivr_store = IvrStore(engine, store, phones, clock=utc_now)
-            calls = TrackedCalls({f.settings.name: f.tracker for f in service.followers})
+            calls = TrackedCalls(trackers)
             agi = _agi_server(settings, ivr_store, pop, peers, calls)
             address = await agi.start(settings.ivr.host, settings.ivr.port)
         if accounts is not None:
@@ -149,6 +157,13 @@ async def run_stack(
                 secure_cookies=settings.web.secure_cookies,
                 board=board,
                 controls=MemberControls(clients, settings.agents),
+                call_controls=CallControls(
+                    clients,
+                    settings.pbxs,
+                    settings.agents,
+                    leg,
+                    board.queue_names,
+                ),
                 work_changed=work_changed.set,
                 crm_token=settings.crm.inbound_token,
                 followups=FollowupDesk(

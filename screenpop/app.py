@@ -28,6 +28,7 @@ from aiohttp.typedefs import Handler
 
 from crm_sync.sessions import SessionTable
 from crm_sync.store import CustomerStore, StoreUnavailable
+from cti.call_control import CallControls
 from cti.controls import MemberControls
 from screenpop import (
     access,
@@ -49,6 +50,7 @@ from screenpop.errors import ApiError, error_middleware, store_unavailable, want
 from screenpop.keys import (
     ACCOUNTS,
     AGENT_QUEUES,
+    CALL_CONTROLS,
     CLOCK,
     CONTROLS,
     CRM_TOKEN,
@@ -97,6 +99,7 @@ def create_app(
     ping_interval: float = 15.0,
     board: wallboard.BoardView | None = None,
     controls: MemberControls | None = None,
+    call_controls: CallControls | None = None,
     work_changed: Callable[[], None] = lambda: None,
     crm_token: str = "",
     followups: followups_api.FollowupDesk | None = None,
@@ -117,6 +120,7 @@ def create_app(
     app[PING_INTERVAL] = ping_interval
     app[wallboard.BOARD] = board
     app[CONTROLS] = controls
+    app[CALL_CONTROLS] = call_controls
     app[WORK_CHANGED] = work_changed
     app[EPOCH] = secrets.token_hex(8)
     app[CRM_TOKEN] = crm_token

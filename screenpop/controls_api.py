@@ -26,14 +26,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from crm_sync import audit, ratings
 from crm_sync.models import AgentRating, AuditEntry
 from crm_sync.store import CustomerStore
+from cti.call_control import TARGET_KINDS, CallControls
 from cti.controls import SPY_OPTIONS, ControlError, MemberControls, Mode, Sent, check_text
 from screenpop.errors import ApiError
 from screenpop.inputs import json_object
-from screenpop.keys import CLOCK, CONTROLS, POP, SESSION, STORE, WORK_CHANGED
+from screenpop.keys import CALL_CONTROLS, CLOCK, CONTROLS, POP, SESSION, STORE, WORK_CHANGED
 
 log = logging.getLogger(__name__)
 
 _STATUS = {"invalid": 422, "refused": 409, "failed": 502}
+_OWN_CALLS = "Agents may act only on the calls they are on."
+
 _IDS = {"invalid": "invalid_field", "refused": "pbx_refused", "failed": "pbx_failed"}
 
 
@@ -45,6 +48,8 @@ def add_routes(app: web.Application) -> None:
         "/api/queues/{queue}/members/{agent_id}", queue_remove, name="api_queue_remove"
     )
     app.router.add_post("/api/calls/{pbx}/{call_id}/listen", listen, name="api_listen")
+    app.router.add_post("/api/calls/{pbx}/{call_id}/hangup", hangup, name="api_hangup")
+    app.router.add_post("/api/calls/{pbx}/{call_id}/transfer", transfer, name="api_transfer")
     app.router.add_get("/api/audit", audit_log, name="api_audit")
     app.router.add_post("/api/agents/{agent_id}/ratings", rate, name="api_rate")
     app.router.add_get("/api/agents/{agent_id}/ratings", rating_list, name="api_ratings")
@@ -148,6 +153,66 @@ async def listen(request: web.Request) -> web.StreamResponse:
     return await _run(request, attempt, lambda: controls.listen(pbx, agent, device, mode))
 
 
+async def hangup(request: web.Request) -> web.StreamResponse:
+    """``{"agent"?: str}``: hang up the agent's side of the call (an agent's own; a
+    supervisor's of the agent named, by default the one who handles the call now)."""
+    pbx, call_id = request.match_info["pbx"], request.match_info["call_id"]
+    body = await json_object(request)
+    agent = _on_call(request, body, pbx, call_id)
+    attempt = _Attempt("hangup", agent, None, pbx, call_id)
+    await _permit(request, attempt, own=True, message=_OWN_CALLS)
+    controls = _call_controls(request)
+    return await _run(request, attempt, lambda: controls.hangup(pbx, call_id, agent))
+
+
+async def transfer(request: web.Request) -> web.StreamResponse:
+    """``{"type": "blind", "kind": "queue" | "agent" | "number", "target": str,
+    "agent"?: str}``: send the caller to the target; the agent's part ends."""
+    pbx, call_id = request.match_info["pbx"], request.match_info["call_id"]
+    body = await json_object(request)
+    agent = _on_call(request, body, pbx, call_id)
+    await _permit(
+        request, _Attempt("transfer", agent, None, pbx, call_id), own=True, message=_OWN_CALLS
+    )
+    controls = _call_controls(request)
+    if body.get("type", "blind") != "blind":
+        raise _invalid("type", "blind")
+    kind, target = _text(body, "kind"), _text(body, "target")
+    if kind not in TARGET_KINDS:
+        raise _invalid("kind", f"one of {', '.join(TARGET_KINDS)}")
+    if target is None:
+        raise _invalid("target", "the queue, agent or number to transfer to")
+    detail = f"{call_id} blind to {kind} {_checked('target', target)}"
+    queue = target if kind == "queue" else None
+    attempt = _Attempt("transfer", agent, queue, pbx, detail)
+    return await _run(
+        request, attempt, lambda: controls.blind_transfer(pbx, call_id, agent, kind, target)
+    )
+
+
+def _on_call(request: web.Request, body: dict[str, Any], pbx: str, call_id: str) -> str:
+    """Whose side of the call to act on: the agent's own; a supervisor's choice, by
+    default the agent who handles the call now (404 when nobody does)."""
+    account = request[SESSION].account
+    named = _text(body, "agent")
+    if account.role != "supervisor":
+        return named or account.agent_id or ""  # another agent's name is refused by _permit
+    if named:
+        return named
+    handled = request.app[POP].book.handled_by(pbx, call_id)
+    if not handled:
+        raise ApiError(404, "no_call", "No such call, or no agent handles it.")
+    return handled[-1]
+
+
+def _call_controls(request: web.Request) -> CallControls:
+    controls = request.app[CALL_CONTROLS]
+    if controls is None:
+        raise ApiError(503, "no_pbx", "No PBX is configured: call controls are unavailable.")
+    _store(request)
+    return controls
+
+
 async def audit_log(request: web.Request) -> web.StreamResponse:
     """``?limit=N`` (1 to 500, default 100), ``?before=<id>`` (the page after that entry),
     ``?login=``, ``?action=``, ``?agent=``, ``?outcome=`` (ok, denied, refused, failed): the
@@ -215,13 +280,15 @@ def _rated_agent(request: web.Request) -> str:
     return agent
 
 
-async def _permit(request: web.Request, attempt: _Attempt, *, own: bool = False) -> None:
+async def _permit(
+    request: web.Request, attempt: _Attempt, *, own: bool = False, message: str = ""
+) -> None:
     """Raise 403 (and audit the refusal, bounded per login) unless the account may do this;
-    429 once the login was refused too often of late."""
+    429 once the login was refused too often of late. ``own``: an agent may, on themselves."""
     account = request[SESSION].account
     if account.role == "supervisor" or (own and account.agent_id == attempt.agent):
         return
-    message = (
+    message = message or (
         "Agents may pause and unpause only themselves." if own else "Only supervisors may do this."
     )
     store = request.app[STORE]

@@ -10,6 +10,7 @@ from datetime import datetime
 from aiohttp import web
 
 from crm_sync.store import CustomerStore
+from cti.call_control import CallControls
 from cti.controls import MemberControls
 from screenpop.auth import Accounts, LoginLimiter, Session, SessionStore
 from screenpop.dispositions import Dispositions
@@ -25,6 +26,7 @@ LOGIN_LIMITER = web.AppKey("login_limiter", LoginLimiter)
 SECURE_COOKIES = web.AppKey("secure_cookies", bool)
 PING_INTERVAL = web.AppKey("ping_interval", float)
 CONTROLS = web.AppKey[MemberControls | None]("controls")  # None: no PBX to control
+CALL_CONTROLS = web.AppKey[CallControls | None]("call_controls")  # None: no PBX to control
 # tells the wallboard's store refresher that a rating changed a figure (no-op without one)
 WORK_CHANGED = web.AppKey[Callable[[], None]]("work_changed")
 # changes at every start: a browser holding sequence numbers of an earlier run gets a snapshot

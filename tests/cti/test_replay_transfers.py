@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from cti.calls import CallTracker, Leg
 from cti.codec import AmiDecoder
 from cti.events import CallTransferred
 from cti.replay import ReplayResult, replay_file
@@ -85,3 +86,30 @@ def test_each_transfer_at_its_event_and_told_once(
         # the agent who handed the call on and the one who took it both handled it
         for transfer in record.transfers:
             assert transfer.from_agent in record.handled_by
+
+
+def test_the_leg_an_agent_acts_on_is_the_channel_asterisk_transferred() -> None:
+    """Just before each real ``BlindTransfer``, the model names the channels it was done
+    with: the answering agent's ``Local/…;1`` (the AMI action's Channel) and the caller's."""
+    tracker = CallTracker("astlab")
+    seen = 0
+    data = (FIXTURES / "transfer_blind_to_queue.txt").read_bytes()
+    for msg in AmiDecoder().feed(data):
+        if msg.get("Event") == "BlindTransfer":
+            call_id = msg["TransfereeLinkedid"]
+            legs = {
+                agent: leg
+                for agent in ("Alice", "Bob", "Carol", "Dave", "Eve")
+                if (leg := tracker.leg(call_id, agent)) is not None
+            }
+            assert list(legs.values()) == [
+                Leg(msg["TransfererChannel"], msg["TransfereeChannel"])
+            ], legs
+            seen += 1
+        tracker.on_event(msg)
+    assert seen == 3
+    # once the calls are over nobody has a leg to act on, on them or on a call never seen
+    ended = {m["Linkedid"] for m in AmiDecoder().feed(data) if m.get("Event") == "Hangup"}
+    assert len(ended) >= 3
+    for call_id in [*ended, "astlab-0.0"]:
+        assert all(tracker.leg(call_id, a) is None for a in ("Alice", "Bob", "Carol", "Dave"))

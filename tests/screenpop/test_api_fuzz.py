@@ -42,10 +42,12 @@ from crm_sync.db import create_engine
 from crm_sync.followups import Followups
 from crm_sync.migrate import upgrade
 from cti.board import Board
+from cti.call_control import CallControls
 from cti.callbacks import CallbackDialer
+from cti.calls import CallTracker
 from cti.controls import MemberControls
 from cti.events import MemberUpdated
-from cti.settings import AgentSettings, FollowupSettings
+from cti.settings import AgentSettings, FollowupSettings, PbxSettings
 from screenpop import openapi
 from screenpop.followups_api import FollowupDesk
 from tests.screenpop.test_followups_api import add_followups
@@ -125,7 +127,9 @@ async def _serve(tmp: Path, ready: Future[str], stop: asyncio.Event) -> None:
     store = new_store(engine)
     pop = new_pop(store)
     try:
-        async with simulated_pbx() as (_server, ami):
+        async with simulated_pbx() as (server, ami):
+            tracker = CallTracker(PBX)  # the simulator's calls, as the service follows them
+            server.observers.append(tracker.on_event)
             await add_followups(pop, await seed(store))
             board = Board(agents=AGENTS)
             board.observe(
@@ -140,6 +144,14 @@ async def _serve(tmp: Path, ready: Future[str], stop: asyncio.Event) -> None:
                 store,
                 board=board,
                 controls=MemberControls({PBX: ami}, AGENTS, timeout=2.0),
+                call_controls=CallControls(
+                    {PBX: ami},
+                    [PbxSettings(name=PBX)],
+                    AGENTS,
+                    lambda _pbx, call_id, agent: tracker.leg(call_id, agent),
+                    board.queue_names,
+                    timeout=2.0,
+                ),
                 followups=desk,
                 crm_token=CRM_TOKEN,
             )
