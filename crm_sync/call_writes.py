@@ -37,7 +37,7 @@ def call_row(customer_id: int | None, record: CallRecord) -> Interaction:
         kind="call",
         occurred_at=when,
         title=title[:200],
-        body=None,
+        body=transfers_text(record),
         call_id=record.call_id,
         agent=record.answered_by,
         external_id=f"call:{record.pbx}:{record.call_id}",
@@ -45,6 +45,21 @@ def call_row(customer_id: int | None, record: CallRecord) -> Interaction:
         # calls that ended within the longest wrap-up (crm_sync.workday.owed_calls)
         closed_at=datetime.fromtimestamp(record.ended_at, UTC) if record.ended_at else None,
     )
+
+
+def transfers_text(record: CallRecord) -> str | None:
+    """The call's hand-overs, one line each, for people reading the timeline: "Blind
+    transfer from Dave to sales, 0:04 into the call" (the CRM hears them whole, with their
+    times, in ``call.ended``). None without any."""
+    lines = []
+    for transfer in record.transfers:
+        who = f" from {transfer.from_agent}" if transfer.from_agent else ""
+        line = f"{transfer.type.capitalize()} transfer{who} to {transfer.to or 'an unknown target'}"
+        if transfer.at is not None and record.started_at is not None:
+            seconds = max(0, round(transfer.at - record.started_at))
+            line += f", {seconds // 60}:{seconds % 60:02d} into the call"
+        lines.append(line)
+    return "\n".join(lines) or None
 
 
 async def record_call(
