@@ -36,7 +36,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from crm_sync import audit
 from crm_sync.customer_access import in_agent_work
 from crm_sync.followups import owners_for
-from screenpop.errors import ApiError, store_unavailable
+from screenpop.denials import refuse
+from screenpop.errors import store_unavailable
 from screenpop.keys import AGENT_QUEUES, CLOCK, POP, SESSION, STORE
 from screenpop.pipeline import PopService
 
@@ -152,31 +153,13 @@ async def check(request: web.Request, customer_id: int, action: str = READ) -> N
         raise store_unavailable() from exc
     if decide(account.role, remembered=False, in_work=in_work) is Access.READ:
         return
-    message = "This customer is not in your calls, follow-ups or recent searches."
-    try:
-        denied = await audit.record_denied(
-            store.sessions,
-            at=now,
-            login=account.login,
-            role=account.role,
-            action=action,
-            agent=account.agent_id,
-            queue=None,
-            pbx=None,
-            detail=detail,
-            result="denied: not your customer",
-        )
-    except (SQLAlchemyError, OSError) as exc:
-        log.error(
-            "audit entry not written: %s refused customer %s: %s", account.login, customer_id, exc
-        )
-    else:
-        if denied.limited:
-            seconds = int(audit.DENIED_WINDOW.total_seconds())
-            raise ApiError(
-                429,
-                "too_many_attempts",
-                f"{message} Too many refused reads: wait {seconds} s.",
-                retry_after=seconds,
-            )
-    raise ApiError(403, "not_your_customer", message)
+    await refuse(
+        request,
+        error_id="not_your_customer",
+        message="This customer is not in your calls, follow-ups or recent searches.",
+        action=action,
+        result="not your customer",
+        tried="reads",
+        agent=account.agent_id,
+        detail=detail,
+    )

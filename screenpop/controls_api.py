@@ -28,6 +28,7 @@ from crm_sync.models import AgentRating, AuditEntry
 from crm_sync.store import CustomerStore
 from cti.call_control import TARGET_KINDS, CallControls
 from cti.controls import SPY_OPTIONS, ControlError, MemberControls, Mode, Sent, check_text
+from screenpop.denials import refuse
 from screenpop.errors import ApiError
 from screenpop.inputs import json_object
 from screenpop.keys import CALL_CONTROLS, CLOCK, CONTROLS, POP, SESSION, STORE, WORK_CHANGED
@@ -291,32 +292,16 @@ async def _permit(
     message = message or (
         "Agents may pause and unpause only themselves." if own else "Only supervisors may do this."
     )
-    store = request.app[STORE]
-    if store is not None:
-        try:
-            denied = await audit.record_denied(
-                store.sessions,
-                at=request.app[CLOCK](),
-                login=account.login,
-                role=account.role,
-                action=attempt.action,
-                agent=attempt.agent,
-                queue=attempt.queue,
-                pbx=attempt.pbx,
-                result=f"denied: {message}",
-            )
-        except (SQLAlchemyError, OSError) as exc:
-            log.error("audit entry not written: %s %s", attempt, exc)
-        else:
-            if denied.limited:
-                seconds = int(audit.DENIED_WINDOW.total_seconds())
-                raise ApiError(
-                    429,
-                    "too_many_attempts",
-                    f"{message} Too many refused attempts: wait {seconds} s.",
-                    retry_after=seconds,
-                )
-    raise ApiError(403, "not_allowed", message)
+    await refuse(
+        request,
+        error_id="not_allowed",
+        message=message,
+        action=attempt.action,
+        result=message,
+        agent=attempt.agent,
+        queue=attempt.queue,
+        pbx=attempt.pbx,
+    )
 
 
 def _ready(request: web.Request) -> MemberControls:
