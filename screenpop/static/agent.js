@@ -28,7 +28,7 @@
   const MAX_VERSIONS = 2000;
   const DEAD_AFTER_MS = config.ping_interval * 2500; // 2.5 ping intervals without a word
 
-  const entries = new Map(); // card id -> {card, root, info, form, chosen, key, retry, saving}
+  const entries = new Map(); // card id -> {card, root, info, controls, form, chosen, key, retry, saving}
   const versions = new Map(); // card id -> newest version seen (kept after a card closed)
   let lastSeq = null;
   let epoch = null;
@@ -326,6 +326,7 @@
     if (entry.info) entry.info.replaceWith(info);
     else entry.root.prepend(info);
     entry.info = info;
+    updateControls(entry);
     if (card.state === "answered" || card.state === "wrapup") {
       if (!entry.form) {
         entry.form = makeForm(entry);
@@ -505,6 +506,136 @@
     }
     part.append(list);
     return part;
+  }
+
+  // ------------------------------------------------------------------ call controls
+
+  // Hang up and blind transfer (POST /api/calls/{pbx}/{call_id}/hangup | transfer), offered
+  // on an answered card only: the agent acts on their own side of the call. The status says
+  // what is going on; on success the card moves to wrap-up once the call model sees the
+  // agent's part end. The API's message is shown as text, like everything on the card.
+  const TRANSFER_KINDS = [
+    ["queue", "Queue", "transfer-queues"],
+    ["agent", "Agent", "transfer-agents"],
+    ["number", "Number", null],
+  ];
+
+  function updateControls(entry) {
+    const card = entry.card;
+    const answered = card.state === "answered";
+    if (!entry.controls) {
+      if (!answered) return;
+      entry.controls = makeControls(entry);
+      entry.info.after(entry.controls);
+    }
+    const controls = entry.controls;
+    controls.querySelector(".call-actions").hidden = !answered;
+    // after the call left the agent: only what was said about the last action stays
+    controls.hidden = !answered && !controls.querySelector(".control-status").textContent;
+    const who = caller(card);
+    controls.querySelector("button.hangup").setAttribute("aria-label", `Hang up the call from ${who}`);
+    controls.querySelector("form.transfer button[type=submit]").setAttribute("aria-label", `Transfer the call from ${who}`);
+    controls.querySelector("form.transfer").setAttribute("aria-label", `Transfer the call from ${who}`);
+  }
+
+  function makeControls(entry) {
+    const controls = el("div", "call-controls");
+    const actions = el("div", "call-actions");
+    const hang = el("button", "hangup", "Hang up");
+    hang.type = "button";
+    hang.addEventListener("click", () => hangUp(entry));
+
+    const form = el("form", "transfer");
+    form.noValidate = true;
+    const kindLabel = el("label", "transfer-kind", "Transfer to ");
+    const kind = el("select");
+    kind.name = "kind";
+    for (const [value, text] of TRANSFER_KINDS) {
+      const option = el("option", null, text);
+      option.value = value;
+      kind.append(option);
+    }
+    kindLabel.append(kind);
+    const targetLabel = el("label", "transfer-target", "Target ");
+    const target = el("input");
+    target.name = "target";
+    target.maxLength = 64;
+    target.autocomplete = "off";
+    targetLabel.append(target);
+    const go = el("button", null, "Transfer");
+    go.type = "submit";
+    form.append(kindLabel, targetLabel, go);
+    const listFor = () => {
+      const [, , list] = TRANSFER_KINDS.find(([value]) => value === kind.value) || [];
+      if (list && document.getElementById(list)) target.setAttribute("list", list);
+      else target.removeAttribute("list");
+      target.placeholder = kind.value === "number" ? "phone number" : kind.value === "agent" ? "agent" : "queue name";
+    };
+    kind.addEventListener("change", listFor);
+    listFor();
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      transferCall(entry);
+    });
+
+    actions.append(hang, form);
+    const status = el("p", "control-status");
+    status.setAttribute("role", "status");
+    status.tabIndex = -1;
+    controls.append(actions, status);
+    return controls;
+  }
+
+  function controlStatus(entry, state, text) {
+    const status = entry.controls.querySelector(".control-status");
+    status.className = `control-status ${state}`;
+    status.textContent = text;
+  }
+
+  function controlsBusy(entry, busy) {
+    const controls = entry.controls;
+    // the buttons are disabled while the request runs: keyboard focus waits on the status
+    if (busy && controls.contains(document.activeElement)) controls.querySelector(".control-status").focus();
+    for (const field of controls.querySelectorAll("button, input, select")) field.disabled = busy;
+  }
+
+  async function callAction(entry, what, body, pending, done, failed, retry) {
+    if (entry.acting) return;
+    entry.acting = true;
+    controlStatus(entry, "pending", pending);
+    controlsBusy(entry, true);
+    const card = entry.card;
+    const url = `/api/calls/${encodeURIComponent(card.pbx)}/${encodeURIComponent(card.call_id)}/${what}`;
+    const { res, data } = await postJson(url, body);
+    entry.acting = false;
+    if (res !== null && res.ok) {
+      controlStatus(entry, "ok", done); // the buttons stay off: the call is leaving the agent
+      updateControls(entry);
+      return;
+    }
+    controlsBusy(entry, false);
+    controlStatus(entry, "error", failure(res, data, failed));
+    updateControls(entry);
+    // the keyboard goes back to what the agent will correct (the status was read out)
+    if (retry && document.activeElement === entry.controls.querySelector(".control-status")) retry.focus();
+  }
+
+  function hangUp(entry) {
+    callAction(entry, "hangup", {}, "Hanging up…", "Hung up", "Not hung up");
+  }
+
+  function transferCall(entry) {
+    const form = entry.controls.querySelector("form.transfer");
+    const kind = form.elements.kind.value;
+    const target = form.elements.target.value.trim();
+    if (!target) {
+      controlStatus(entry, "error", "Give the queue, agent or number to transfer to.");
+      form.elements.target.focus();
+      return;
+    }
+    const body = { type: "blind", kind, target };
+    const done = `Transferred to ${kind} ${target}`;
+    callAction(entry, "transfer", body, "Transferring…", done, "Not transferred", form.elements.target);
   }
 
   // ------------------------------------------------------------------ the outcome form
