@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_sync import audit
+from crm_sync.models import AuditEntry
 from cti.ami import AmiClient
 from cti.controls import ControlError, MemberControls, spy_prefix
 from cti.hashing import hash_password
@@ -72,7 +73,7 @@ class Lab:
     def emitted_named(self, event: str) -> list[Mapping[str, str]]:
         return [e for e in self.emitted if e.get("Event") == event]
 
-    async def audit(self) -> list[audit.AuditEntry]:
+    async def audit(self) -> list[AuditEntry]:
         return await audit.recent(self.engine, 100)
 
 
