@@ -38,6 +38,10 @@ Not simulated: a transfer by the caller's side (its ``;2`` is in the bridge too,
 server answers "Transfer invalid"), Atxfer, and actions on scripted calls (see the action
 handlers in :mod:`pbxsim.server`).
 
+A caller may have a talk limit (``talk``): that long after each member's answer (call time)
+they hang up on that member, unless an action moved or ended the call first; a demo's held
+calls end so by themselves.
+
 An action that arrives while the events of a transfer are still being played (the new
 member is ringing at speed > 0) is applied after them: a hang-up then follows the new
 member's answer instead of cancelling the ring.
@@ -120,10 +124,11 @@ class HeldCall:
     (the call is being set up or transferred), ``held`` once the current member's answer
     has gone out, ``ended`` once the call's last event has."""
 
-    def __init__(self, call: _QueueCall, leg: _Leg, ring: float) -> None:
+    def __init__(self, call: _QueueCall, leg: _Leg, ring: float, talk: float | None = None) -> None:
         self.call = call
         self.leg = leg
         self.ring = ring
+        self.talk = talk  # seconds the caller talks with each member before hanging up
         self.state: State = "moving"
         self.queues: list[str] = [call.queue]
         self._held = asyncio.Event()
@@ -230,9 +235,12 @@ class HeldCalls:
         ring: float = DEFAULT_RING,
         timings: Timings | None = None,
         position: int = 1,
+        talk: float | None = None,
     ) -> HeldCall:
         """A queue call played up to the member's answer, then held (see the module doc);
-        ``position``: where the caller joins the queue."""
+        ``position``: where the caller joins the queue; ``talk``: seconds (call time) after
+        which the caller hangs up on the member who has them, unless an action came first
+        (None: never; a demo's callers do not wait forever for the agent to act)."""
         server = self._server
         timings = timings or DEFAULT_TIMINGS
         pbx = server.pbx
@@ -248,7 +256,7 @@ class HeldCalls:
         call.pick_up(leg, call.c2, ring)
         call.connect(leg)
         call.agent_talks(leg, 0.5, limit=HELD_WAIT)
-        held = HeldCall(call, leg, ring)
+        held = HeldCall(call, leg, ring, talk)
         self._register(held, *held._chans())
         self._play(held, 0, then=lambda: self._now_held(held))
         return held
@@ -379,6 +387,17 @@ class HeldCalls:
         if not held._finished and held.state == "moving":
             held.state = "held"
             held._held.set()
+            if held.talk is not None:
+                speed = self._server.speed
+                delay = held.talk / speed if speed > 0 else 0.0
+                leg = held.leg
+                asyncio.get_running_loop().call_later(delay, self._talked, held, leg)
+
+    def _talked(self, held: HeldCall, leg: _Leg) -> None:
+        """The caller's talk with ``leg``'s member is over: they hang up, unless the call
+        moved (a transfer: the next member gets their own talk) or ended meanwhile."""
+        if held.state == "held" and held.leg is leg and not held._finished:
+            self.hangup(held, held.call.c2.name)
 
     def _now_ended(self, held: HeldCall) -> None:
         held.state = "ended"

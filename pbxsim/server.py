@@ -689,10 +689,12 @@ class AmiServer:
         agent: str | None = None,
         ring: float = DEFAULT_RING,
         timings: Timings | None = None,
+        talk: float | None = None,
     ) -> HeldCall:
         """Start a queue call that is answered by ``agent`` (a member's name; by default the
         queue's next member) after ``ring`` seconds and then stays up until an AMI action
-        (``BlindTransfer``, ``Hangup``) moves or ends it. Its events are played at
+        (``BlindTransfer``, ``Hangup``) moves or ends it, or the caller hangs up after
+        ``talk`` seconds with each member (None: never). Its events are played at
         :attr:`speed` from now; ``await held.wait_held()`` until the answer went out,
         ``await held.wait_ended()`` until the call's last event did. Needs a running loop;
         raises ValueError for an unknown queue or an agent who is not one of its members.
@@ -706,6 +708,7 @@ class AmiServer:
             ring=ring,
             timings=timings,
             position=1 + (len(live.waiting) if live is not None else 0),
+            talk=talk,
         )
 
 

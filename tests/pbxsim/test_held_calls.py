@@ -413,3 +413,31 @@ async def test_an_action_during_a_transfer_waits_for_it(
     assert emitted[completes[1]]["Reason"] == "caller"
     (record,) = model(emitted)
     assert record.queues == ("support", "sales") and record.outcome == "answered"
+
+
+async def test_a_caller_with_a_talk_limit_hangs_up_on_each_member_in_turn(
+    server: AmiServer, peer: Peer, emitted: Events
+) -> None:
+    """``talk``: the caller hangs up on whoever has them that long after the answer (a
+    demo's held calls end by themselves); a transfer gives the next member their own talk."""
+    server.speed = 1.0  # real time: the talk is 0.6 s from each answer
+    held = server.hold_call(
+        number="+15550200001", name="Hannah", agent="Alice", talk=0.6, ring=0.05
+    )
+    await held.wait_held()
+    reply = await peer.action(
+        "BlindTransfer", "t-1", Channel=held.agent_channel, Exten="sales", Context="incoming"
+    )
+    assert reply["Message"] == "Transfer succeeded"
+    await held.wait_held()  # Alice's talk limit passes meanwhile: it is not hers any more
+    second = held.agent
+    assert second != "Alice" and held.state == "held"
+    await asyncio.wait_for(held.wait_ended(), 5)
+    (record,) = model(emitted)
+    assert record.handled_by == ("Alice", second)
+    reasons = [e["Reason"] for e in emitted if e["Event"] == "AgentComplete"]
+    assert reasons == ["transfer", "caller"]  # the caller hung up on the second member
+    forever = server.hold_call(number="+15550200002", name="Ida", agent="Bob", ring=0.05)
+    await forever.wait_held()
+    await asyncio.sleep(0.8)
+    assert forever.state == "held"  # no talk limit: held until an action
