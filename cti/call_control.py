@@ -32,7 +32,14 @@ from typing import Literal
 
 from cti.ami import AmiClient
 from cti.calls import Leg
-from cti.controls import ACTION_TIMEOUT, ControlError, Sent, check_text, send_checked
+from cti.controls import (
+    ACTION_TIMEOUT,
+    ControlError,
+    Sent,
+    check_text,
+    client_of,
+    send_checked,
+)
 from cti.settings import AgentSettings, PbxSettings
 
 TargetKind = Literal["queue", "agent", "number"]
@@ -83,7 +90,7 @@ class CallControls:
 
     async def hangup(self, pbx: str, call_id: str, agent: str) -> Sent:
         """Hang up the agent's channel of the call."""
-        client = self._client(pbx)
+        client = client_of(self._clients, pbx)
         leg = self.leg(pbx, call_id, agent)
         action = {"Action": "Hangup", "Channel": leg.agent_channel, "Cause": "16"}
         return await self._one(client, action, "not hung up")
@@ -115,7 +122,7 @@ class CallControls:
         self, pbx: str, call_id: str, agent: str, kind: str, target: str
     ) -> Sent:
         """Send the caller to the target; the agent's part of the call ends."""
-        client = self._client(pbx)
+        client = client_of(self._clients, pbx)
         exten, context = self.destination(pbx, kind, target)
         leg = self.leg(pbx, call_id, agent)
         action = {
@@ -152,9 +159,3 @@ class CallControls:
         words = _IN_WORDS.get(said)
         message = f"{failed}: {words} (Asterisk: {said})" if words else f"{failed}: {said}"
         raise ControlError(message, sent=sent)
-
-    def _client(self, pbx: str) -> AmiClient:
-        client = self._clients.get(pbx)
-        if client is None:
-            raise ControlError.invalid("pbx", f"no PBX named {pbx!r}")
-        return client

@@ -100,6 +100,14 @@ def pick_pbx(clients: Mapping[str, AmiClient], requested: str | None) -> str:
     raise ControlError.invalid("pbx", "several PBXs are configured, name one")
 
 
+def client_of(clients: Mapping[str, AmiClient], pbx: str) -> AmiClient:
+    """The AMI client of the PBX named. Raises ControlError (invalid)."""
+    client = clients.get(pbx)
+    if client is None:
+        raise ControlError.invalid("pbx", f"no PBX named {pbx!r}")
+    return client
+
+
 def check_text(name: str, value: str, *, required: bool = True) -> str:
     """``value`` without surrounding spaces, if it may go into an AMI header.
 
@@ -270,10 +278,7 @@ class MemberControls:
         return sent
 
     def _client(self, pbx: str) -> AmiClient:
-        client = self._clients.get(pbx)
-        if client is None:
-            raise ControlError.invalid("pbx", f"no PBX named {pbx!r}")
-        return client
+        return client_of(self._clients, pbx)
 
     def _interfaces(self, agent: str) -> tuple[str, ...]:
         if not self.knows(agent):

@@ -36,9 +36,8 @@ from screenpop.keys import CALL_CONTROLS, CLOCK, CONTROLS, POP, SESSION, STORE, 
 log = logging.getLogger(__name__)
 
 _STATUS = {"invalid": 422, "refused": 409, "failed": 502}
-_OWN_CALLS = "Agents may act only on the calls they are on."
-
 _IDS = {"invalid": "invalid_field", "refused": "pbx_refused", "failed": "pbx_failed"}
+_OWN_CALLS = "Agents may act only on the calls they are on."
 
 
 def add_routes(app: web.Application) -> None:
